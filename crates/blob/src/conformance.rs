@@ -1,0 +1,191 @@
+//! The behaviour every [`BlobStore`] backend must show. Backends call [`run_all`] from
+//! their own tests; live backends run it against a real server.
+//!
+//! Content is unique to each run, so the suite can share a bucket with other data.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use artifactstore_model::Digest;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+
+use crate::{BlobStore, ByteStream, Error};
+
+/// Runs every check in order; panics with a description on the first failure.
+pub async fn run_all(store: Arc<dyn BlobStore>) {
+    round_trip(&*store).await;
+    declared_digest(&*store).await;
+    failed_body_leaves_nothing(&*store).await;
+    ranged_reads(&*store).await;
+    delete(&*store).await;
+    list_in_order(&*store).await;
+    concurrent_identical_puts(store.clone()).await;
+}
+
+static SEED: AtomicU64 = AtomicU64::new(0);
+
+/// `len` bytes no other call of this run (or another run) produces.
+pub fn unique_bytes(len: usize) -> Vec<u8> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = nanos ^ (SEED.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        ^ (std::process::id() as u64) << 32;
+    let mut out = Vec::with_capacity(len + 16);
+    out.extend_from_slice(&x.to_le_bytes());
+    while out.len() < len {
+        // xorshift64*: cheap and good enough to make contents distinct.
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Splits data into uneven chunks, as a network would deliver it.
+pub fn chunked(data: &[u8]) -> ByteStream {
+    let mut chunks = Vec::new();
+    let mut rest = Bytes::copy_from_slice(data);
+    let mut n = 1usize;
+    while !rest.is_empty() {
+        let take = rest.len().min(n * 7919 % 200_003 + 1);
+        chunks.push(Ok(rest.split_to(take)));
+        n += 1;
+    }
+    futures::stream::iter(chunks).boxed()
+}
+
+async fn read_all(store: &dyn BlobStore, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+    let read = store.get(digest, range).await.expect("get");
+    let chunks: Vec<Bytes> = read.body.try_collect().await.expect("read body");
+    chunks.concat()
+}
+
+pub async fn round_trip(store: &dyn BlobStore) {
+    for len in [0usize, 1, 4096, 3 * 1024 * 1024 + 17] {
+        let data = if len == 0 { Vec::new() } else { unique_bytes(len) };
+        let out = store.put(chunked(&data), None).await.expect("put");
+        assert_eq!(out.digest, Digest::of(&data), "digest of {len} bytes");
+        assert_eq!(out.size, len as u64);
+        let meta = store.head(&out.digest).await.expect("head").expect("blob present after put");
+        assert_eq!(meta.size, len as u64);
+        assert_eq!(read_all(store, &out.digest, None).await, data, "read back {len} bytes");
+        let again = store.put(chunked(&data), None).await.expect("second put");
+        assert_eq!(again.digest, out.digest);
+        if len > 0 {
+            assert!(!again.created, "second put of the same bytes must deduplicate");
+        }
+    }
+    let absent = Digest::of(&unique_bytes(32));
+    assert!(store.head(&absent).await.expect("head absent").is_none());
+    assert!(matches!(store.get(&absent, None).await, Err(Error::NotFound { .. })));
+}
+
+pub async fn declared_digest(store: &dyn BlobStore) {
+    let data = unique_bytes(100_000);
+    let right = Digest::of(&data);
+    let wrong = Digest::of(&unique_bytes(10));
+    match store.put(chunked(&data), Some(wrong)).await {
+        Err(Error::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, wrong);
+            assert_eq!(actual, right);
+        }
+        other => panic!("declared wrong digest must fail, got {other:?}"),
+    }
+    assert!(store.head(&right).await.unwrap().is_none(), "mismatched upload became visible");
+    assert!(store.head(&wrong).await.unwrap().is_none());
+    let out = store.put(chunked(&data), Some(right)).await.expect("declared right digest");
+    assert_eq!(out.digest, right);
+    assert!(out.created);
+}
+
+pub async fn failed_body_leaves_nothing(store: &dyn BlobStore) {
+    let data = unique_bytes(2 * 1024 * 1024);
+    let full = Digest::of(&data);
+    let half = Bytes::copy_from_slice(&data[..data.len() / 2]);
+    let body = futures::stream::iter([
+        Ok(half.clone()),
+        Err(io::Error::new(io::ErrorKind::ConnectionReset, "client went away")),
+    ])
+    .boxed();
+    assert!(matches!(store.put(body, None).await, Err(Error::Body(_))));
+    assert!(store.head(&full).await.unwrap().is_none());
+    assert!(store.head(&Digest::of(&half)).await.unwrap().is_none(), "partial body became visible");
+}
+
+pub async fn ranged_reads(store: &dyn BlobStore) {
+    let data = unique_bytes(1_000_003);
+    let d = store.put(chunked(&data), None).await.unwrap().digest;
+    let n = data.len() as u64;
+    for r in [0..1, n - 1..n, 1000..250_000, 500_000..n, 0..n, 7..7] {
+        let got = read_all(store, &d, Some(r.clone())).await;
+        assert_eq!(got, &data[r.start as usize..r.end as usize], "range {r:?}");
+        let read = store.get(&d, Some(r.clone())).await.unwrap();
+        assert_eq!(read.size, n);
+        assert_eq!(read.range, r);
+    }
+    assert!(matches!(
+        store.get(&d, Some(n..n + 1)).await,
+        Err(Error::InvalidRange { .. })
+    ));
+}
+
+pub async fn delete(store: &dyn BlobStore) {
+    let data = unique_bytes(5000);
+    let d = store.put(chunked(&data), None).await.unwrap().digest;
+    assert!(store.delete(&d).await.unwrap());
+    assert!(store.head(&d).await.unwrap().is_none());
+    assert!(matches!(store.get(&d, None).await, Err(Error::NotFound { .. })));
+    assert!(!store.delete(&d).await.unwrap(), "deleting an absent blob reports false");
+}
+
+pub async fn list_in_order(store: &dyn BlobStore) {
+    let mut mine = Vec::new();
+    for _ in 0..5 {
+        let data = unique_bytes(300);
+        mine.push(store.put(chunked(&data), None).await.unwrap().digest);
+    }
+    mine.sort();
+    // Page through everything with a small limit; our blobs must all appear, in order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list(after, 3).await.expect("list");
+        assert!(page.len() <= 3);
+        if page.is_empty() {
+            break;
+        }
+        for w in page.windows(2) {
+            assert!(w[0].digest < w[1].digest, "list not in ascending order");
+        }
+        after = Some(page.last().unwrap().digest);
+        seen.extend(page.into_iter().map(|m| m.digest));
+    }
+    for d in &mine {
+        assert!(seen.contains(d), "{d} missing from list");
+    }
+    for w in seen.windows(2) {
+        assert!(w[0] < w[1], "pages overlap or are out of order");
+    }
+    let first_after = store.list(Some(mine[0]), 1).await.unwrap();
+    assert!(first_after.iter().all(|m| m.digest > mine[0]));
+}
+
+pub async fn concurrent_identical_puts(store: Arc<dyn BlobStore>) {
+    let data = Arc::new(unique_bytes(512 * 1024));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (store, data) = (store.clone(), data.clone());
+        tasks.push(tokio::spawn(async move { store.put(chunked(&data), None).await }));
+    }
+    for t in tasks {
+        let out = t.await.unwrap().expect("concurrent put");
+        assert_eq!(out.digest, Digest::of(&data));
+    }
+    assert_eq!(read_all(&*store, &Digest::of(&data), None).await, *data);
+}

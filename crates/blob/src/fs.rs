@@ -1,0 +1,426 @@
+//! The local-disk backend: `<root>/blobs/sha256/<2 hex>/<64 hex>`.
+//!
+//! Writes go to `<root>/tmp/` first, are fsynced, renamed into place and the directory is
+//! fsynced, so a crash at any point leaves either the whole blob or nothing under its name.
+//! Temp files left by a crash are removed by [`FsBlobStore::recover`] at start-up.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use artifactstore_model::{Digest, Hasher};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::io::ReaderStream;
+
+use crate::{BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, Error, PutOutcome, Result};
+
+/// Chunks in flight between the network task and the writer thread. Together with the
+/// writer's buffer this bounds an upload's memory to a few MiB whatever its size.
+const WRITE_QUEUE: usize = 16;
+const WRITE_BUFFER: usize = 1 << 20;
+const READ_CHUNK: usize = 256 << 10;
+
+#[derive(Debug)]
+pub struct FsBlobStore {
+    root: PathBuf,
+    blobs: PathBuf,
+    tmp: PathBuf,
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a store rooted at `root`. Does not touch temp files:
+    /// call [`recover`](Self::recover) from the one process that owns the directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        let blobs = root.join("blobs").join("sha256");
+        let tmp = root.join("tmp");
+        for dir in [&blobs, &tmp] {
+            fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
+        }
+        Ok(FsBlobStore { root, blobs, tmp })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a blob with this digest lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs.join(&hex[..2]).join(hex)
+    }
+
+    /// Removes temp files that a crashed or killed process left behind; returns how many.
+    pub fn recover(&self) -> Result<usize> {
+        let mut removed = 0;
+        for entry in fs::read_dir(&self.tmp).map_err(io_err("read directory", &self.tmp))? {
+            let entry = entry.map_err(io_err("read directory", &self.tmp))?;
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_err("remove temp file", &path))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::info!(removed, dir = %self.tmp.display(), "removed leftover temp files");
+        }
+        Ok(removed)
+    }
+
+    /// Moves a blob out of the store into `<root>/quarantine/`, where an operator can
+    /// inspect it; returns its new path.
+    pub fn quarantine(&self, digest: &Digest) -> Result<PathBuf> {
+        let dir = self.root.join("quarantine");
+        fs::create_dir_all(&dir).map_err(io_err("create directory", &dir))?;
+        let from = self.blob_path(digest);
+        let to = dir.join(digest.hex());
+        fs::rename(&from, &to).map_err(io_err("move to quarantine", &from))?;
+        sync_dir(from.parent().expect("blob paths have a parent"))?;
+        sync_dir(&dir)?;
+        Ok(to)
+    }
+
+    /// Temp files currently present (uploads in flight, or leftovers of a crash).
+    pub fn temp_files(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.tmp).map_err(io_err("read directory", &self.tmp))? {
+            out.push(entry.map_err(io_err("read directory", &self.tmp))?.path());
+        }
+        Ok(out)
+    }
+
+    fn new_temp(&self) -> Result<TempFile> {
+        let name = format!(
+            "{}-{}-{}.part",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+        );
+        let path = self.tmp.join(name);
+        let file = File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err("create temp file", &path))?;
+        Ok(TempFile {
+            path: Some(path),
+            file,
+        })
+    }
+
+    /// Moves a fully written, fsynced temp file to its content address.
+    fn publish(&self, temp: TempFile, digest: &Digest) -> Result<bool> {
+        let dest = self.blob_path(digest);
+        let parent = dest.parent().expect("blob paths have a parent");
+        if !parent.exists() {
+            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
+            sync_dir(&self.blobs)?;
+        }
+        if dest.exists() {
+            // Same content is already there; make sure its directory entry is durable
+            // before we report success (it may be another upload that has not synced yet).
+            drop(temp);
+            sync_dir(parent)?;
+            return Ok(false);
+        }
+        let tmp_path = temp.path.clone().expect("live temp file has a path");
+        fs::rename(&tmp_path, &dest).map_err(io_err("rename into place", &dest))?;
+        temp.disarm();
+        sync_dir(parent)?;
+        Ok(true)
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+/// A temp file that deletes itself unless published, so that every failure path, a
+/// cancelled request included, leaves nothing behind.
+struct TempFile {
+    path: Option<PathBuf>,
+    file: File,
+}
+
+impl TempFile {
+    fn disarm(mut self) {
+        self.path = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Runs blocking file work off the async threads.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Task(e.to_string()))?
+}
+
+struct Written {
+    temp: TempFile,
+    digest: Digest,
+    size: u64,
+}
+
+/// The writer thread: hashes and writes chunks as they arrive, so that hashing and disk
+/// writes overlap with receiving the next bytes from the network.
+fn write_chunks(mut temp: TempFile, mut rx: mpsc::Receiver<Bytes>) -> Result<Written> {
+    let path = temp.path.clone().expect("live temp file has a path");
+    let mut hasher = Hasher::new();
+    let mut size = 0u64;
+    {
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut temp.file);
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk).map_err(io_err("write temp file", &path))?;
+        }
+        out.flush().map_err(io_err("write temp file", &path))?;
+    }
+    Ok(Written {
+        temp,
+        digest: hasher.finish(),
+        size,
+    })
+}
+
+#[async_trait::async_trait]
+impl BlobStore for FsBlobStore {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            backend: "fs",
+            ranged_reads: true,
+            atomic_publish: true,
+            ordered_list: true,
+        }
+    }
+
+    async fn put(&self, mut body: ByteStream, expected: Option<Digest>) -> Result<PutOutcome> {
+        let temp = self.new_temp()?;
+        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
+        let writer = tokio::task::spawn_blocking(move || write_chunks(temp, rx));
+        let mut body_error = None;
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(chunk) if chunk.is_empty() => {}
+                Ok(chunk) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the writer failed; its error is reported below
+                    }
+                }
+                Err(e) => {
+                    body_error = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        // Dropping `Written` (on any error below) deletes the temp file.
+        let written = writer.await.map_err(|e| Error::Task(e.to_string()))??;
+        if let Some(e) = body_error {
+            return Err(Error::Body(e));
+        }
+        if let Some(expected) = expected
+            && expected != written.digest
+        {
+            return Err(Error::DigestMismatch {
+                expected,
+                actual: written.digest,
+            });
+        }
+        let store = FsBlobStore {
+            root: self.root.clone(),
+            blobs: self.blobs.clone(),
+            tmp: self.tmp.clone(),
+        };
+        blocking(move || {
+            let Written { temp, digest, size } = written;
+            let path = temp.path.clone().expect("live temp file has a path");
+            temp.file.sync_all().map_err(io_err("fsync temp file", &path))?;
+            let created = store.publish(temp, &digest)?;
+            Ok(PutOutcome {
+                digest,
+                size,
+                created,
+            })
+        })
+        .await
+    }
+
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobRead> {
+        let path = self.blob_path(digest);
+        let digest = *digest;
+        let (file, size, range) = blocking(move || {
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(Error::NotFound { digest });
+                }
+                Err(e) => return Err(io_err("open blob", &path)(e)),
+            };
+            let size = file.metadata().map_err(io_err("stat blob", &path))?.len();
+            let range = range.unwrap_or(0..size);
+            if range.start > range.end || range.end > size {
+                return Err(Error::InvalidRange {
+                    start: range.start,
+                    end: range.end,
+                    size,
+                });
+            }
+            file.seek(SeekFrom::Start(range.start))
+                .map_err(io_err("seek blob", &path))?;
+            Ok((file, size, range))
+        })
+        .await?;
+        let len = range.end - range.start;
+        let reader = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), len);
+        Ok(BlobRead {
+            size,
+            range,
+            body: ReaderStream::with_capacity(reader, READ_CHUNK).boxed(),
+        })
+    }
+
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>> {
+        let path = self.blob_path(digest);
+        match tokio::fs::metadata(&path).await {
+            Ok(m) => Ok(Some(BlobMeta {
+                digest: *digest,
+                size: m.len(),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("stat blob", &path)(e)),
+        }
+    }
+
+    async fn delete(&self, digest: &Digest) -> Result<bool> {
+        let path = self.blob_path(digest);
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err("remove blob", &path)(e)),
+        }
+    }
+
+    async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<BlobMeta>> {
+        let blobs = self.blobs.clone();
+        blocking(move || list_dir(&blobs, after, limit)).await
+    }
+}
+
+fn sorted_names(dir: &Path) -> Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("read directory", dir))? {
+        let entry = entry.map_err(io_err("read directory", dir))?;
+        if let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    names.sort_unstable();
+    Ok(names)
+}
+
+fn list_dir(blobs: &Path, after: Option<Digest>, limit: usize) -> Result<Vec<BlobMeta>> {
+    let after_hex = after.map(|d| d.hex()).unwrap_or_default();
+    let mut out = Vec::new();
+    for prefix in sorted_names(blobs)? {
+        if prefix.len() != 2 || (!after_hex.is_empty() && prefix.as_str() < &after_hex[..2]) {
+            continue;
+        }
+        let dir = blobs.join(&prefix);
+        for name in sorted_names(&dir)? {
+            if name.as_str() <= after_hex.as_str() || !name.starts_with(&prefix) {
+                continue;
+            }
+            let Ok(digest) = Digest::from_hex(&name) else {
+                continue;
+            };
+            let path = dir.join(&name);
+            let size = match fs::metadata(&path) {
+                Ok(m) => m.len(),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("stat blob", &path)(e)),
+            };
+            out.push(BlobMeta { digest, size });
+            if out.len() >= limit {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Re-reads a blob from disk and returns the SHA-256 of what is there (for fsck).
+pub fn rehash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    let mut file = File::open(path)?;
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; WRITE_BUFFER];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hasher.finish(), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn fs_passes_the_conformance_suite() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+        crate::conformance::run_all(store.clone()).await;
+        assert!(store.temp_files().unwrap().is_empty(), "temp files left behind");
+    }
+
+    #[tokio::test]
+    async fn recover_removes_leftover_temp_files_and_blobs_are_where_documented() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FsBlobStore::open(dir.path()).unwrap();
+        let temp = store.new_temp().unwrap();
+        temp.disarm(); // as if the process had died mid-upload
+        assert_eq!(store.temp_files().unwrap().len(), 1);
+        assert_eq!(store.recover().unwrap(), 1);
+        assert!(store.temp_files().unwrap().is_empty());
+
+        let out = store
+            .put(futures::stream::iter([Ok(Bytes::from_static(b"abc"))]).boxed(), None)
+            .await
+            .unwrap();
+        let hex = out.digest.hex();
+        let expected = dir.path().join("blobs/sha256").join(&hex[..2]).join(&hex);
+        assert_eq!(fs::read(expected).unwrap(), b"abc");
+        assert_eq!(rehash_file(&store.blob_path(&out.digest)).unwrap(), (out.digest, 3));
+    }
+}

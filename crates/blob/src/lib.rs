@@ -1,0 +1,133 @@
+//! Content-addressed, immutable blob stores.
+//!
+//! A blob is named by the SHA-256 of its bytes and written once. [`BlobStore`] is the
+//! small seam between the artifact service and where bytes live; the `fs` backend is
+//! here, and [`conformance`] is the suite that every backend must pass.
+//!
+//! Invariant: a blob is visible under its digest only once all of its bytes are durable
+//! and their SHA-256 equals the digest. A failed, cancelled or mismatching upload leaves
+//! nothing visible.
+
+use std::fmt;
+use std::io;
+use std::ops::Range;
+use std::path::PathBuf;
+
+use artifactstore_model::Digest;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub mod conformance;
+mod fs;
+
+pub use fs::{FsBlobStore, rehash_file};
+
+/// A stream of body chunks, as the HTTP layer hands them over.
+pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
+
+/// What a backend can do, so that callers and `storage verify` can say it plainly.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Short backend name, e.g. `fs`.
+    pub backend: &'static str,
+    /// Byte ranges are served without reading the blob from its start.
+    pub ranged_reads: bool,
+    /// A blob becomes visible atomically, all bytes at once.
+    pub atomic_publish: bool,
+    /// `list` returns digests in ascending order, so a cursor can resume it.
+    pub ordered_list: bool,
+}
+
+/// The result of a successful [`BlobStore::put`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub digest: Digest,
+    pub size: u64,
+    /// False when a blob with this digest already existed (the upload was deduplicated).
+    pub created: bool,
+}
+
+/// A blob's identity and size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobMeta {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+/// An open read of a blob, or of a byte range of it.
+pub struct BlobRead {
+    /// Size of the whole blob.
+    pub size: u64,
+    /// The bytes `body` yields, as a half-open range of the blob.
+    pub range: Range<u64>,
+    pub body: ByteStream,
+}
+
+impl fmt::Debug for BlobRead {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobRead")
+            .field("size", &self.size)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Errors of every blob store, named by what they mean to a caller.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("blob {digest} not found")]
+    NotFound { digest: Digest },
+    #[error("content digest {actual} does not match the declared {expected}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("range {start}..{end} is not satisfiable for a blob of {size} bytes")]
+    InvalidRange { start: u64, end: u64, size: u64 },
+    /// The body being uploaded failed (client went away, size limit hit, ...).
+    #[error("reading the upload body failed: {0}")]
+    Body(#[source] io::Error),
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("blob store task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    /// Whether the same call may succeed if simply tried again.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Where blobs live. Implementations must keep the invariant in the crate docs.
+#[async_trait::async_trait]
+pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
+    fn capabilities(&self) -> Capabilities;
+
+    /// Streams `body` into the store, hashing it on the way. With `expected`, the blob is
+    /// published only if the content hashes to it; otherwise [`Error::DigestMismatch`].
+    async fn put(&self, body: ByteStream, expected: Option<Digest>) -> Result<PutOutcome>;
+
+    /// Reads a blob, or the half-open byte `range` of it (`range.end` at most the size).
+    async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobRead>;
+
+    /// The blob's size, or `None` if it is absent.
+    async fn head(&self, digest: &Digest) -> Result<Option<BlobMeta>>;
+
+    /// Removes a blob; true if it existed.
+    async fn delete(&self, digest: &Digest) -> Result<bool>;
+
+    /// Up to `limit` blobs with digests greater than `after`, in ascending digest order.
+    async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<BlobMeta>>;
+}

@@ -1,0 +1,504 @@
+//! The client commands: thin wrappers over the HTTP API.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use reqwest::{Method, StatusCode, Url, header};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+use artifactstore_model::{Digest, Hasher};
+
+use crate::target::{self, Target};
+use crate::{exit, fail};
+
+pub struct Client {
+    base: Url,
+    http: reqwest::Client,
+    json: bool,
+    progress: bool,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct ErrorDetail {
+    code: String,
+    message: String,
+}
+
+fn parse_labels(labels: &[String]) -> anyhow::Result<Option<serde_json::Map<String, Value>>> {
+    if labels.is_empty() {
+        return Ok(None);
+    }
+    let mut out = serde_json::Map::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| fail(exit::USAGE, format!("--label {l:?}: expected KEY=VALUE")))?;
+        out.insert(k.to_owned(), Value::String(v.to_owned()));
+    }
+    Ok(Some(out))
+}
+
+/// Files to upload: (local file, path inside the version).
+fn collect_sources(sources: &[PathBuf], as_path: Option<&str>) -> anyhow::Result<Vec<(PathBuf, String)>> {
+    let mut out = Vec::new();
+    for src in sources {
+        let meta = std::fs::metadata(src).with_context(|| format!("{}", src.display()))?;
+        if meta.is_dir() {
+            walk(src, src, &mut out)?;
+        } else {
+            let name = src
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| fail(exit::USAGE, format!("{}: file name is not UTF-8", src.display())))?;
+            out.push((src.clone(), name.to_owned()));
+        }
+    }
+    if let Some(as_path) = as_path {
+        if out.len() != 1 || sources.len() != 1 || std::fs::metadata(&sources[0])?.is_dir() {
+            return Err(fail(exit::USAGE, "--as needs exactly one file"));
+        }
+        out[0].1 = as_path.to_owned();
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    Ok(out)
+}
+
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("read {}", dir.display()))? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            walk(root, &path, out)?;
+        } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
+            let rel = path.strip_prefix(root).expect("walked under root");
+            let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
+            let parts = parts.ok_or_else(|| fail(exit::USAGE, format!("{}: path is not UTF-8", path.display())))?;
+            out.push((path.clone(), parts.join("/")));
+        }
+    }
+    Ok(())
+}
+
+impl Client {
+    pub fn new(server: &str, json: bool) -> anyhow::Result<Self> {
+        let base = Url::parse(server).map_err(|e| fail(exit::USAGE, format!("--server {server:?}: {e}")))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("artifactstore/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Client {
+            base,
+            http,
+            json,
+            progress: !json && std::io::stderr().is_terminal(),
+        })
+    }
+
+    fn url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        {
+            let mut p = url.path_segments_mut().expect("http URLs have paths");
+            p.pop_if_empty();
+            for s in segments {
+                p.extend(s.split('/'));
+            }
+        }
+        url
+    }
+
+    /// Sends a request and turns every failure into a message and an exit code.
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| {
+            if e.is_connect() || e.is_timeout() {
+                fail(exit::UNREACHABLE, format!("cannot reach {}: {e}", self.base))
+            } else {
+                anyhow::Error::from(e)
+            }
+        })?;
+        if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => ("http_error".to_owned(), text),
+        };
+        let exit_code = match (status, code.as_str()) {
+            (_, "digest_mismatch") => exit::INTEGRITY,
+            (StatusCode::NOT_FOUND, _) => exit::NOT_FOUND,
+            (StatusCode::CONFLICT, _) => exit::CONFLICT,
+            _ => exit::FAILURE,
+        };
+        Err(fail(exit_code, format!("{code}: {message} (HTTP {})", status.as_u16())))
+    }
+
+    async fn get_json(&self, url: Url) -> anyhow::Result<Value> {
+        Ok(self.send(self.http.get(url)).await?.json().await?)
+    }
+
+    fn bar(&self, multi: &MultiProgress, len: u64, label: &str) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let bar = multi.add(ProgressBar::new(len));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:30!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {wide_bar}")
+                .expect("valid template"),
+        );
+        bar.set_message(label.to_owned());
+        bar
+    }
+
+    pub async fn put(
+        &self,
+        target: &str,
+        sources: &[PathBuf],
+        as_path: Option<&str>,
+        complete: bool,
+        labels: &[String],
+        jobs: usize,
+    ) -> anyhow::Result<u8> {
+        let (ns, name, version) = Target::version_only(target)?;
+        let labels = parse_labels(labels)?;
+        let files = collect_sources(sources, as_path)?;
+        let multi = MultiProgress::new();
+        let results: Vec<anyhow::Result<Value>> = futures::stream::iter(files)
+            .map(|(local, remote)| {
+                let (ns, name, version, multi) = (&ns, &name, &version, &multi);
+                async move {
+                    self.put_one(ns, name, version, &local, &remote, multi)
+                        .await
+                        .with_context(|| format!("{remote}"))
+                }
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+        let mut uploaded = Vec::new();
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(v) => {
+                    if !self.json {
+                        let verb = if v["created"] == Value::Bool(true) { "added" } else { "unchanged" };
+                        println!("{verb} {} {} {} bytes", v["path"].as_str().unwrap_or(""), v["digest"].as_str().unwrap_or(""), v["size"]);
+                    }
+                    uploaded.push(v);
+                }
+                Err(e) => {
+                    eprintln!("artifactstore: {e:#}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e.context("some uploads failed; the version was not completed"));
+        }
+        let mut out = serde_json::json!({ "files": uploaded });
+        if complete {
+            let manifest = self.post_complete(&ns, &name, &version, labels).await?;
+            if !self.json {
+                println!("completed {ns}/{name}@{version}: {} files, {} bytes", manifest["file_count"], manifest["total_size"]);
+            }
+            out["version"] = manifest;
+        } else if let Some(labels) = labels {
+            let url = self.url(&["v1", "artifacts", &ns, &name, &version]);
+            let manifest: Value = self
+                .send(self.http.patch(url).json(&serde_json::json!({ "labels": labels })))
+                .await?
+                .json()
+                .await?;
+            out["version"] = manifest;
+        }
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Ok(0)
+    }
+
+    async fn put_one(
+        &self,
+        ns: &str,
+        name: &str,
+        version: &str,
+        local: &Path,
+        remote: &str,
+        multi: &MultiProgress,
+    ) -> anyhow::Result<Value> {
+        // Hash first: the server then refuses anything that changed on the way, and an
+        // identical retry is answered without sending the bytes again.
+        let path = local.to_owned();
+        let (digest, size) = tokio::task::spawn_blocking(move || artifactstore_blob::rehash_file(&path))
+            .await?
+            .with_context(|| format!("read {}", local.display()))?;
+        let file = tokio::fs::File::open(local)
+            .await
+            .with_context(|| format!("open {}", local.display()))?;
+        let bar = self.bar(multi, size, remote);
+        let progress = bar.clone();
+        let body = ReaderStream::with_capacity(file, 256 << 10).inspect_ok(move |c| progress.inc(c.len() as u64));
+        let media_type = mime_guess::from_path(remote).first_or_octet_stream();
+        let url = self.url(&["v1", "artifacts", ns, name, version, remote]);
+        let req = self
+            .http
+            .put(url)
+            .header(artifactstore_server::DIGEST_HEADER, digest.to_string())
+            .header(header::CONTENT_TYPE, media_type.as_ref())
+            .header(header::CONTENT_LENGTH, size)
+            .body(reqwest::Body::wrap_stream(body));
+        let result = self.send(req).await;
+        bar.finish_and_clear();
+        Ok(result?.json().await?)
+    }
+
+    async fn post_complete(
+        &self,
+        ns: &str,
+        name: &str,
+        version: &str,
+        labels: Option<serde_json::Map<String, Value>>,
+    ) -> anyhow::Result<Value> {
+        let url = self.url(&["v1", "artifacts", ns, name, version, "complete"]);
+        let mut req = self.http.post(url);
+        if let Some(labels) = labels {
+            req = req.json(&serde_json::json!({ "labels": labels }));
+        }
+        Ok(self.send(req).await?.json().await?)
+    }
+
+    pub async fn complete(&self, target: &str, labels: &[String]) -> anyhow::Result<u8> {
+        let (ns, name, version) = Target::version_only(target)?;
+        let manifest = self.post_complete(&ns, &name, &version, parse_labels(labels)?).await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&manifest)?);
+        } else {
+            println!("completed {ns}/{name}@{version}: {} files, {} bytes", manifest["file_count"], manifest["total_size"]);
+        }
+        Ok(0)
+    }
+
+    pub async fn get(&self, target: &str, output: Option<&Path>) -> anyhow::Result<u8> {
+        let t = target::parse(target)?;
+        let (Some(name), Some(version), Some(path)) = (&t.name, &t.version, &t.path) else {
+            return Err(fail(exit::USAGE, format!("{target:?}: expected NS/NAME@VERSION/PATH")));
+        };
+        let url = self.url(&["v1", "artifacts", &t.namespace, name, version, path]);
+        let resp = self.send(self.http.request(Method::GET, url)).await?;
+        let expected: Digest = resp
+            .headers()
+            .get(artifactstore_server::DIGEST_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .context("server sent no X-Artifact-Digest header")?;
+        let len = resp.content_length().unwrap_or(0);
+        let multi = MultiProgress::new();
+        let bar = if output.is_some() { self.bar(&multi, len, path) } else { ProgressBar::hidden() };
+        let mut hasher = Hasher::new();
+        let mut body = resp.bytes_stream();
+
+        let (mut sink, temp): (Box<dyn tokio::io::AsyncWrite + Unpin + Send>, Option<PathBuf>) = match output {
+            Some(out) => {
+                let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                let file_name = out.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+                let temp = dir.join(format!(".{file_name}.artifactstore-part"));
+                let f = tokio::fs::File::create(&temp)
+                    .await
+                    .with_context(|| format!("create {}", temp.display()))?;
+                (Box::new(tokio::io::BufWriter::with_capacity(1 << 20, f)), Some(temp))
+            }
+            None => (Box::new(tokio::io::stdout()), None),
+        };
+        let result: anyhow::Result<()> = async {
+            while let Some(chunk) = body.try_next().await? {
+                hasher.update(&chunk);
+                bar.inc(chunk.len() as u64);
+                sink.write_all(&chunk).await?;
+            }
+            sink.flush().await?;
+            Ok(())
+        }
+        .await;
+        bar.finish_and_clear();
+        drop(sink);
+        let actual = hasher.finish();
+        let outcome = result.and_then(|()| {
+            if actual == expected {
+                Ok(())
+            } else {
+                Err(fail(exit::INTEGRITY, format!("downloaded bytes hash to {actual}, expected {expected}")))
+            }
+        });
+        match (outcome, temp, output) {
+            (Ok(()), Some(temp), Some(out)) => {
+                tokio::fs::File::open(&temp).await?.sync_all().await?;
+                tokio::fs::rename(&temp, out).await?;
+                Ok(0)
+            }
+            (Ok(()), _, _) => Ok(0),
+            (Err(e), temp, _) => {
+                if let Some(temp) = temp {
+                    let _ = tokio::fs::remove_file(temp).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Follows `next_cursor` until the listing is exhausted.
+    async fn list_all(&self, segments: &[&str]) -> anyhow::Result<Vec<Value>> {
+        let mut items = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = self.url(segments);
+            url.query_pairs_mut().append_pair("limit", "1000");
+            if let Some(c) = &cursor {
+                url.query_pairs_mut().append_pair("cursor", c);
+            }
+            let page = self.get_json(url).await?;
+            if let Some(a) = page["items"].as_array() {
+                items.extend(a.iter().cloned());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    pub async fn ls(&self, target: Option<&str>) -> anyhow::Result<u8> {
+        let t = target.map(target::parse).transpose()?;
+        let (json, lines): (Value, Vec<String>) = match &t {
+            None => {
+                let items = self.list_all(&["v1", "artifacts"]).await?;
+                let lines = items.iter().map(|i| i["name"].as_str().unwrap_or("").to_owned()).collect();
+                (Value::Array(items), lines)
+            }
+            Some(Target { namespace, name: None, .. }) => {
+                let items = self.list_all(&["v1", "artifacts", namespace]).await?;
+                let lines = items.iter().map(|i| i["name"].as_str().unwrap_or("").to_owned()).collect();
+                (Value::Array(items), lines)
+            }
+            Some(Target {
+                namespace,
+                name: Some(name),
+                version: None,
+                ..
+            }) => {
+                let items = self.list_all(&["v1", "artifacts", namespace, name]).await?;
+                let lines = items
+                    .iter()
+                    .map(|v| {
+                        format!(
+                            "{:<30} {:<9} {}",
+                            v["version"].as_str().unwrap_or(""),
+                            v["state"].as_str().unwrap_or(""),
+                            v["created_at"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                (Value::Array(items), lines)
+            }
+            Some(Target {
+                namespace,
+                name: Some(name),
+                version: Some(version),
+                path,
+            }) => {
+                if path.is_some() {
+                    return Err(fail(exit::USAGE, "ls takes NS, NS/NAME or NS/NAME@VERSION"));
+                }
+                let m = self.get_json(self.url(&["v1", "artifacts", namespace, name, version])).await?;
+                let mut lines = vec![format!(
+                    "{}/{}@{} ({}, {} files, {} bytes)",
+                    namespace,
+                    name,
+                    m["version"].as_str().unwrap_or(version),
+                    m["state"].as_str().unwrap_or(""),
+                    m["file_count"],
+                    m["total_size"]
+                )];
+                for f in m["files"].as_array().into_iter().flatten() {
+                    lines.push(format!(
+                        "{} {:>12} {}",
+                        f["digest"].as_str().unwrap_or(""),
+                        f["size"],
+                        f["path"].as_str().unwrap_or("")
+                    ));
+                }
+                (m, lines)
+            }
+        };
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        } else {
+            for l in lines {
+                println!("{l}");
+            }
+        }
+        Ok(0)
+    }
+
+    pub async fn rm(&self, target: &str) -> anyhow::Result<u8> {
+        let (ns, name, version) = Target::version_only(target)?;
+        let v: Value = self
+            .send(self.http.delete(self.url(&["v1", "artifacts", &ns, &name, &version])))
+            .await?
+            .json()
+            .await?;
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            println!("deleted {ns}/{name}@{version}");
+        }
+        Ok(0)
+    }
+
+    pub async fn events(&self, mut after: i64, follow: bool) -> anyhow::Result<u8> {
+        loop {
+            let mut url = self.url(&["v1", "events"]);
+            url.query_pairs_mut()
+                .append_pair("after", &after.to_string())
+                .append_pair("limit", "1000")
+                .append_pair("wait", if follow { "30" } else { "0" });
+            let page = self.get_json(url).await?;
+            let events = page["events"].as_array().cloned().unwrap_or_default();
+            for e in &events {
+                if self.json {
+                    println!("{e}");
+                } else {
+                    let mut line = format!(
+                        "{:>8} {} {:<17} {}/{}@{}",
+                        e["seq"],
+                        e["at"],
+                        e["type"].as_str().unwrap_or(""),
+                        e["namespace"].as_str().unwrap_or(""),
+                        e["name"].as_str().unwrap_or(""),
+                        e["version"].as_str().unwrap_or("")
+                    );
+                    if let Some(p) = e["path"].as_str() {
+                        line.push_str(&format!("/{p} {} {} bytes", e["digest"].as_str().unwrap_or(""), e["size"]));
+                    }
+                    println!("{line}");
+                }
+            }
+            after = page["next_after"].as_i64().unwrap_or(after);
+            if events.is_empty() && !follow {
+                return Ok(0);
+            }
+        }
+    }
+}

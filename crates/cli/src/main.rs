@@ -1,0 +1,185 @@
+//! `artifactstore`: the server (`serve`), its client commands and `fsck`.
+//!
+//! Exit codes (also in docs/CLI.md): 0 success, 1 failure, 2 usage or configuration
+//! error, 3 not found, 4 conflict, 5 integrity problem (digest mismatch, fsck findings),
+//! 6 server unreachable.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+mod client;
+mod config;
+mod serve;
+mod target;
+
+/// Exit codes, documented in docs/CLI.md.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const CONFLICT: u8 = 4;
+    pub const INTEGRITY: u8 = 5;
+    pub const UNREACHABLE: u8 = 6;
+}
+
+/// An error that knows which exit code it means.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        code,
+        message: message.into(),
+    }
+    .into()
+}
+
+#[derive(Parser)]
+#[command(name = "artifactstore", version, about = "Immutable, content-addressed build and test artifacts")]
+struct Cli {
+    /// Server URL for client commands.
+    #[arg(long, global = true, env = "ARTIFACTSTORE_URL", default_value = "http://127.0.0.1:8480")]
+    server: String,
+    /// Machine-readable JSON output.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the artifact server.
+    Serve(serve::ServeArgs),
+    /// Upload files or directory trees into a version (created open on first upload).
+    Put {
+        /// NS/NAME@VERSION
+        target: String,
+        /// Files and directories; a directory uploads its tree, paths relative to it.
+        #[arg(required = true)]
+        sources: Vec<PathBuf>,
+        /// Path inside the version for a single file (default: its file name).
+        #[arg(long = "as", value_name = "PATH")]
+        as_path: Option<String>,
+        /// Complete the version after the uploads.
+        #[arg(long)]
+        complete: bool,
+        /// Set a label (KEY=VALUE) on the version; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// Uploads in parallel.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+    },
+    /// Download a file (to stdout without -o); `@latest` works.
+    Get {
+        /// NS/NAME@VERSION/PATH
+        target: String,
+        /// Write to this file (atomically, after the digest checks).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Complete a version: freeze its file set and move `latest` to it.
+    Complete {
+        /// NS/NAME@VERSION
+        target: String,
+        /// Set a label (KEY=VALUE) as it completes; repeatable.
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// List namespaces, names, versions or the files of a version.
+    Ls {
+        /// Nothing, NS, NS/NAME or NS/NAME@VERSION
+        target: Option<String>,
+    },
+    /// Delete a version (a tombstone; the name cannot be reused).
+    Rm {
+        /// NS/NAME@VERSION
+        target: String,
+    },
+    /// Print the event log; with --follow, wait for new events.
+    Events {
+        /// Start after this sequence number.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Check a local data directory: re-hash every blob, check every file has its blob.
+    Fsck {
+        #[arg(long, env = "ARTIFACTSTORE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// Metadata database URL (default: the SQLite index in the data directory).
+        #[arg(long, env = "ARTIFACTSTORE_DATABASE_URL")]
+        database_url: Option<String>,
+        /// Move corrupt blobs to <data-dir>/quarantine/.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Print a shell completion script.
+    Completions { shell: clap_complete::Shell },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit::USAGE } else { 0 });
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = e.downcast_ref::<Failure>().map_or(exit::FAILURE, |f| f.code);
+            eprintln!("artifactstore: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let client = || client::Client::new(&cli.server, cli.json);
+    match cli.command {
+        Command::Serve(args) => serve::serve(args).await.map(|()| 0),
+        Command::Put {
+            target,
+            sources,
+            as_path,
+            complete,
+            labels,
+            jobs,
+        } => client()?.put(&target, &sources, as_path.as_deref(), complete, &labels, jobs).await,
+        Command::Get { target, output } => client()?.get(&target, output.as_deref()).await,
+        Command::Complete { target, labels } => client()?.complete(&target, &labels).await,
+        Command::Ls { target } => client()?.ls(target.as_deref()).await,
+        Command::Rm { target } => client()?.rm(&target).await,
+        Command::Events { after, follow } => client()?.events(after, follow).await,
+        Command::Fsck {
+            data_dir,
+            database_url,
+            repair,
+        } => serve::fsck(&data_dir, database_url, repair, cli.json).await,
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "artifactstore", &mut std::io::stdout());
+            Ok(0)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! `artifactstore serve` and `artifactstore fsck`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use artifactstore_blob::FsBlobStore;
+use artifactstore_index::Index;
+use artifactstore_server::{AppState, ServiceConfig};
+
+use crate::config::{self, LogFormat, ServeConfig, ServeFlags};
+use crate::{exit, fail};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// TOML config file (keys as in docs/CONFIG.md).
+    #[arg(long, env = "ARTIFACTSTORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:8480; env: ARTIFACTSTORE_LISTEN].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<std::net::SocketAddr>,
+    /// Data directory [default: ./artifactstore-data; env: ARTIFACTSTORE_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Metadata database URL [default: SQLite in the data directory; env: ARTIFACTSTORE_DATABASE_URL].
+    #[arg(long, value_name = "URL")]
+    database_url: Option<String>,
+    /// Largest accepted upload in bytes [default: 64 GiB; env: ARTIFACTSTORE_MAX_UPLOAD_SIZE].
+    #[arg(long, value_name = "BYTES")]
+    max_upload_size: Option<u64>,
+    /// Allow a non-loopback listen address without authentication [env: ARTIFACTSTORE_INSECURE_NO_AUTH].
+    #[arg(long)]
+    insecure_no_auth: bool,
+    /// Log format on stderr [env: ARTIFACTSTORE_LOG_FORMAT].
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Holds an exclusive lock on the data directory for the life of the server: two
+/// servers on one directory would delete each other's temp files.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create data directory {}", dir.display()))?;
+    let path = dir.join("LOCK");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(fail(
+            exit::USAGE,
+            format!("{} is in use by another artifactstore process", dir.display()),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("lock {}", path.display())),
+    }
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let flags = ServeFlags {
+        listen: args.listen,
+        data_dir: args.data_dir,
+        database_url: args.database_url,
+        max_upload_size: args.max_upload_size,
+        insecure_no_auth: args.insecure_no_auth,
+        log_format: args.log_format,
+    };
+    let cfg: ServeConfig =
+        config::load(args.config.as_deref(), &flags).map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
+    init_logs(cfg.log_format);
+
+    if !cfg.listen.ip().is_loopback() {
+        if !cfg.insecure_no_auth {
+            return Err(fail(
+                exit::USAGE,
+                format!(
+                    "refusing to listen on non-loopback {} without authentication; \
+                     pass --insecure-no-auth (ARTIFACTSTORE_INSECURE_NO_AUTH=true) to do it anyway",
+                    cfg.listen
+                ),
+            ));
+        }
+        tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address WITHOUT authentication: anyone who can reach it can read and write artifacts");
+    }
+
+    let _lock = lock_data_dir(&cfg.data_dir)?;
+    let blobs = FsBlobStore::open(&cfg.data_dir).context("open blob store")?;
+    blobs.recover().context("clean leftover temp files")?;
+    let index = Index::open(&cfg.database_url()).await.context("open metadata index")?;
+    let stale = index.clear_uploads().await?;
+    if stale > 0 {
+        tracing::info!(stale, "forgot uploads interrupted by the last shutdown");
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        data_dir = %cfg.data_dir.display(),
+        database = index.backend(),
+        backend = "fs",
+        "artifactstore serving"
+    );
+    // The one line on stdout: scripts (and tests on port 0) read the address from it.
+    println!("artifactstore listening on http://{addr}");
+
+    let state = AppState::new(
+        Arc::new(blobs),
+        Arc::new(index),
+        ServiceConfig {
+            max_upload_size: cfg.max_upload_size,
+            ..ServiceConfig::default()
+        },
+    );
+    let index = state.index.clone();
+    artifactstore_server::run(listener, state, shutdown_signal()).await?;
+    index.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+pub async fn fsck(data_dir: &Path, database_url: Option<String>, repair: bool, json: bool) -> anyhow::Result<u8> {
+    anyhow::ensure!(data_dir.is_dir(), "data directory {} does not exist", data_dir.display());
+    // Repair moves files; it must not race a running server.
+    let _lock = if repair { Some(lock_data_dir(data_dir)?) } else { None };
+    let store = Arc::new(FsBlobStore::open(data_dir)?);
+    let url = database_url.unwrap_or_else(|| artifactstore_index::sqlite_url(&data_dir.join("index.db")));
+    let index = Index::open(&url).await.context("open metadata index")?;
+    let report = artifactstore_server::fsck::fsck(&store, &index, repair).await?;
+    index.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} blobs ({} bytes); {} referenced, {} unreferenced, {} temp files",
+            report.blobs_checked, report.bytes_checked, report.referenced_blobs, report.unreferenced_blobs, report.temp_files
+        );
+        for p in &report.problems {
+            println!("PROBLEM {} {}: {}", p.kind, p.digest, p.detail);
+            for f in &p.files {
+                println!("    referenced by {f}");
+            }
+            if let Some(a) = &p.action {
+                println!("    {a}");
+            }
+        }
+        if report.is_clean() {
+            println!("clean");
+        }
+    }
+    Ok(if report.is_clean() { 0 } else { exit::INTEGRITY })
+}

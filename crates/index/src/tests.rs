@@ -1,0 +1,123 @@
+use super::*;
+
+fn id(v: &str) -> VersionId {
+    VersionId {
+        namespace: Namespace::parse("ci").unwrap(),
+        name: Name::parse("tck").unwrap(),
+        version: Version::parse(v).unwrap(),
+    }
+}
+
+fn file(path: &str, data: &[u8]) -> NewFile {
+    NewFile {
+        path: FilePath::parse(path).unwrap(),
+        digest: Digest::of(data),
+        size: data.len() as u64,
+        media_type: "text/plain".into(),
+    }
+}
+
+async fn open() -> (tempfile::TempDir, Index) {
+    let dir = tempfile::tempdir().unwrap();
+    let index = Index::open(&sqlite_url(&dir.path().join("index.db"))).await.unwrap();
+    (dir, index)
+}
+
+#[tokio::test]
+async fn versions_files_and_events_follow_the_model() {
+    let (_dir, index) = open().await;
+    let v1 = id("1");
+    let added = index.add_file(&v1, file("a/b.txt", b"x"), None).await.unwrap();
+    assert!(added.created);
+    let again = index.add_file(&v1, file("a/b.txt", b"x"), None).await.unwrap();
+    assert!(!again.created, "identical re-add is idempotent");
+    match index.add_file(&v1, file("a/b.txt", b"y"), None).await {
+        Err(Error::FileConflict { existing }) => assert_eq!(existing, Digest::of(b"x")),
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    assert_eq!(index.latest(&v1.namespace, &v1.name).await.unwrap(), None);
+    index.complete(&v1, None).await.unwrap();
+    index.complete(&v1, None).await.unwrap();
+    assert_eq!(index.latest(&v1.namespace, &v1.name).await.unwrap(), Some(v1.version.clone()));
+    assert!(matches!(
+        index.add_file(&v1, file("c.txt", b"z"), None).await,
+        Err(Error::VersionComplete)
+    ));
+    assert!(!index.add_file(&v1, file("a/b.txt", b"x"), None).await.unwrap().created);
+
+    let kinds: Vec<_> = index.events(0, 100).await.unwrap().into_iter().map(|e| (e.seq, e.kind)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (1, EventKind::VersionCreated),
+            (2, EventKind::FileAdded),
+            (3, EventKind::VersionCompleted)
+        ]
+    );
+
+    let v2 = id("2");
+    index.add_file(&v2, file("r.md", b"r"), None).await.unwrap();
+    let listed: Vec<_> = index
+        .versions(&v1.namespace, &v1.name, "", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.version, v.state))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![("2".to_string(), VersionState::Open), ("1".to_string(), VersionState::Complete)]
+    );
+    index.delete_version(&v1).await.unwrap();
+    assert_eq!(index.latest(&v1.namespace, &v1.name).await.unwrap(), None);
+    assert!(matches!(
+        index.add_file(&v1, file("n.txt", b"n"), None).await,
+        Err(Error::VersionDeleted)
+    ));
+    assert!(index.live_blob(&Digest::of(b"x")).await.unwrap().is_none());
+    assert!(index.live_blob(&Digest::of(b"r")).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn listing_pages_and_prefixes() {
+    let (_dir, index) = open().await;
+    for ns in ["alpha", "beta", "bravo"] {
+        let id = VersionId {
+            namespace: Namespace::parse(ns).unwrap(),
+            name: Name::parse("n").unwrap(),
+            version: Version::parse("1").unwrap(),
+        };
+        index.add_file(&id, file("f", ns.as_bytes()), None).await.unwrap();
+    }
+    assert_eq!(index.namespaces("", "", 2).await.unwrap(), vec!["alpha", "beta"]);
+    assert_eq!(index.namespaces("", "beta", 2).await.unwrap(), vec!["bravo"]);
+    assert_eq!(index.namespaces("b", "", 10).await.unwrap(), vec!["beta", "bravo"]);
+}
+
+#[tokio::test]
+async fn uploads_are_tracked_and_cleared_with_the_file_row() {
+    let (_dir, index) = open().await;
+    let v = id("1");
+    let path = FilePath::parse("f").unwrap();
+    let u = index.begin_upload(&v, &path).await.unwrap();
+    let _stale = index.begin_upload(&v, &path).await.unwrap();
+    assert_eq!(index.uploads_in_flight().await.unwrap(), 2);
+    index.add_file(&v, file("f", b"1"), Some(&u)).await.unwrap();
+    assert_eq!(index.uploads_in_flight().await.unwrap(), 1);
+    assert_eq!(index.clear_uploads().await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sequence_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = sqlite_url(&dir.path().join("index.db"));
+    {
+        let index = Index::open(&url).await.unwrap();
+        index.add_file(&id("1"), file("f", b"1"), None).await.unwrap();
+        index.close().await;
+    }
+    let index = Index::open(&url).await.unwrap();
+    assert_eq!(*index.subscribe().borrow(), 2);
+    index.add_file(&id("1"), file("g", b"2"), None).await.unwrap();
+    assert_eq!(index.events(2, 10).await.unwrap()[0].seq, 3);
+}

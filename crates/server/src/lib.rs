@@ -1,0 +1,137 @@
+//! The artifact service: an HTTP API over a [`BlobStore`] and an [`Index`].
+//!
+//! [`app`] builds the router from shared state (tests call it without a socket);
+//! [`run`] serves it on a listener until a shutdown future resolves.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use tokio::net::TcpListener;
+
+use artifactstore_blob::BlobStore;
+use artifactstore_index::Index;
+
+mod artifacts;
+pub mod error;
+mod events;
+pub mod fsck;
+mod http_range;
+pub mod metrics;
+mod ops;
+
+pub use artifacts::{DIGEST_HEADER, VERSION_HEADER};
+pub use metrics::Metrics;
+
+/// Settings of the service itself (not of where it listens).
+#[derive(Clone, Debug)]
+pub struct ServiceConfig {
+    /// Largest accepted upload, in bytes.
+    pub max_upload_size: u64,
+    /// Longest an events long-poll may wait.
+    pub max_event_wait: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            max_upload_size: 64 << 30,
+            max_event_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub blobs: Arc<dyn BlobStore>,
+    pub index: Arc<Index>,
+    pub metrics: Arc<Metrics>,
+    pub config: Arc<ServiceConfig>,
+}
+
+impl AppState {
+    pub fn new(blobs: Arc<dyn BlobStore>, index: Arc<Index>, config: ServiceConfig) -> Self {
+        AppState {
+            blobs,
+            index,
+            metrics: Arc::new(Metrics::default()),
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// Formats Unix milliseconds as RFC 3339 UTC.
+pub fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// Every route of the API. `openapi.json` documents exactly these (a test checks it).
+pub fn app(state: AppState) -> Router {
+    use artifacts::*;
+    let v = "/v1/artifacts/{namespace}/{name}/{version}";
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route("/v1/artifacts", get(list_namespaces))
+        .route("/v1/artifacts/{namespace}", get(list_names))
+        .route("/v1/artifacts/{namespace}/{name}", get(list_versions))
+        .route(v, get(get_version).delete(delete_version).patch(patch_version))
+        .route(
+            &format!("{v}/complete"),
+            post(complete)
+                .get(get_file_named_complete)
+                .put(put_file_named_complete)
+                .layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            &format!("{v}/{{*path}}"),
+            get(get_file).put(put_file).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/v1/blobs/{digest}", get(get_blob))
+        .route("/v1/events", get(events::list))
+        .fallback(ops::route_not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Counts and times every request, and logs it at debug level.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    let code = resp.extensions().get::<error::ErrorCode>().map(|c| c.0);
+    st.metrics
+        .observe(method.as_str(), &route, resp.status().as_u16(), start.elapsed(), code);
+    tracing::debug!(%method, %route, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_millis() as u64, "request");
+    resp
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Small JSON answers must not wait for delayed ACKs.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+}

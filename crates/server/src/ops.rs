@@ -1,0 +1,62 @@
+//! Operational routes: health, readiness, metrics, the OpenAPI document, and the JSON
+//! answers for unknown routes and methods.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use artifactstore_model::Digest;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Ready when the index answers a query and the blob store answers a lookup.
+pub async fn readyz(State(st): State<AppState>) -> Response {
+    let index = st.index.ping().await.map_err(|e| e.to_string());
+    let probe = Digest::of(b"artifactstore readiness probe");
+    let blobs = st.blobs.head(&probe).await.map(|_| ()).map_err(|e| e.to_string());
+    let ready = index.is_ok() && blobs.is_ok();
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => e.clone(),
+    };
+    let body = json!({
+        "status": if ready { "ready" } else { "unready" },
+        "checks": {
+            "index": show(&index),
+            "blobs": show(&blobs),
+        },
+        "backend": st.blobs.capabilities().backend,
+        "database": st.index.backend(),
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+pub async fn route_not_found() -> ApiError {
+    ApiError::not_found("route_not_found", "no such route; see /openapi.json")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route; see /openapi.json")
+}
