@@ -143,6 +143,8 @@ pub struct Event {
     pub size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Unix milliseconds; the HTTP layer presents it as RFC 3339.
+    #[serde(skip)]
     pub at: i64,
 }
 

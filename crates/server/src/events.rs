@@ -26,8 +26,16 @@ pub struct EventsQuery {
 }
 
 #[derive(Serialize)]
+pub struct EventView {
+    #[serde(flatten)]
+    event: Event,
+    /// When the event was recorded, RFC 3339 UTC.
+    at: String,
+}
+
+#[derive(Serialize)]
 pub struct EventsPage {
-    events: Vec<Event>,
+    events: Vec<EventView>,
     /// Pass as `after` to get the next events.
     next_after: i64,
 }
@@ -55,6 +63,13 @@ pub async fn list(
         let now = tokio::time::Instant::now();
         if !events.is_empty() || now >= deadline {
             let next_after = events.last().map_or(q.after, |e| e.seq);
+            let events = events
+                .into_iter()
+                .map(|event| EventView {
+                    at: crate::rfc3339(event.at),
+                    event,
+                })
+                .collect();
             return Ok(Json(EventsPage { events, next_after }));
         }
         let _ = tokio::time::timeout((deadline - now).min(POLL), notified.changed()).await;
