@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
+use futures::StreamExt;
 use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -36,6 +37,15 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
             }
         }));
     }
+    // One upload that is certainly mid-body at the kill: it trickles for 30 s.
+    let slow_url = s.artifacts("crash/slow/1/partial.bin");
+    let slow = tokio::spawn(async move {
+        let chunks = futures::stream::iter(0..300).then(|_| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, std::io::Error>(vec![0x5a_u8; 64 * 1024])
+        });
+        let _ = http().put(slow_url).body(reqwest::Body::wrap_stream(chunks)).send().await;
+    });
     // Kill while uploads are in flight: once enough have been acknowledged.
     for _ in 0..600 {
         if acked.lock().unwrap().len() >= 60 {
@@ -44,7 +54,9 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let temp_before_kill = s.temp_files().len();
+    assert!(temp_before_kill >= 1, "no upload was in flight at the kill");
     s.kill9();
+    slow.await.unwrap();
     for w in writers {
         w.await.unwrap();
     }
@@ -78,6 +90,8 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
         }
     }
     assert!(listed >= acked.len());
+    let partial = client.get(s.artifacts("crash/slow/1/partial.bin")).send().await.unwrap();
+    assert_eq!(partial.status(), 404, "the interrupted upload became visible");
     drop(s); // SIGKILL again: fsck must be clean after that too
 
     let out = std::process::Command::new(BIN)
