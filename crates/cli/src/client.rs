@@ -51,17 +51,22 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<Option<serde_json::Map<Stri
 }
 
 /// Files to upload: (local file, path inside the version).
-fn collect_sources(sources: &[PathBuf], as_path: Option<&str>) -> anyhow::Result<Vec<(PathBuf, String)>> {
+fn collect_sources(
+    sources: &[PathBuf],
+    as_path: Option<&str>,
+) -> anyhow::Result<Vec<(PathBuf, String)>> {
     let mut out = Vec::new();
     for src in sources {
         let meta = std::fs::metadata(src).with_context(|| format!("{}", src.display()))?;
         if meta.is_dir() {
             walk(src, src, &mut out)?;
         } else {
-            let name = src
-                .file_name()
-                .and_then(|n| n.to_str())
-                .ok_or_else(|| fail(exit::USAGE, format!("{}: file name is not UTF-8", src.display())))?;
+            let name = src.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+                fail(
+                    exit::USAGE,
+                    format!("{}: file name is not UTF-8", src.display()),
+                )
+            })?;
             out.push((src.clone(), name.to_owned()));
         }
     }
@@ -84,8 +89,14 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow::Re
             walk(root, &path, out)?;
         } else if kind.is_file() || (kind.is_symlink() && path.is_file()) {
             let rel = path.strip_prefix(root).expect("walked under root");
-            let parts: Option<Vec<&str>> = rel.components().map(|c| c.as_os_str().to_str()).collect();
-            let parts = parts.ok_or_else(|| fail(exit::USAGE, format!("{}: path is not UTF-8", path.display())))?;
+            let parts: Option<Vec<&str>> =
+                rel.components().map(|c| c.as_os_str().to_str()).collect();
+            let parts = parts.ok_or_else(|| {
+                fail(
+                    exit::USAGE,
+                    format!("{}: path is not UTF-8", path.display()),
+                )
+            })?;
             out.push((path.clone(), parts.join("/")));
         }
     }
@@ -94,7 +105,8 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow::Re
 
 impl Client {
     pub fn new(server: &str, json: bool) -> anyhow::Result<Self> {
-        let base = Url::parse(server).map_err(|e| fail(exit::USAGE, format!("--server {server:?}: {e}")))?;
+        let base = Url::parse(server)
+            .map_err(|e| fail(exit::USAGE, format!("--server {server:?}: {e}")))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("artifactstore/", env!("CARGO_PKG_VERSION")))
@@ -123,7 +135,10 @@ impl Client {
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
-                fail(exit::UNREACHABLE, format!("cannot reach {}: {e}", self.base))
+                fail(
+                    exit::UNREACHABLE,
+                    format!("cannot reach {}: {e}", self.base),
+                )
             } else {
                 anyhow::Error::from(e)
             }
@@ -143,7 +158,10 @@ impl Client {
             (StatusCode::CONFLICT, _) => exit::CONFLICT,
             _ => exit::FAILURE,
         };
-        Err(fail(exit_code, format!("{code}: {message} (HTTP {})", status.as_u16())))
+        Err(fail(
+            exit_code,
+            format!("{code}: {message} (HTTP {})", status.as_u16()),
+        ))
     }
 
     async fn get_json(&self, url: Url) -> anyhow::Result<Value> {
@@ -156,8 +174,10 @@ impl Client {
         }
         let bar = multi.add(ProgressBar::new(len));
         bar.set_style(
-            ProgressStyle::with_template("{msg:30!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {wide_bar}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{msg:30!} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12} {wide_bar}",
+            )
+            .expect("valid template"),
         );
         bar.set_message(label.to_owned());
         bar
@@ -182,7 +202,7 @@ impl Client {
                 async move {
                     self.put_one(ns, name, version, &local, &remote, multi)
                         .await
-                        .with_context(|| format!("{remote}"))
+                        .with_context(|| remote.clone())
                 }
             })
             .buffer_unordered(jobs.max(1))
@@ -194,8 +214,17 @@ impl Client {
             match r {
                 Ok(v) => {
                     if !self.json {
-                        let verb = if v["created"] == Value::Bool(true) { "added" } else { "unchanged" };
-                        println!("{verb} {} {} {} bytes", v["path"].as_str().unwrap_or(""), v["digest"].as_str().unwrap_or(""), v["size"]);
+                        let verb = if v["created"] == Value::Bool(true) {
+                            "added"
+                        } else {
+                            "unchanged"
+                        };
+                        println!(
+                            "{verb} {} {} {} bytes",
+                            v["path"].as_str().unwrap_or(""),
+                            v["digest"].as_str().unwrap_or(""),
+                            v["size"]
+                        );
                     }
                     uploaded.push(v);
                 }
@@ -212,13 +241,20 @@ impl Client {
         if complete {
             let manifest = self.post_complete(&ns, &name, &version, labels).await?;
             if !self.json {
-                println!("completed {ns}/{name}@{version}: {} files, {} bytes", manifest["file_count"], manifest["total_size"]);
+                println!(
+                    "completed {ns}/{name}@{version}: {} files, {} bytes",
+                    manifest["file_count"], manifest["total_size"]
+                );
             }
             out["version"] = manifest;
         } else if let Some(labels) = labels {
             let url = self.url(&["v1", "artifacts", &ns, &name, &version]);
             let manifest: Value = self
-                .send(self.http.patch(url).json(&serde_json::json!({ "labels": labels })))
+                .send(
+                    self.http
+                        .patch(url)
+                        .json(&serde_json::json!({ "labels": labels })),
+                )
                 .await?
                 .json()
                 .await?;
@@ -242,15 +278,17 @@ impl Client {
         // Hash first: the server then refuses anything that changed on the way, and an
         // identical retry is answered without sending the bytes again.
         let path = local.to_owned();
-        let (digest, size) = tokio::task::spawn_blocking(move || artifactstore_blob::rehash_file(&path))
-            .await?
-            .with_context(|| format!("read {}", local.display()))?;
+        let (digest, size) =
+            tokio::task::spawn_blocking(move || artifactstore_blob::rehash_file(&path))
+                .await?
+                .with_context(|| format!("read {}", local.display()))?;
         let file = tokio::fs::File::open(local)
             .await
             .with_context(|| format!("open {}", local.display()))?;
         let bar = self.bar(multi, size, remote);
         let progress = bar.clone();
-        let body = ReaderStream::with_capacity(file, 256 << 10).inspect_ok(move |c| progress.inc(c.len() as u64));
+        let body = ReaderStream::with_capacity(file, 256 << 10)
+            .inspect_ok(move |c| progress.inc(c.len() as u64));
         let media_type = mime_guess::from_path(remote).first_or_octet_stream();
         let url = self.url(&["v1", "artifacts", ns, name, version, remote]);
         let req = self
@@ -282,11 +320,16 @@ impl Client {
 
     pub async fn complete(&self, target: &str, labels: &[String]) -> anyhow::Result<u8> {
         let (ns, name, version) = Target::version_only(target)?;
-        let manifest = self.post_complete(&ns, &name, &version, parse_labels(labels)?).await?;
+        let manifest = self
+            .post_complete(&ns, &name, &version, parse_labels(labels)?)
+            .await?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&manifest)?);
         } else {
-            println!("completed {ns}/{name}@{version}: {} files, {} bytes", manifest["file_count"], manifest["total_size"]);
+            println!(
+                "completed {ns}/{name}@{version}: {} files, {} bytes",
+                manifest["file_count"], manifest["total_size"]
+            );
         }
         Ok(0)
     }
@@ -294,7 +337,10 @@ impl Client {
     pub async fn get(&self, target: &str, output: Option<&Path>) -> anyhow::Result<u8> {
         let t = target::parse(target)?;
         let (Some(name), Some(version), Some(path)) = (&t.name, &t.version, &t.path) else {
-            return Err(fail(exit::USAGE, format!("{target:?}: expected NS/NAME@VERSION/PATH")));
+            return Err(fail(
+                exit::USAGE,
+                format!("{target:?}: expected NS/NAME@VERSION/PATH"),
+            ));
         };
         let url = self.url(&["v1", "artifacts", &t.namespace, name, version, path]);
         let resp = self.send(self.http.request(Method::GET, url)).await?;
@@ -306,19 +352,35 @@ impl Client {
             .context("server sent no X-Artifact-Digest header")?;
         let len = resp.content_length().unwrap_or(0);
         let multi = MultiProgress::new();
-        let bar = if output.is_some() { self.bar(&multi, len, path) } else { ProgressBar::hidden() };
+        let bar = if output.is_some() {
+            self.bar(&multi, len, path)
+        } else {
+            ProgressBar::hidden()
+        };
         let mut hasher = Hasher::new();
         let mut body = resp.bytes_stream();
 
-        let (mut sink, temp): (Box<dyn tokio::io::AsyncWrite + Unpin + Send>, Option<PathBuf>) = match output {
+        let (mut sink, temp): (
+            Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+            Option<PathBuf>,
+        ) = match output {
             Some(out) => {
-                let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-                let file_name = out.file_name().and_then(|n| n.to_str()).unwrap_or("download");
+                let dir = out
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let file_name = out
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or("download");
                 let temp = dir.join(format!(".{file_name}.artifactstore-part"));
                 let f = tokio::fs::File::create(&temp)
                     .await
                     .with_context(|| format!("create {}", temp.display()))?;
-                (Box::new(tokio::io::BufWriter::with_capacity(1 << 20, f)), Some(temp))
+                (
+                    Box::new(tokio::io::BufWriter::with_capacity(1 << 20, f)),
+                    Some(temp),
+                )
             }
             None => (Box::new(tokio::io::stdout()), None),
         };
@@ -339,7 +401,10 @@ impl Client {
             if actual == expected {
                 Ok(())
             } else {
-                Err(fail(exit::INTEGRITY, format!("downloaded bytes hash to {actual}, expected {expected}")))
+                Err(fail(
+                    exit::INTEGRITY,
+                    format!("downloaded bytes hash to {actual}, expected {expected}"),
+                ))
             }
         });
         match (outcome, temp, output) {
@@ -384,12 +449,22 @@ impl Client {
         let (json, lines): (Value, Vec<String>) = match &t {
             None => {
                 let items = self.list_all(&["v1", "artifacts"]).await?;
-                let lines = items.iter().map(|i| i["name"].as_str().unwrap_or("").to_owned()).collect();
+                let lines = items
+                    .iter()
+                    .map(|i| i["name"].as_str().unwrap_or("").to_owned())
+                    .collect();
                 (Value::Array(items), lines)
             }
-            Some(Target { namespace, name: None, .. }) => {
+            Some(Target {
+                namespace,
+                name: None,
+                ..
+            }) => {
                 let items = self.list_all(&["v1", "artifacts", namespace]).await?;
-                let lines = items.iter().map(|i| i["name"].as_str().unwrap_or("").to_owned()).collect();
+                let lines = items
+                    .iter()
+                    .map(|i| i["name"].as_str().unwrap_or("").to_owned())
+                    .collect();
                 (Value::Array(items), lines)
             }
             Some(Target {
@@ -421,7 +496,9 @@ impl Client {
                 if path.is_some() {
                     return Err(fail(exit::USAGE, "ls takes NS, NS/NAME or NS/NAME@VERSION"));
                 }
-                let m = self.get_json(self.url(&["v1", "artifacts", namespace, name, version])).await?;
+                let m = self
+                    .get_json(self.url(&["v1", "artifacts", namespace, name, version]))
+                    .await?;
                 let mut lines = vec![format!(
                     "{}/{}@{} ({}, {} files, {} bytes)",
                     namespace,
@@ -455,7 +532,10 @@ impl Client {
     pub async fn rm(&self, target: &str) -> anyhow::Result<u8> {
         let (ns, name, version) = Target::version_only(target)?;
         let v: Value = self
-            .send(self.http.delete(self.url(&["v1", "artifacts", &ns, &name, &version])))
+            .send(
+                self.http
+                    .delete(self.url(&["v1", "artifacts", &ns, &name, &version])),
+            )
             .await?
             .json()
             .await?;
@@ -490,7 +570,11 @@ impl Client {
                         e["version"].as_str().unwrap_or("")
                     );
                     if let Some(p) = e["path"].as_str() {
-                        line.push_str(&format!("/{p} {} {} bytes", e["digest"].as_str().unwrap_or(""), e["size"]));
+                        line.push_str(&format!(
+                            "/{p} {} {} bytes",
+                            e["digest"].as_str().unwrap_or(""),
+                            e["size"]
+                        ));
                     }
                     println!("{line}");
                 }

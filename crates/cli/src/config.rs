@@ -79,7 +79,11 @@ pub struct ServeFlags {
 pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConfig> {
     let mut fig = Figment::from(Serialized::defaults(ServeConfig::default()));
     if let Some(file) = file {
-        anyhow::ensure!(file.is_file(), "config file {} does not exist", file.display());
+        anyhow::ensure!(
+            file.is_file(),
+            "config file {} does not exist",
+            file.display()
+        );
         fig = fig.merge(Toml::file_exact(file));
     }
     fig = fig
@@ -101,9 +105,13 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
     fn layers_apply_in_order_and_unknown_keys_are_refused() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("c.toml", "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n")?;
+            jail.create_file(
+                "c.toml",
+                "listen = \"127.0.0.1:9000\"\ndata_dir = \"/from/file\"\n",
+            )?;
             jail.set_env("ARTIFACTSTORE_DATA_DIR", "/from/env");
             jail.set_env("ARTIFACTSTORE_URL", "http://ignored-by-serve");
             let flags = ServeFlags {
@@ -118,10 +126,16 @@ mod tests {
                 data_dir: Some("/from/flag".into()),
                 ..Default::default()
             };
-            assert_eq!(load(Some(Path::new("c.toml")), &flags).unwrap().data_dir, PathBuf::from("/from/flag"));
+            assert_eq!(
+                load(Some(Path::new("c.toml")), &flags).unwrap().data_dir,
+                PathBuf::from("/from/flag")
+            );
 
             jail.create_file("bad.toml", "listen = \"127.0.0.1:9000\"\nlisten_port = 5\n")?;
-            let err = format!("{:#}", load(Some(Path::new("bad.toml")), &ServeFlags::default()).unwrap_err());
+            let err = format!(
+                "{:#}",
+                load(Some(Path::new("bad.toml")), &ServeFlags::default()).unwrap_err()
+            );
             assert!(err.contains("listen_port"), "{err}");
             Ok(())
         });

@@ -48,10 +48,19 @@ pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
 }
 
 #[derive(Parser)]
-#[command(name = "artifactstore", version, about = "Immutable, content-addressed build and test artifacts")]
+#[command(
+    name = "artifactstore",
+    version,
+    about = "Immutable, content-addressed build and test artifacts"
+)]
 struct Cli {
     /// Server URL for client commands.
-    #[arg(long, global = true, env = "ARTIFACTSTORE_URL", default_value = "http://127.0.0.1:8480")]
+    #[arg(
+        long,
+        global = true,
+        env = "ARTIFACTSTORE_URL",
+        default_value = "http://127.0.0.1:8480"
+    )]
     server: String,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
@@ -148,7 +157,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            let code = e.downcast_ref::<Failure>().map_or(exit::FAILURE, |f| f.code);
+            let code = e
+                .downcast_ref::<Failure>()
+                .map_or(exit::FAILURE, |f| f.code);
             eprintln!("artifactstore: {e:#}");
             ExitCode::from(code)
         }
@@ -166,7 +177,18 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             complete,
             labels,
             jobs,
-        } => client()?.put(&target, &sources, as_path.as_deref(), complete, &labels, jobs).await,
+        } => {
+            client()?
+                .put(
+                    &target,
+                    &sources,
+                    as_path.as_deref(),
+                    complete,
+                    &labels,
+                    jobs,
+                )
+                .await
+        }
         Command::Get { target, output } => client()?.get(&target, output.as_deref()).await,
         Command::Complete { target, labels } => client()?.complete(&target, &labels).await,
         Command::Ls { target } => client()?.ls(target.as_deref()).await,
@@ -178,7 +200,12 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             repair,
         } => serve::fsck(&data_dir, database_url, repair, cli.json).await,
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "artifactstore", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "artifactstore",
+                &mut std::io::stdout(),
+            );
             Ok(0)
         }
     }

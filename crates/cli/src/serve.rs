@@ -41,7 +41,9 @@ pub struct ServeArgs {
 fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -51,7 +53,8 @@ fn init_logs(format: LogFormat) {
 /// Holds an exclusive lock on the data directory for the life of the server: two
 /// servers on one directory would delete each other's temp files.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
-    std::fs::create_dir_all(dir).with_context(|| format!("create data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create data directory {}", dir.display()))?;
     let path = dir.join("LOCK");
     let file = File::options()
         .create(true)
@@ -63,9 +66,14 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(fail(
             exit::USAGE,
-            format!("{} is in use by another artifactstore process", dir.display()),
+            format!(
+                "{} is in use by another artifactstore process",
+                dir.display()
+            ),
         )),
-        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("lock {}", path.display())),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("lock {}", path.display()))
+        }
     }
 }
 
@@ -78,8 +86,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         insecure_no_auth: args.insecure_no_auth,
         log_format: args.log_format,
     };
-    let cfg: ServeConfig =
-        config::load(args.config.as_deref(), &flags).map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
+    let cfg: ServeConfig = config::load(args.config.as_deref(), &flags)
+        .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
     init_logs(cfg.log_format);
 
     if !cfg.listen.ip().is_loopback() {
@@ -99,7 +107,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&cfg.data_dir)?;
     let blobs = FsBlobStore::open(&cfg.data_dir).context("open blob store")?;
     blobs.recover().context("clean leftover temp files")?;
-    let index = Index::open(&cfg.database_url()).await.context("open metadata index")?;
+    let index = Index::open(&cfg.database_url())
+        .await
+        .context("open metadata index")?;
     let stale = index.clear_uploads().await?;
     if stale > 0 {
         tracing::info!(stale, "forgot uploads interrupted by the last shutdown");
@@ -143,12 +153,26 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-pub async fn fsck(data_dir: &Path, database_url: Option<String>, repair: bool, json: bool) -> anyhow::Result<u8> {
-    anyhow::ensure!(data_dir.is_dir(), "data directory {} does not exist", data_dir.display());
+pub async fn fsck(
+    data_dir: &Path,
+    database_url: Option<String>,
+    repair: bool,
+    json: bool,
+) -> anyhow::Result<u8> {
+    anyhow::ensure!(
+        data_dir.is_dir(),
+        "data directory {} does not exist",
+        data_dir.display()
+    );
     // Repair moves files; it must not race a running server.
-    let _lock = if repair { Some(lock_data_dir(data_dir)?) } else { None };
+    let _lock = if repair {
+        Some(lock_data_dir(data_dir)?)
+    } else {
+        None
+    };
     let store = Arc::new(FsBlobStore::open(data_dir)?);
-    let url = database_url.unwrap_or_else(|| artifactstore_index::sqlite_url(&data_dir.join("index.db")));
+    let url =
+        database_url.unwrap_or_else(|| artifactstore_index::sqlite_url(&data_dir.join("index.db")));
     let index = Index::open(&url).await.context("open metadata index")?;
     let report = artifactstore_server::fsck::fsck(&store, &index, repair).await?;
     index.close().await;
@@ -157,7 +181,11 @@ pub async fn fsck(data_dir: &Path, database_url: Option<String>, repair: bool, j
     } else {
         println!(
             "checked {} blobs ({} bytes); {} referenced, {} unreferenced, {} temp files",
-            report.blobs_checked, report.bytes_checked, report.referenced_blobs, report.unreferenced_blobs, report.temp_files
+            report.blobs_checked,
+            report.bytes_checked,
+            report.referenced_blobs,
+            report.unreferenced_blobs,
+            report.temp_files
         );
         for p in &report.problems {
             println!("PROBLEM {} {}: {}", p.kind, p.digest, p.detail);
@@ -172,5 +200,9 @@ pub async fn fsck(data_dir: &Path, database_url: Option<String>, repair: bool, j
             println!("clean");
         }
     }
-    Ok(if report.is_clean() { 0 } else { exit::INTEGRITY })
+    Ok(if report.is_clean() {
+        0
+    } else {
+        exit::INTEGRITY
+    })
 }

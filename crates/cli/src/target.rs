@@ -11,7 +11,12 @@ pub struct Target {
 }
 
 pub fn parse(s: &str) -> anyhow::Result<Target> {
-    let bad = || fail(exit::USAGE, format!("{s:?}: expected NS, NS/NAME, NS/NAME@VERSION or NS/NAME@VERSION/PATH"));
+    let bad = || {
+        fail(
+            exit::USAGE,
+            format!("{s:?}: expected NS, NS/NAME, NS/NAME@VERSION or NS/NAME@VERSION/PATH"),
+        )
+    };
     let (namespace, rest) = match s.split_once('/') {
         Some((ns, rest)) => (ns, Some(rest)),
         None => (s, None),
@@ -59,7 +64,10 @@ impl Target {
                 version: Some(version),
                 path: None,
             } => Ok((namespace, name, version)),
-            _ => Err(fail(exit::USAGE, format!("{s:?}: expected NS/NAME@VERSION"))),
+            _ => Err(fail(
+                exit::USAGE,
+                format!("{s:?}: expected NS/NAME@VERSION"),
+            )),
         }
     }
 }
