@@ -32,7 +32,10 @@ pub fn unique_bytes(len: usize) -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut x = nanos ^ (SEED.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    let mut x = nanos
+        ^ (SEED
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15))
         ^ (std::process::id() as u64) << 32;
     let mut out = Vec::with_capacity(len + 16);
     out.extend_from_slice(&x.to_le_bytes());
@@ -60,7 +63,11 @@ pub fn chunked(data: &[u8]) -> ByteStream {
     futures::stream::iter(chunks).boxed()
 }
 
-async fn read_all(store: &dyn BlobStore, digest: &Digest, range: Option<std::ops::Range<u64>>) -> Vec<u8> {
+async fn read_all(
+    store: &dyn BlobStore,
+    digest: &Digest,
+    range: Option<std::ops::Range<u64>>,
+) -> Vec<u8> {
     let read = store.get(digest, range).await.expect("get");
     let chunks: Vec<Bytes> = read.body.try_collect().await.expect("read body");
     chunks.concat()
@@ -68,22 +75,40 @@ async fn read_all(store: &dyn BlobStore, digest: &Digest, range: Option<std::ops
 
 pub async fn round_trip(store: &dyn BlobStore) {
     for len in [0usize, 1, 4096, 3 * 1024 * 1024 + 17] {
-        let data = if len == 0 { Vec::new() } else { unique_bytes(len) };
+        let data = if len == 0 {
+            Vec::new()
+        } else {
+            unique_bytes(len)
+        };
         let out = store.put(chunked(&data), None).await.expect("put");
         assert_eq!(out.digest, Digest::of(&data), "digest of {len} bytes");
         assert_eq!(out.size, len as u64);
-        let meta = store.head(&out.digest).await.expect("head").expect("blob present after put");
+        let meta = store
+            .head(&out.digest)
+            .await
+            .expect("head")
+            .expect("blob present after put");
         assert_eq!(meta.size, len as u64);
-        assert_eq!(read_all(store, &out.digest, None).await, data, "read back {len} bytes");
+        assert_eq!(
+            read_all(store, &out.digest, None).await,
+            data,
+            "read back {len} bytes"
+        );
         let again = store.put(chunked(&data), None).await.expect("second put");
         assert_eq!(again.digest, out.digest);
         if len > 0 {
-            assert!(!again.created, "second put of the same bytes must deduplicate");
+            assert!(
+                !again.created,
+                "second put of the same bytes must deduplicate"
+            );
         }
     }
     let absent = Digest::of(&unique_bytes(32));
     assert!(store.head(&absent).await.expect("head absent").is_none());
-    assert!(matches!(store.get(&absent, None).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.get(&absent, None).await,
+        Err(Error::NotFound { .. })
+    ));
 }
 
 pub async fn declared_digest(store: &dyn BlobStore) {
@@ -97,11 +122,35 @@ pub async fn declared_digest(store: &dyn BlobStore) {
         }
         other => panic!("declared wrong digest must fail, got {other:?}"),
     }
-    assert!(store.head(&right).await.unwrap().is_none(), "mismatched upload became visible");
+    assert!(
+        store.head(&right).await.unwrap().is_none(),
+        "mismatched upload became visible"
+    );
     assert!(store.head(&wrong).await.unwrap().is_none());
-    let out = store.put(chunked(&data), Some(right)).await.expect("declared right digest");
+    let out = store
+        .put(chunked(&data), Some(right))
+        .await
+        .expect("declared right digest");
     assert_eq!(out.digest, right);
     assert!(out.created);
+    // Declaring a digest that is already stored: the bytes are still checked.
+    let again = store
+        .put(chunked(&data), Some(right))
+        .await
+        .expect("declared existing digest");
+    assert!(!again.created);
+    assert_eq!(again.size, data.len() as u64);
+    let liar = unique_bytes(100_000);
+    assert!(matches!(
+        store.put(chunked(&liar), Some(right)).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert_eq!(
+        read_all(store, &right, None).await,
+        data,
+        "existing blob damaged by a lying upload"
+    );
+    assert!(store.head(&Digest::of(&liar)).await.unwrap().is_none());
 }
 
 pub async fn failed_body_leaves_nothing(store: &dyn BlobStore) {
@@ -110,12 +159,18 @@ pub async fn failed_body_leaves_nothing(store: &dyn BlobStore) {
     let half = Bytes::copy_from_slice(&data[..data.len() / 2]);
     let body = futures::stream::iter([
         Ok(half.clone()),
-        Err(io::Error::new(io::ErrorKind::ConnectionReset, "client went away")),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
     ])
     .boxed();
     assert!(matches!(store.put(body, None).await, Err(Error::Body(_))));
     assert!(store.head(&full).await.unwrap().is_none());
-    assert!(store.head(&Digest::of(&half)).await.unwrap().is_none(), "partial body became visible");
+    assert!(
+        store.head(&Digest::of(&half)).await.unwrap().is_none(),
+        "partial body became visible"
+    );
 }
 
 pub async fn ranged_reads(store: &dyn BlobStore) {
@@ -140,8 +195,14 @@ pub async fn delete(store: &dyn BlobStore) {
     let d = store.put(chunked(&data), None).await.unwrap().digest;
     assert!(store.delete(&d).await.unwrap());
     assert!(store.head(&d).await.unwrap().is_none());
-    assert!(matches!(store.get(&d, None).await, Err(Error::NotFound { .. })));
-    assert!(!store.delete(&d).await.unwrap(), "deleting an absent blob reports false");
+    assert!(matches!(
+        store.get(&d, None).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        !store.delete(&d).await.unwrap(),
+        "deleting an absent blob reports false"
+    );
 }
 
 pub async fn list_in_order(store: &dyn BlobStore) {
@@ -181,7 +242,9 @@ pub async fn concurrent_identical_puts(store: Arc<dyn BlobStore>) {
     let mut tasks = Vec::new();
     for _ in 0..4 {
         let (store, data) = (store.clone(), data.clone());
-        tasks.push(tokio::spawn(async move { store.put(chunked(&data), None).await }));
+        tasks.push(tokio::spawn(async move {
+            store.put(chunked(&data), None).await
+        }));
     }
     for t in tasks {
         let out = t.await.unwrap().expect("concurrent put");

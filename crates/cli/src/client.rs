@@ -18,6 +18,10 @@ use artifactstore_model::{Digest, Hasher};
 use crate::target::{self, Target};
 use crate::{exit, fail};
 
+/// Files at least this large are looked up with HEAD before they are sent, so that
+/// re-running a `put` does not send unchanged large files again.
+const SKIP_CHECK_MIN: u64 = 1 << 20;
+
 pub struct Client {
     base: Url,
     http: reqwest::Client,
@@ -282,6 +286,24 @@ impl Client {
             tokio::task::spawn_blocking(move || artifactstore_blob::rehash_file(&path))
                 .await?
                 .with_context(|| format!("read {}", local.display()))?;
+        let url = self.url(&["v1", "artifacts", ns, name, version, remote]);
+        if size >= SKIP_CHECK_MIN {
+            // Already stored with these bytes? Then do not send them again.
+            let head = self.http.head(url.clone()).send().await;
+            if let Ok(head) = head
+                && head.status().is_success()
+                && head
+                    .headers()
+                    .get(artifactstore_server::DIGEST_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    == Some(digest.to_string().as_str())
+            {
+                return Ok(serde_json::json!({
+                    "namespace": ns, "name": name, "version": version, "path": remote,
+                    "digest": digest.to_string(), "size": size, "created": false,
+                }));
+            }
+        }
         let file = tokio::fs::File::open(local)
             .await
             .with_context(|| format!("open {}", local.display()))?;
@@ -290,7 +312,6 @@ impl Client {
         let body = ReaderStream::with_capacity(file, 256 << 10)
             .inspect_ok(move |c| progress.inc(c.len() as u64));
         let media_type = mime_guess::from_path(remote).first_or_octet_stream();
-        let url = self.url(&["v1", "artifacts", ns, name, version, remote]);
         let req = self
             .http
             .put(url)

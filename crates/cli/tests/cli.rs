@@ -8,7 +8,13 @@ use common::*;
 use serde_json::Value;
 
 fn ok(o: &std::process::Output) -> String {
-    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
     stdout(o)
 }
 
@@ -27,32 +33,60 @@ fn put_get_ls_complete_rm_and_events() {
     let out = ok(&s.cli(&["put", "ci/tck@1", tree.to_str().unwrap()]));
     assert!(out.contains("added reports/cmis-summary.md"), "{out}");
     assert!(out.contains("added reports/deep/raw.json"), "{out}");
-    let out = ok(&s.cli(&["put", "ci/tck@1", single.to_str().unwrap(), "--as", "extra/notes.txt", "--complete", "--label", "branch=main"]));
+    let out = ok(&s.cli(&[
+        "put",
+        "ci/tck@1",
+        single.to_str().unwrap(),
+        "--as",
+        "extra/notes.txt",
+        "--complete",
+        "--label",
+        "branch=main",
+    ]));
     assert!(out.contains("completed ci/tck@1: 4 files"), "{out}");
 
     // ls at every level, text and JSON.
     assert_eq!(ok(&s.cli(&["ls"])).trim(), "ci");
     assert_eq!(ok(&s.cli(&["ls", "ci"])).trim(), "tck");
     let versions = ok(&s.cli(&["ls", "ci/tck"]));
-    assert!(versions.starts_with('1') && versions.contains("complete"), "{versions}");
-    let manifest: Value = serde_json::from_str(&ok(&s.cli(&["--json", "ls", "ci/tck@latest"]))).unwrap();
+    assert!(
+        versions.starts_with('1') && versions.contains("complete"),
+        "{versions}"
+    );
+    let manifest: Value =
+        serde_json::from_str(&ok(&s.cli(&["--json", "ls", "ci/tck@latest"]))).unwrap();
     assert_eq!(manifest["file_count"], 4);
     assert_eq!(manifest["labels"]["branch"], "main");
     let media: Vec<(&str, &str)> = manifest["files"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|f| (f["path"].as_str().unwrap(), f["media_type"].as_str().unwrap()))
+        .map(|f| {
+            (
+                f["path"].as_str().unwrap(),
+                f["media_type"].as_str().unwrap(),
+            )
+        })
         .collect();
-    assert!(media.contains(&("reports/deep/raw.json", "application/json")), "{media:?}");
+    assert!(
+        media.contains(&("reports/deep/raw.json", "application/json")),
+        "{media:?}"
+    );
 
     // get to stdout and to a file, through latest.
-    assert_eq!(ok(&s.cli(&["get", "ci/tck@latest/reports/cmis-summary.md"])), "# summary\n");
+    assert_eq!(
+        ok(&s.cli(&["get", "ci/tck@latest/reports/cmis-summary.md"])),
+        "# summary\n"
+    );
     let target = dir.path().join("out/bundle.bin");
     std::fs::create_dir_all(target.parent().unwrap()).unwrap();
     ok(&s.cli(&["get", "ci/tck@1/bundle.bin", "-o", target.to_str().unwrap()]));
     assert_eq!(std::fs::read(&target).unwrap(), bytes(300_000, 7));
-    assert_eq!(std::fs::read_dir(target.parent().unwrap()).unwrap().count(), 1, "no temp file left");
+    assert_eq!(
+        std::fs::read_dir(target.parent().unwrap()).unwrap().count(),
+        1,
+        "no temp file left"
+    );
 
     // Re-putting the same tree is idempotent even on the complete version.
     let out = ok(&s.cli(&["put", "ci/tck@1", tree.to_str().unwrap()]));
@@ -63,7 +97,13 @@ fn put_get_ls_complete_rm_and_events() {
     assert_eq!(missing.status.code(), Some(3), "{}", stderr(&missing));
     assert!(stderr(&missing).contains("file_not_found"));
     std::fs::write(tree.join("reports/cmis-summary.md"), "# changed\n").unwrap();
-    let conflict = s.cli(&["put", "ci/tck@1", tree.join("reports/cmis-summary.md").to_str().unwrap(), "--as", "reports/cmis-summary.md"]);
+    let conflict = s.cli(&[
+        "put",
+        "ci/tck@1",
+        tree.join("reports/cmis-summary.md").to_str().unwrap(),
+        "--as",
+        "reports/cmis-summary.md",
+    ]);
     assert_eq!(conflict.status.code(), Some(4), "{}", stderr(&conflict));
     let usage = s.cli(&["get", "not-a-target"]);
     assert_eq!(usage.status.code(), Some(2));
@@ -71,16 +111,29 @@ fn put_get_ls_complete_rm_and_events() {
         .args(["--server", "http://127.0.0.1:9", "ls"])
         .output()
         .unwrap();
-    assert_eq!(unreachable.status.code(), Some(6), "{}", stderr(&unreachable));
+    assert_eq!(
+        unreachable.status.code(),
+        Some(6),
+        "{}",
+        stderr(&unreachable)
+    );
 
     // rm and events.
     ok(&s.cli(&["put", "ci/tck@2", single.to_str().unwrap()]));
     ok(&s.cli(&["rm", "ci/tck@2"]));
-    assert_eq!(s.cli(&["get", "ci/tck@2/single.txt"]).status.code(), Some(3));
+    assert_eq!(
+        s.cli(&["get", "ci/tck@2/single.txt"]).status.code(),
+        Some(3)
+    );
     let events = ok(&s.cli(&["--json", "events"]));
     let kinds: Vec<String> = events
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["type"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("version.created"));
     assert_eq!(kinds.last().map(String::as_str), Some("version.deleted"));
@@ -88,7 +141,10 @@ fn put_get_ls_complete_rm_and_events() {
     let after = ok(&s.cli(&["events", "--after", "7"]));
     assert!(!after.contains("       1 "), "{after}");
 
-    let completions = ok(&Command::new(BIN).args(["completions", "bash"]).output().unwrap());
+    let completions = ok(&Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap());
     assert!(completions.contains("artifactstore"));
 }
 
@@ -110,11 +166,19 @@ fn events_follow_prints_new_events_as_they_happen() {
     for _ in 0..3 {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut reader, &mut line).unwrap();
-        kinds.push(serde_json::from_str::<Value>(&line).unwrap()["type"].as_str().unwrap().to_owned());
+        kinds.push(
+            serde_json::from_str::<Value>(&line).unwrap()["type"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     let _ = follower.kill();
     let _ = follower.wait();
-    assert_eq!(kinds, vec!["version.created", "file.added", "version.completed"]);
+    assert_eq!(
+        kinds,
+        vec!["version.created", "file.added", "version.completed"]
+    );
 }
 
 #[test]
@@ -126,7 +190,13 @@ fn fsck_finds_and_quarantines_corrupt_and_missing_blobs() {
     let b = dir.path().join("b.bin");
     std::fs::write(&a, bytes(10_000, 1)).unwrap();
     std::fs::write(&b, bytes(20_000, 2)).unwrap();
-    ok(&s.cli(&["put", "ci/x@1", a.to_str().unwrap(), b.to_str().unwrap(), "--complete"]));
+    ok(&s.cli(&[
+        "put",
+        "ci/x@1",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--complete",
+    ]));
     assert!(s.stop().success());
 
     let fsck = |extra: &[&str]| {
@@ -155,12 +225,24 @@ fn fsck_finds_and_quarantines_corrupt_and_missing_blobs() {
     let broken = fsck(&[]);
     assert_eq!(broken.status.code(), Some(5));
     let report: Value = serde_json::from_str(&stdout(&broken)).unwrap();
-    let kinds: Vec<&str> = report["problems"].as_array().unwrap().iter().map(|p| p["kind"].as_str().unwrap()).collect();
-    assert!(kinds.contains(&"corrupt_blob") && kinds.contains(&"missing_blob"), "{report}");
+    let kinds: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"corrupt_blob") && kinds.contains(&"missing_blob"),
+        "{report}"
+    );
     assert!(report.to_string().contains("ci/x@1/a.bin"), "{report}");
 
     let repaired = fsck(&["--repair"]);
-    assert_eq!(repaired.status.code(), Some(5), "problems are still reported when repaired");
+    assert_eq!(
+        repaired.status.code(),
+        Some(5),
+        "problems are still reported when repaired"
+    );
     assert!(data_dir.join("quarantine").join(&hex_a).exists());
     assert!(!blob_a.exists());
     // The corrupt blob is never served again: the server now reports it missing.

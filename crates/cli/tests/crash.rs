@@ -25,12 +25,16 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
                 let size = ((w * 7919 + i * 104_729) % (3 * 1024 * 1024)) as usize;
                 let data = bytes(size, w * 1000 + i + 1);
                 let path = format!("crash/w{w}/1/file-{i}.bin");
-                let mut req = client.put(format!("{url}/v1/artifacts/{path}")).body(data.clone());
+                let mut req = client
+                    .put(format!("{url}/v1/artifacts/{path}"))
+                    .body(data.clone());
                 if i % 2 == 0 {
                     req = req.header("x-artifact-digest", digest(&data));
                 }
                 match req.send().await {
-                    Ok(r) if r.status().is_success() => acked.lock().unwrap().push((path, digest(&data))),
+                    Ok(r) if r.status().is_success() => {
+                        acked.lock().unwrap().push((path, digest(&data)))
+                    }
                     Ok(r) => panic!("unexpected {} before the kill", r.status()),
                     Err(_) => return, // the server is gone
                 }
@@ -44,7 +48,11 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok::<_, std::io::Error>(vec![0x5a_u8; 64 * 1024])
         });
-        let _ = http().put(slow_url).body(reqwest::Body::wrap_stream(chunks)).send().await;
+        let _ = http()
+            .put(slow_url)
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await;
     });
     // Kill while uploads are in flight: once enough have been acknowledged.
     for _ in 0..600 {
@@ -61,28 +69,54 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 60, "only {} uploads acknowledged before the kill", acked.len());
-    eprintln!("{} acknowledged, {temp_before_kill} temp files at the kill", acked.len());
+    assert!(
+        acked.len() >= 60,
+        "only {} uploads acknowledged before the kill",
+        acked.len()
+    );
+    eprintln!(
+        "{} acknowledged, {temp_before_kill} temp files at the kill",
+        acked.len()
+    );
 
     let s = Server::start(&data_dir);
-    assert!(s.temp_files().is_empty(), "leftover temp files survived the restart");
+    assert!(
+        s.temp_files().is_empty(),
+        "leftover temp files survived the restart"
+    );
     let client = http();
     for (path, want) in &acked {
-        let resp = client.get(format!("{}/v1/artifacts/{path}", s.url)).send().await.unwrap();
-        assert!(resp.status().is_success(), "acknowledged {path} lost: {}", resp.status());
+        let resp = client
+            .get(format!("{}/v1/artifacts/{path}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            resp.status().is_success(),
+            "acknowledged {path} lost: {}",
+            resp.status()
+        );
         let body = resp.bytes().await.unwrap();
         assert_eq!(&digest(&body), want, "{path} corrupted");
     }
     // Nothing partial is visible: every file any manifest lists reads back whole.
     let mut listed = 0;
     for w in 0..8 {
-        let resp = client.get(format!("{}/v1/artifacts/crash/w{w}/1", s.url)).send().await.unwrap();
+        let resp = client
+            .get(format!("{}/v1/artifacts/crash/w{w}/1", s.url))
+            .send()
+            .await
+            .unwrap();
         if resp.status() == 404 {
             continue;
         }
         let m: Value = resp.json().await.unwrap();
         for f in m["files"].as_array().unwrap() {
-            let url = format!("{}/v1/artifacts/crash/w{w}/1/{}", s.url, f["path"].as_str().unwrap());
+            let url = format!(
+                "{}/v1/artifacts/crash/w{w}/1/{}",
+                s.url,
+                f["path"].as_str().unwrap()
+            );
             let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
             assert_eq!(body.len() as u64, f["size"].as_u64().unwrap());
             assert_eq!(digest(&body), f["digest"].as_str().unwrap());
@@ -90,8 +124,16 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
         }
     }
     assert!(listed >= acked.len());
-    let partial = client.get(s.artifacts("crash/slow/1/partial.bin")).send().await.unwrap();
-    assert_eq!(partial.status(), 404, "the interrupted upload became visible");
+    let partial = client
+        .get(s.artifacts("crash/slow/1/partial.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        partial.status(),
+        404,
+        "the interrupted upload became visible"
+    );
     drop(s); // SIGKILL again: fsck must be clean after that too
 
     let out = std::process::Command::new(BIN)
@@ -99,6 +141,12 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
         .arg(&data_dir)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "fsck: {}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "fsck: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
     assert!(stdout(&out).contains("clean"));
 }

@@ -44,7 +44,10 @@ pub enum Error {
 
 impl Error {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_)))
+        matches!(
+            self,
+            Error::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+        )
     }
 }
 
@@ -167,9 +170,10 @@ pub struct BlobRef {
 pub struct Index {
     pool: AnyPool,
     backend: &'static str,
-    /// Serialises writers inside this process. SQLite allows one writer at a time and a
-    /// deferred transaction that upgrades its lock can fail outright instead of waiting;
-    /// queueing here avoids that. Across processes (PostgreSQL replicas), row locks and
+    /// Serialises writers inside this process. SQLite allows one writer at a time; a
+    /// writer that finds the lock taken sleeps in growing steps (up to 100 ms) and a
+    /// deferred transaction that upgrades its lock can fail outright. Queueing here, for
+    /// every write, avoids both. Across processes (PostgreSQL replicas), row locks and
     /// primary keys do the same job.
     write: Mutex<()>,
     last_seq: watch::Sender<i64>,
@@ -177,7 +181,9 @@ pub struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("backend", &self.backend).finish_non_exhaustive()
+        f.debug_struct("Index")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
     }
 }
 
@@ -190,7 +196,11 @@ pub fn now_millis() -> i64 {
 
 /// The SQLite URL of an index file inside `dir`.
 pub fn sqlite_url(path: &std::path::Path) -> String {
-    let p = path.to_string_lossy().replace('%', "%25").replace('?', "%3F").replace('#', "%23");
+    let p = path
+        .to_string_lossy()
+        .replace('%', "%25")
+        .replace('?', "%3F")
+        .replace('#', "%23");
     format!("sqlite://{p}?mode=rwc")
 }
 
@@ -209,7 +219,8 @@ fn version_from_row(row: &AnyRow) -> Result<VersionRecord> {
         name: row.try_get("name")?,
         version: row.try_get("version")?,
         state: state.parse().map_err(Error::Corrupt)?,
-        labels: serde_json::from_str(&labels).map_err(|e| Error::Corrupt(format!("labels: {e}")))?,
+        labels: serde_json::from_str(&labels)
+            .map_err(|e| Error::Corrupt(format!("labels: {e}")))?,
         created_at: row.try_get("created_at")?,
         completed_at: row.try_get("completed_at")?,
         deleted_at: row.try_get("deleted_at")?,
@@ -218,7 +229,8 @@ fn version_from_row(row: &AnyRow) -> Result<VersionRecord> {
 }
 
 fn digest_from(s: &str) -> Result<Digest> {
-    s.parse().map_err(|_| Error::Corrupt(format!("digest {s:?}")))
+    s.parse()
+        .map_err(|_| Error::Corrupt(format!("digest {s:?}")))
 }
 
 fn file_from_row(row: &AnyRow) -> Result<FileRecord> {
@@ -284,14 +296,23 @@ async fn append_event(
 
 /// Reads a version's state inside `tx`, taking its row lock first where the database
 /// has row locks (a no-op update locks the row on PostgreSQL and is portable).
-async fn lock_version(tx: &mut Transaction<'_, Any>, id: &VersionId) -> Result<Option<VersionRecord>> {
-    sqlx::query("UPDATE versions SET state = state WHERE namespace = $1 AND name = $2 AND version = $3")
-        .bind(id.namespace.as_str())
-        .bind(id.name.as_str())
-        .bind(id.version.as_str())
-        .execute(&mut **tx)
-        .await?;
-    let row = sqlx::query(concat!("SELECT ", version_columns!(), " FROM versions WHERE namespace = $1 AND name = $2 AND version = $3"))
+async fn lock_version(
+    tx: &mut Transaction<'_, Any>,
+    id: &VersionId,
+) -> Result<Option<VersionRecord>> {
+    sqlx::query(
+        "UPDATE versions SET state = state WHERE namespace = $1 AND name = $2 AND version = $3",
+    )
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        version_columns!(),
+        " FROM versions WHERE namespace = $1 AND name = $2 AND version = $3"
+    ))
     .bind(id.namespace.as_str())
     .bind(id.name.as_str())
     .bind(id.version.as_str())
@@ -366,6 +387,7 @@ impl Index {
 
     /// Records an upload in flight; returns its id.
     pub async fn begin_upload(&self, id: &VersionId, path: &FilePath) -> Result<String> {
+        let _guard = self.write.lock().await;
         static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let upload = format!(
             "{}-{}-{}",
@@ -389,6 +411,7 @@ impl Index {
 
     /// Forgets an upload that failed or was refused.
     pub async fn end_upload(&self, upload: &str) -> Result<()> {
+        let _guard = self.write.lock().await;
         sqlx::query("DELETE FROM uploads WHERE id = $1")
             .bind(upload)
             .execute(&self.pool)
@@ -398,7 +421,10 @@ impl Index {
 
     /// Forgets uploads that a crashed process left behind; returns how many.
     pub async fn clear_uploads(&self) -> Result<u64> {
-        Ok(sqlx::query("DELETE FROM uploads").execute(&self.pool).await?.rows_affected())
+        Ok(sqlx::query("DELETE FROM uploads")
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
     }
 
     pub async fn uploads_in_flight(&self) -> Result<u64> {
@@ -412,7 +438,12 @@ impl Index {
     /// Records a file whose blob is durable. Creates the version (open) if needed.
     /// `upload` (from [`begin_upload`](Self::begin_upload)) is cleared in the same
     /// transaction.
-    pub async fn add_file(&self, id: &VersionId, file: NewFile, upload: Option<&str>) -> Result<AddedFile> {
+    pub async fn add_file(
+        &self,
+        id: &VersionId,
+        file: NewFile,
+        upload: Option<&str>,
+    ) -> Result<AddedFile> {
         let _guard = self.write.lock().await;
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
@@ -458,10 +489,15 @@ impl Index {
         if let Some(row) = existing {
             let record = file_from_row(&row)?;
             if record.digest != file.digest {
-                return Err(Error::FileConflict { existing: record.digest });
+                return Err(Error::FileConflict {
+                    existing: record.digest,
+                });
             }
             tx.commit().await?; // only the upload row went away
-            return Ok(AddedFile { record, created: false });
+            return Ok(AddedFile {
+                record,
+                created: false,
+            });
         }
         if state == VersionState::Complete {
             return Err(Error::VersionComplete);
@@ -480,7 +516,8 @@ impl Index {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        last_seq = last_seq.max(append_event(&mut tx, EventKind::FileAdded, id, Some(&file), now).await?);
+        last_seq =
+            last_seq.max(append_event(&mut tx, EventKind::FileAdded, id, Some(&file), now).await?);
         tx.commit().await?;
         self.published(last_seq);
         Ok(AddedFile {
@@ -504,7 +541,9 @@ impl Index {
     ) -> Result<VersionRecord> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let mut v = lock_version(&mut tx, id).await?.ok_or(Error::VersionNotFound)?;
+        let mut v = lock_version(&mut tx, id)
+            .await?
+            .ok_or(Error::VersionNotFound)?;
         match v.state {
             VersionState::Deleted => return Err(Error::VersionDeleted),
             VersionState::Complete => {
@@ -540,23 +579,31 @@ impl Index {
     }
 
     /// Replaces the labels of an open version.
-    pub async fn set_labels(&self, id: &VersionId, labels: BTreeMap<String, String>) -> Result<VersionRecord> {
+    pub async fn set_labels(
+        &self,
+        id: &VersionId,
+        labels: BTreeMap<String, String>,
+    ) -> Result<VersionRecord> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let mut v = lock_version(&mut tx, id).await?.ok_or(Error::VersionNotFound)?;
+        let mut v = lock_version(&mut tx, id)
+            .await?
+            .ok_or(Error::VersionNotFound)?;
         match v.state {
             VersionState::Deleted => return Err(Error::VersionDeleted),
             VersionState::Complete if labels != v.labels => return Err(Error::VersionComplete),
             VersionState::Complete => return Ok(v),
             VersionState::Open => {}
         }
-        sqlx::query("UPDATE versions SET labels = $1 WHERE namespace = $2 AND name = $3 AND version = $4")
-            .bind(serde_json::to_string(&labels).expect("labels serialise"))
-            .bind(id.namespace.as_str())
-            .bind(id.name.as_str())
-            .bind(id.version.as_str())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE versions SET labels = $1 WHERE namespace = $2 AND name = $3 AND version = $4",
+        )
+        .bind(serde_json::to_string(&labels).expect("labels serialise"))
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         v.labels = labels;
         Ok(v)
@@ -567,7 +614,9 @@ impl Index {
     pub async fn delete_version(&self, id: &VersionId) -> Result<VersionRecord> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
-        let mut v = lock_version(&mut tx, id).await?.ok_or(Error::VersionNotFound)?;
+        let mut v = lock_version(&mut tx, id)
+            .await?
+            .ok_or(Error::VersionNotFound)?;
         if v.state == VersionState::Deleted {
             return Ok(v);
         }
@@ -590,7 +639,11 @@ impl Index {
     }
 
     pub async fn version(&self, id: &VersionId) -> Result<Option<VersionRecord>> {
-        let row = sqlx::query(concat!("SELECT ", version_columns!(), " FROM versions WHERE namespace = $1 AND name = $2 AND version = $3"))
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            version_columns!(),
+            " FROM versions WHERE namespace = $1 AND name = $2 AND version = $3"
+        ))
         .bind(id.namespace.as_str())
         .bind(id.name.as_str())
         .bind(id.version.as_str())
@@ -613,7 +666,9 @@ impl Index {
             None => Ok(None),
             Some(row) => {
                 let v: String = row.try_get("version")?;
-                Version::parse(&v).map(Some).map_err(|e| Error::Corrupt(e.to_string()))
+                Version::parse(&v)
+                    .map(Some)
+                    .map_err(|e| Error::Corrupt(e.to_string()))
             }
         }
     }
@@ -650,7 +705,7 @@ impl Index {
     pub async fn namespaces(&self, prefix: &str, after: &str, limit: u32) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT DISTINCT namespace FROM versions WHERE state <> 'deleted' \
-             AND substr(namespace, 1, $1) = $2 AND namespace > $3 ORDER BY namespace LIMIT $4",
+             AND substr(namespace, 1, CAST($1 AS INTEGER)) = $2 AND namespace > $3 ORDER BY namespace LIMIT $4",
         )
         .bind(prefix.len() as i64)
         .bind(prefix)
@@ -662,10 +717,16 @@ impl Index {
     }
 
     /// Names in a namespace that hold at least one live version, ascending.
-    pub async fn names(&self, namespace: &Namespace, prefix: &str, after: &str, limit: u32) -> Result<Vec<String>> {
+    pub async fn names(
+        &self,
+        namespace: &Namespace,
+        prefix: &str,
+        after: &str,
+        limit: u32,
+    ) -> Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT DISTINCT name FROM versions WHERE namespace = $1 AND state <> 'deleted' \
-             AND substr(name, 1, $2) = $3 AND name > $4 ORDER BY name LIMIT $5",
+             AND substr(name, 1, CAST($2 AS INTEGER)) = $3 AND name > $4 ORDER BY name LIMIT $5",
         )
         .bind(namespace.as_str())
         .bind(prefix.len() as i64)
@@ -687,7 +748,7 @@ impl Index {
         limit: u32,
     ) -> Result<Vec<VersionRecord>> {
         let rows = sqlx::query(concat!("SELECT ", version_columns!(), " FROM versions WHERE namespace = $1 AND name = $2 AND state <> 'deleted' \
-             AND substr(version, 1, $3) = $4 AND created_seq < $5 ORDER BY created_seq DESC LIMIT $6"))
+             AND substr(version, 1, CAST($3 AS INTEGER)) = $4 AND created_seq < $5 ORDER BY created_seq DESC LIMIT $6"))
         .bind(namespace.as_str())
         .bind(name.as_str())
         .bind(prefix.len() as i64)
@@ -732,7 +793,11 @@ impl Index {
     }
 
     /// Referenced blobs in digest order, after `after` (for fsck).
-    pub async fn referenced_blobs(&self, after: Option<&Digest>, limit: u32) -> Result<Vec<BlobRef>> {
+    pub async fn referenced_blobs(
+        &self,
+        after: Option<&Digest>,
+        limit: u32,
+    ) -> Result<Vec<BlobRef>> {
         let rows = sqlx::query(
             "SELECT digest, MIN(size) AS size, COUNT(*) AS files FROM files WHERE digest > $1 \
              GROUP BY digest ORDER BY digest LIMIT $2",

@@ -17,19 +17,64 @@ fn file(path: &str, data: &[u8]) -> NewFile {
     }
 }
 
-async fn open() -> (tempfile::TempDir, Index) {
+/// Every test runs on SQLite, and also on PostgreSQL when
+/// `ARTIFACTSTORE_TEST_POSTGRES_URL` names a server (CI starts one with
+/// scripts/with-postgres.sh): one fresh database per test.
+async fn databases() -> Vec<(tempfile::TempDir, String)> {
     let dir = tempfile::tempdir().unwrap();
-    let index = Index::open(&sqlite_url(&dir.path().join("index.db"))).await.unwrap();
-    (dir, index)
+    let sqlite = sqlite_url(&dir.path().join("index.db"));
+    let mut urls = vec![(dir, sqlite)];
+    if let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let db = format!(
+            "t{}_{}_{}",
+            std::process::id(),
+            now_millis(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut conn = sqlx::AnyConnection::connect(&admin)
+            .await
+            .expect("connect to test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin.rsplit_once('/').expect("URL has a database").0;
+        urls.push((tempfile::tempdir().unwrap(), format!("{base}/{db}")));
+    }
+    urls
+}
+
+async fn each_database<F, Fut>(test: F)
+where
+    F: Fn(Index, String) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for (_dir, url) in databases().await {
+        eprintln!("database: {}", url.split('@').next_back().unwrap_or(&url));
+        let index = Index::open(&url).await.unwrap();
+        test(index, url).await;
+    }
 }
 
 #[tokio::test]
 async fn versions_files_and_events_follow_the_model() {
-    let (_dir, index) = open().await;
+    each_database(|index, _| versions_files_and_events(index)).await;
+}
+
+async fn versions_files_and_events(index: Index) {
     let v1 = id("1");
-    let added = index.add_file(&v1, file("a/b.txt", b"x"), None).await.unwrap();
+    let added = index
+        .add_file(&v1, file("a/b.txt", b"x"), None)
+        .await
+        .unwrap();
     assert!(added.created);
-    let again = index.add_file(&v1, file("a/b.txt", b"x"), None).await.unwrap();
+    let again = index
+        .add_file(&v1, file("a/b.txt", b"x"), None)
+        .await
+        .unwrap();
     assert!(!again.created, "identical re-add is idempotent");
     match index.add_file(&v1, file("a/b.txt", b"y"), None).await {
         Err(Error::FileConflict { existing }) => assert_eq!(existing, Digest::of(b"x")),
@@ -38,14 +83,29 @@ async fn versions_files_and_events_follow_the_model() {
     assert_eq!(index.latest(&v1.namespace, &v1.name).await.unwrap(), None);
     index.complete(&v1, None).await.unwrap();
     index.complete(&v1, None).await.unwrap();
-    assert_eq!(index.latest(&v1.namespace, &v1.name).await.unwrap(), Some(v1.version.clone()));
+    assert_eq!(
+        index.latest(&v1.namespace, &v1.name).await.unwrap(),
+        Some(v1.version.clone())
+    );
     assert!(matches!(
         index.add_file(&v1, file("c.txt", b"z"), None).await,
         Err(Error::VersionComplete)
     ));
-    assert!(!index.add_file(&v1, file("a/b.txt", b"x"), None).await.unwrap().created);
+    assert!(
+        !index
+            .add_file(&v1, file("a/b.txt", b"x"), None)
+            .await
+            .unwrap()
+            .created
+    );
 
-    let kinds: Vec<_> = index.events(0, 100).await.unwrap().into_iter().map(|e| (e.seq, e.kind)).collect();
+    let kinds: Vec<_> = index
+        .events(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.seq, e.kind))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -66,7 +126,10 @@ async fn versions_files_and_events_follow_the_model() {
         .collect();
     assert_eq!(
         listed,
-        vec![("2".to_string(), VersionState::Open), ("1".to_string(), VersionState::Complete)]
+        vec![
+            ("2".to_string(), VersionState::Open),
+            ("1".to_string(), VersionState::Complete)
+        ]
     );
     index.delete_version(&v1).await.unwrap();
     assert_eq!(index.latest(&v1.namespace, &v1.name).await.unwrap(), None);
@@ -80,23 +143,41 @@ async fn versions_files_and_events_follow_the_model() {
 
 #[tokio::test]
 async fn listing_pages_and_prefixes() {
-    let (_dir, index) = open().await;
+    each_database(|index, _| listing(index)).await;
+}
+
+async fn listing(index: Index) {
     for ns in ["alpha", "beta", "bravo"] {
         let id = VersionId {
             namespace: Namespace::parse(ns).unwrap(),
             name: Name::parse("n").unwrap(),
             version: Version::parse("1").unwrap(),
         };
-        index.add_file(&id, file("f", ns.as_bytes()), None).await.unwrap();
+        index
+            .add_file(&id, file("f", ns.as_bytes()), None)
+            .await
+            .unwrap();
     }
-    assert_eq!(index.namespaces("", "", 2).await.unwrap(), vec!["alpha", "beta"]);
-    assert_eq!(index.namespaces("", "beta", 2).await.unwrap(), vec!["bravo"]);
-    assert_eq!(index.namespaces("b", "", 10).await.unwrap(), vec!["beta", "bravo"]);
+    assert_eq!(
+        index.namespaces("", "", 2).await.unwrap(),
+        vec!["alpha", "beta"]
+    );
+    assert_eq!(
+        index.namespaces("", "beta", 2).await.unwrap(),
+        vec!["bravo"]
+    );
+    assert_eq!(
+        index.namespaces("b", "", 10).await.unwrap(),
+        vec!["beta", "bravo"]
+    );
 }
 
 #[tokio::test]
 async fn uploads_are_tracked_and_cleared_with_the_file_row() {
-    let (_dir, index) = open().await;
+    each_database(|index, _| uploads(index)).await;
+}
+
+async fn uploads(index: Index) {
     let v = id("1");
     let path = FilePath::parse("f").unwrap();
     let u = index.begin_upload(&v, &path).await.unwrap();
@@ -109,15 +190,22 @@ async fn uploads_are_tracked_and_cleared_with_the_file_row() {
 
 #[tokio::test]
 async fn sequence_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = sqlite_url(&dir.path().join("index.db"));
+    each_database(sequence_survives).await;
+}
+
+async fn sequence_survives(index: Index, url: String) {
     {
-        let index = Index::open(&url).await.unwrap();
-        index.add_file(&id("1"), file("f", b"1"), None).await.unwrap();
+        index
+            .add_file(&id("1"), file("f", b"1"), None)
+            .await
+            .unwrap();
         index.close().await;
     }
     let index = Index::open(&url).await.unwrap();
     assert_eq!(*index.subscribe().borrow(), 2);
-    index.add_file(&id("1"), file("g", b"2"), None).await.unwrap();
+    index
+        .add_file(&id("1"), file("g", b"2"), None)
+        .await
+        .unwrap();
     assert_eq!(index.events(2, 10).await.unwrap()[0].seq, 3);
 }

@@ -137,10 +137,11 @@ fn check_simple(
     if s.len() > max {
         return Err(NameError::TooLong { kind, max });
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') || (c.is_ascii() && extra.contains(&(*c as u8)))))
-    {
+    if let Some(c) = s.chars().find(|c| {
+        !(c.is_ascii_alphanumeric()
+            || matches!(c, '.' | '_' | '-')
+            || (c.is_ascii() && extra.contains(&(*c as u8))))
+    }) {
         return Err(NameError::BadChar {
             kind,
             what: format!("{c:?}"),
@@ -340,14 +341,26 @@ mod tests {
         assert!(Name::parse("a b").is_err());
         assert!(Namespace::parse(&"a".repeat(65)).is_err());
         assert!(Namespace::parse(&"a".repeat(64)).is_ok());
-        assert!(matches!(Version::parse("latest"), Err(NameError::Reserved(_))));
-        assert!(matches!(Version::parse("LATEST"), Err(NameError::Reserved(_))));
+        assert!(matches!(
+            Version::parse("latest"),
+            Err(NameError::Reserved(_))
+        ));
+        assert!(matches!(
+            Version::parse("LATEST"),
+            Err(NameError::Reserved(_))
+        ));
         assert_eq!(VersionRef::parse("latest").unwrap(), VersionRef::Latest);
     }
 
     #[test]
     fn paths_reject_traversal_and_oddities() {
-        for ok in ["a", "reports/cmis-summary.md", "a/b/c d/é.txt", "..a/b..", ".hidden"] {
+        for ok in [
+            "a",
+            "reports/cmis-summary.md",
+            "a/b/c d/é.txt",
+            "..a/b..",
+            ".hidden",
+        ] {
             assert!(FilePath::parse(ok).is_ok(), "{ok}");
         }
         for bad in [

@@ -5,7 +5,7 @@ use std::io;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -65,13 +65,21 @@ fn exact_id(namespace: &str, name: &str, version: &str) -> ApiResult<VersionId> 
 }
 
 /// Resolves a version selector (`latest` or a name) to a live version.
-async fn resolve(st: &AppState, namespace: &str, name: &str, version: &str) -> ApiResult<(VersionId, VersionRecord)> {
+async fn resolve(
+    st: &AppState,
+    namespace: &str,
+    name: &str,
+    version: &str,
+) -> ApiResult<(VersionId, VersionRecord)> {
     let namespace = Namespace::parse(namespace)?;
     let name = Name::parse(name)?;
     let version = match VersionRef::parse(version)? {
         VersionRef::Exact(v) => v,
         VersionRef::Latest => st.index.latest(&namespace, &name).await?.ok_or_else(|| {
-            ApiError::not_found("no_complete_version", format!("{namespace}/{name} has no complete version"))
+            ApiError::not_found(
+                "no_complete_version",
+                format!("{namespace}/{name} has no complete version"),
+            )
         })?,
     };
     let id = VersionId {
@@ -85,7 +93,10 @@ async fn resolve(st: &AppState, namespace: &str, name: &str, version: &str) -> A
         .await?
         .ok_or_else(|| ApiError::not_found("version_not_found", "version not found"))?;
     if record.state == VersionState::Deleted {
-        return Err(ApiError::not_found("version_deleted", "version has been deleted"));
+        return Err(ApiError::not_found(
+            "version_deleted",
+            "version has been deleted",
+        ));
     }
     Ok((id, record))
 }
@@ -149,7 +160,11 @@ pub struct Manifest {
     files: Vec<FileView>,
 }
 
-async fn manifest(st: &AppState, id: &VersionId, record: VersionRecord) -> ApiResult<Json<Manifest>> {
+async fn manifest(
+    st: &AppState,
+    id: &VersionId,
+    record: VersionRecord,
+) -> ApiResult<Json<Manifest>> {
     let files = st.index.files(id).await?;
     Ok(Json(Manifest {
         version: record.into(),
@@ -191,9 +206,14 @@ fn declared_digest(headers: &HeaderMap) -> ApiResult<Option<Digest>> {
     match headers.get(DIGEST_HEADER) {
         None => Ok(None),
         Some(v) => {
-            let s = v.to_str().map_err(|_| ApiError::bad_request("invalid_digest", "X-Artifact-Digest is not text"))?;
+            let s = v.to_str().map_err(|_| {
+                ApiError::bad_request("invalid_digest", "X-Artifact-Digest is not text")
+            })?;
             Ok(Some(s.trim().parse().map_err(|_| {
-                ApiError::bad_request("invalid_digest", "X-Artifact-Digest must be sha256:<64 lowercase hex digits>")
+                ApiError::bad_request(
+                    "invalid_digest",
+                    "X-Artifact-Digest must be sha256:<64 lowercase hex digits>",
+                )
             })?))
         }
     }
@@ -207,7 +227,12 @@ fn media_type(headers: &HeaderMap) -> ApiResult<String> {
                 .to_str()
                 .ok()
                 .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
-                .ok_or_else(|| ApiError::bad_request("invalid_media_type", "Content-Type must be printable text of at most 255 bytes"))?;
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_media_type",
+                        "Content-Type must be printable text of at most 255 bytes",
+                    )
+                })?;
             Ok(s.to_owned())
         }
     }
@@ -220,13 +245,61 @@ pub async fn put_file(
     body: Body,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
-    put_file_at(st, exact_id(&p.namespace, &p.name, &p.version)?, &p.path, headers, body).await
+    put_file_at(
+        st,
+        exact_id(&p.namespace, &p.name, &p.version)?,
+        &p.path,
+        headers,
+        body,
+    )
+    .await
 }
 
-async fn put_file_at(st: AppState, id: VersionId, path: &str, headers: HeaderMap, body: Body) -> ApiResult<Response> {
+/// Bytes of an unread upload body that are read and dropped before an early answer.
+/// Closing a connection with unread data makes the kernel send a reset, and a client
+/// still writing its body may then lose the answer; reading the rest avoids that.
+const EARLY_ANSWER_DRAIN: u64 = 64 << 20;
+
+async fn put_file_at(
+    st: AppState,
+    id: VersionId,
+    path: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let mut body = Some(body);
+    let result = receive_file(&st, id, path, &headers, &mut body).await;
+    if let Some(unread) = body {
+        // Answered without reading the body. A client that sent `Expect: 100-continue`
+        // has not sent it (no 100 went out); a too-large body is not worth reading.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let too_large = matches!(&result, Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE);
+        if !expects_continue && !too_large {
+            let mut stream = unread.into_data_stream();
+            let mut drained = 0u64;
+            while drained <= EARLY_ANSWER_DRAIN {
+                match stream.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+        }
+    }
+    result
+}
+
+async fn receive_file(
+    st: &AppState,
+    id: VersionId,
+    path: &str,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> ApiResult<Response> {
     let path = FilePath::parse(path)?;
-    let declared = declared_digest(&headers)?;
-    let media_type = media_type(&headers)?;
+    let declared = declared_digest(headers)?;
+    let media_type = media_type(headers)?;
     let max = st.config.max_upload_size;
     let content_length = headers
         .get(header::CONTENT_LENGTH)
@@ -246,7 +319,10 @@ async fn put_file_at(st: AppState, id: VersionId, path: &str, headers: HeaderMap
                 return Ok(put_response(&id, existing, false));
             }
             Some(existing) if declared.is_some() => {
-                return Err(artifactstore_index::Error::FileConflict { existing: existing.digest }.into());
+                return Err(artifactstore_index::Error::FileConflict {
+                    existing: existing.digest,
+                }
+                .into());
             }
             None if v.state == VersionState::Complete => {
                 return Err(artifactstore_index::Error::VersionComplete.into());
@@ -260,6 +336,8 @@ async fn put_file_at(st: AppState, id: VersionId, path: &str, headers: HeaderMap
     let metrics = st.metrics.clone();
     let mut received = 0u64;
     let stream = body
+        .take()
+        .expect("the body is read once")
         .into_data_stream()
         .map_err(io::Error::other)
         .and_then(move |chunk| {
@@ -305,7 +383,11 @@ async fn put_file_at(st: AppState, id: VersionId, path: &str, headers: HeaderMap
 }
 
 fn put_response(id: &VersionId, file: FileRecord, created: bool) -> Response {
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     let etag = etag(&file.digest);
     let view = PutView {
         namespace: id.namespace.to_string(),
@@ -324,13 +406,16 @@ fn etag(digest: &Digest) -> HeaderValue {
 }
 
 fn if_none_match_hits(headers: &HeaderMap, digest: &Digest) -> bool {
-    let Some(v) = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) else {
+    let Some(v) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let ours = digest.to_string();
-    v.split(',').map(str::trim).any(|tag| {
-        tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == ours
-    })
+    v.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == ours)
 }
 
 /// Streams a blob (or a range of it) with the headers every download carries.
@@ -349,7 +434,10 @@ async fn send_blob(
         .header(header::ACCEPT_RANGES, "bytes")
         .header(header::CACHE_CONTROL, cache_control);
     if if_none_match_hits(headers, &digest) {
-        return Ok(resp.status(StatusCode::NOT_MODIFIED).body(Body::empty()).expect("valid response"));
+        return Ok(resp
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response"));
     }
     resp = resp.header(header::CONTENT_TYPE, media_type);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
@@ -357,13 +445,21 @@ async fn send_blob(
         RangeRequest::Full => None,
         RangeRequest::Partial(r) => Some(r),
         RangeRequest::Unsatisfiable => {
-            return Err(artifactstore_blob::Error::InvalidRange { start: 0, end: 0, size }.into());
+            return Err(artifactstore_blob::Error::InvalidRange {
+                start: 0,
+                end: 0,
+                size,
+            }
+            .into());
         }
     };
     let (status, len) = match &range {
         None => (StatusCode::OK, size),
         Some(r) => {
-            resp = resp.header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end - 1, size));
+            resp = resp.header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.end - 1, size),
+            );
             (StatusCode::PARTIAL_CONTENT, r.end - r.start)
         }
     };
@@ -375,12 +471,16 @@ async fn send_blob(
         Ok(read) => read,
         Err(artifactstore_blob::Error::NotFound { digest }) => {
             // A file row without its blob: the index and the store disagree.
-            return Err(ApiError::internal(format!("blob {digest} is referenced but missing; run fsck")));
+            return Err(ApiError::internal(format!(
+                "blob {digest} is referenced but missing; run fsck"
+            )));
         }
         Err(e) => return Err(e.into()),
     };
     let metrics = st.metrics.clone();
-    let body = read.body.inspect_ok(move |chunk| metrics.add_bytes_out(chunk.len() as u64));
+    let body = read
+        .body
+        .inspect_ok(move |chunk| metrics.add_bytes_out(chunk.len() as u64));
     Ok(resp.body(Body::from_stream(body)).expect("valid response"))
 }
 
@@ -391,7 +491,16 @@ pub async fn get_file(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
-    get_file_at(st, method, &p.namespace, &p.name, &p.version, &p.path, headers).await
+    get_file_at(
+        st,
+        method,
+        &p.namespace,
+        &p.name,
+        &p.version,
+        &p.path,
+        headers,
+    )
+    .await
 }
 
 async fn get_file_at(
@@ -406,18 +515,28 @@ async fn get_file_at(
     let path = FilePath::parse(path)?;
     let is_alias = version == artifactstore_model::LATEST;
     let (id, record) = resolve(&st, namespace, name, version).await?;
-    let file = st
-        .index
-        .file(&id, &path)
-        .await?
-        .ok_or_else(|| ApiError::not_found("file_not_found", format!("{path} not found in {}", id.version)))?;
+    let file = st.index.file(&id, &path).await?.ok_or_else(|| {
+        ApiError::not_found(
+            "file_not_found",
+            format!("{path} not found in {}", id.version),
+        )
+    })?;
     // Only a complete version's files are fixed forever under their URL.
     let cache = if !is_alias && record.state == VersionState::Complete {
         "public, max-age=31536000, immutable"
     } else {
         "no-cache"
     };
-    let mut resp = send_blob(&st, &method, &headers, file.digest, file.size, &file.media_type, cache).await?;
+    let mut resp = send_blob(
+        &st,
+        &method,
+        &headers,
+        file.digest,
+        file.size,
+        &file.media_type,
+        cache,
+    )
+    .await?;
     if let Ok(v) = HeaderValue::from_str(id.version.as_str()) {
         resp.headers_mut().insert(VERSION_HEADER, v);
     }
@@ -433,7 +552,16 @@ pub async fn get_file_named_complete(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
-    get_file_at(st, method, &p.namespace, &p.name, &p.version, "complete", headers).await
+    get_file_at(
+        st,
+        method,
+        &p.namespace,
+        &p.name,
+        &p.version,
+        "complete",
+        headers,
+    )
+    .await
 }
 
 pub async fn put_file_named_complete(
@@ -443,22 +571,36 @@ pub async fn put_file_named_complete(
     body: Body,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
-    put_file_at(st, exact_id(&p.namespace, &p.name, &p.version)?, "complete", headers, body).await
+    put_file_at(
+        st,
+        exact_id(&p.namespace, &p.name, &p.version)?,
+        "complete",
+        headers,
+        body,
+    )
+    .await
 }
 
 pub async fn get_blob(
     State(st): State<AppState>,
     method: Method,
-    Path(digest): Path<String>,
+    params: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    let digest: Digest = digest.parse()?;
-    let (size, media_type) = st
-        .index
-        .live_blob(&digest)
-        .await?
-        .ok_or_else(|| ApiError::not_found("blob_not_found", format!("no artifact holds blob {digest}")))?;
-    send_blob(&st, &method, &headers, digest, size, &media_type, "public, max-age=31536000, immutable").await
+    let digest: Digest = path_params(params)?.parse()?;
+    let (size, media_type) = st.index.live_blob(&digest).await?.ok_or_else(|| {
+        ApiError::not_found("blob_not_found", format!("no artifact holds blob {digest}"))
+    })?;
+    send_blob(
+        &st,
+        &method,
+        &headers,
+        digest,
+        size,
+        &media_type,
+        "public, max-age=31536000, immutable",
+    )
+    .await
 }
 
 #[derive(Deserialize, Default)]
@@ -470,12 +612,16 @@ pub struct LabelsBody {
 
 fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
     if labels.len() > MAX_LABELS {
-        return Err(ApiError::bad_request("invalid_labels", format!("at most {MAX_LABELS} labels")));
+        return Err(ApiError::bad_request(
+            "invalid_labels",
+            format!("at most {MAX_LABELS} labels"),
+        ));
     }
     for (k, v) in labels {
         let key_ok = !k.is_empty()
             && k.len() <= 128
-            && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
         if !key_ok {
             return Err(ApiError::bad_request(
                 "invalid_labels",
@@ -492,12 +638,32 @@ fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
     Ok(())
 }
 
-fn parse_labels_body(body: &Bytes) -> ApiResult<Option<BTreeMap<String, String>>> {
+/// A buffered body that could not be read (too large, or the stream failed).
+fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            e.body_text(),
+        )
+    } else {
+        ApiError::bad_request("body_incomplete", e.body_text())
+    }
+}
+
+fn parse_labels_body(
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Option<BTreeMap<String, String>>> {
+    let body = body.map_err(body_error)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let parsed: LabelsBody = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("invalid_body", format!("expected {{\"labels\": {{...}}}}: {e}")))?;
+    let parsed: LabelsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_body",
+            format!("expected {{\"labels\": {{...}}}}: {e}"),
+        )
+    })?;
     if let Some(labels) = &parsed.labels {
         check_labels(labels)?;
     }
@@ -507,11 +673,11 @@ fn parse_labels_body(body: &Bytes) -> ApiResult<Option<BTreeMap<String, String>>
 pub async fn complete(
     State(st): State<AppState>,
     params: Result<Path<VersionParams>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
-    let labels = parse_labels_body(&body)?;
+    let labels = parse_labels_body(body)?;
     let record = st.index.complete(&id, labels).await?;
     manifest(&st, &id, record).await
 }
@@ -519,11 +685,11 @@ pub async fn complete(
 pub async fn patch_version(
     State(st): State<AppState>,
     params: Result<Path<VersionParams>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
-    let labels = parse_labels_body(&body)?
+    let labels = parse_labels_body(body)?
         .ok_or_else(|| ApiError::bad_request("invalid_body", "expected {\"labels\": {...}}"))?;
     let record = st.index.set_labels(&id, labels).await?;
     manifest(&st, &id, record).await
@@ -567,7 +733,10 @@ impl ListQuery {
         match self.limit {
             None => Ok(DEFAULT_PAGE),
             Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::bad_request("invalid_query", format!("limit must be 1..={MAX_PAGE}"))),
+            Some(_) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("limit must be 1..={MAX_PAGE}"),
+            )),
         }
     }
 }
@@ -586,7 +755,11 @@ pub struct Page<T> {
 fn page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
-    let next_cursor = if more { items.last().map(cursor_of) } else { None };
+    let next_cursor = if more {
+        items.last().map(cursor_of)
+    } else {
+        None
+    };
     Page { items, next_cursor }
 }
 
@@ -620,7 +793,12 @@ pub async fn list_names(
     let namespace = Namespace::parse(&p.namespace)?;
     let items = st
         .index
-        .names(&namespace, &q.prefix, q.cursor.as_deref().unwrap_or(""), limit + 1)
+        .names(
+            &namespace,
+            &q.prefix,
+            q.cursor.as_deref().unwrap_or(""),
+            limit + 1,
+        )
         .await?;
     let items = items.into_iter().map(|name| NameItem { name }).collect();
     Ok(Json(page(items, limit, |i| i.name.clone())))
@@ -638,12 +816,14 @@ pub async fn list_versions(
     let name = Name::parse(&p.name)?;
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
-        Some(c) => Some(
-            c.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("invalid_query", "cursor is not one this server issued"))?,
-        ),
+        Some(c) => Some(c.parse::<i64>().map_err(|_| {
+            ApiError::bad_request("invalid_query", "cursor is not one this server issued")
+        })?),
     };
-    let records = st.index.versions(&namespace, &name, &q.prefix, before, limit + 1).await?;
+    let records = st
+        .index
+        .versions(&namespace, &name, &q.prefix, before, limit + 1)
+        .await?;
     let Page { items, next_cursor } = page(records, limit, |v| v.created_seq.to_string());
     Ok(Json(Page {
         items: items.into_iter().map(VersionView::from).collect(),

@@ -39,14 +39,20 @@ impl ApiError {
     pub fn internal(message: impl std::fmt::Display) -> Self {
         // Logged in full here; the client gets a generic message.
         tracing::error!(error = %message, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; see the server log")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error; see the server log",
+        )
     }
 }
 
 impl From<NameError> for ApiError {
     fn from(e: NameError) -> Self {
         let code = match e {
-            NameError::BadPath(_) => "invalid_path",
+            NameError::BadPath(_)
+            | NameError::Empty { kind: "path" }
+            | NameError::TooLong { kind: "path", .. } => "invalid_path",
             NameError::BadDigest => "invalid_digest",
             _ => "invalid_name",
         };
@@ -79,14 +85,25 @@ impl From<artifactstore_blob::Error> for ApiError {
         match e {
             E::DigestMismatch { expected, actual } => ApiError::bad_request(
                 "digest_mismatch",
-                format!("content digest {actual} does not match the declared {expected}; nothing was stored"),
+                format!(
+                    "content digest {actual} does not match the declared {expected}; nothing was stored"
+                ),
             ),
-            E::NotFound { digest } => ApiError::not_found("blob_not_found", format!("blob {digest} not found")),
+            E::NotFound { digest } => {
+                ApiError::not_found("blob_not_found", format!("blob {digest} not found"))
+            }
             E::InvalidRange { size, .. } => ApiError {
                 unsatisfiable_size: Some(size),
-                ..ApiError::new(StatusCode::RANGE_NOT_SATISFIABLE, "range_not_satisfiable", "range not satisfiable")
+                ..ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "range_not_satisfiable",
+                    "range not satisfiable",
+                )
             },
-            E::Body(e) => ApiError::bad_request("body_incomplete", format!("upload body failed: {e}; nothing was stored")),
+            E::Body(e) => ApiError::bad_request(
+                "body_incomplete",
+                format!("upload body failed: {e}; nothing was stored"),
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -52,7 +52,12 @@ pub async fn list(
     let limit = match q.limit {
         None => 100,
         Some(n) if (1..=1000).contains(&n) => n,
-        Some(_) => return Err(ApiError::bad_request("invalid_query", "limit must be 1..=1000")),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "limit must be 1..=1000",
+            ));
+        }
     };
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(st.config.max_event_wait);
     let deadline = tokio::time::Instant::now() + wait;

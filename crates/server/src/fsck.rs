@@ -51,7 +51,11 @@ pub enum FsckError {
 
 const PAGE: usize = 1000;
 
-pub async fn fsck(store: &Arc<FsBlobStore>, index: &Index, repair: bool) -> Result<FsckReport, FsckError> {
+pub async fn fsck(
+    store: &Arc<FsBlobStore>,
+    index: &Index,
+    repair: bool,
+) -> Result<FsckReport, FsckError> {
     let mut report = FsckReport::default();
     let mut referenced = HashSet::new();
 
@@ -67,7 +71,10 @@ pub async fn fsck(store: &Arc<FsBlobStore>, index: &Index, repair: bool) -> Resu
                 None => report.problems.push(Problem {
                     kind: "missing_blob",
                     digest: blob.digest,
-                    detail: format!("{} file(s) reference a blob that is not in the store", blob.files),
+                    detail: format!(
+                        "{} file(s) reference a blob that is not in the store",
+                        blob.files
+                    ),
                     files: index.files_with_digest(&blob.digest).await?,
                     action: None,
                 }),

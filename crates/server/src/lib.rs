@@ -69,9 +69,15 @@ impl AppState {
 pub fn rfc3339(millis: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_default()
 }
+
+/// Largest JSON body accepted where labels are sent.
+const LABELS_BODY_MAX: usize = 64 * 1024;
 
 /// Every route of the API. `openapi.json` documents exactly these (a test checks it).
 pub fn app(state: AppState) -> Router {
@@ -85,18 +91,20 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/artifacts", get(list_namespaces))
         .route("/v1/artifacts/{namespace}", get(list_names))
         .route("/v1/artifacts/{namespace}/{name}", get(list_versions))
-        .route(v, get(get_version).delete(delete_version).patch(patch_version))
+        .route(
+            v,
+            get(get_version).delete(delete_version).patch(patch_version),
+        )
         .route(
             &format!("{v}/complete"),
             post(complete)
+                // The labels body is small; uploads below stream and are bounded by
+                // `max_upload_size` instead.
+                .layer(DefaultBodyLimit::max(LABELS_BODY_MAX))
                 .get(get_file_named_complete)
-                .put(put_file_named_complete)
-                .layer(DefaultBodyLimit::disable()),
+                .put(put_file_named_complete),
         )
-        .route(
-            &format!("{v}/{{*path}}"),
-            get(get_file).put(put_file).layer(DefaultBodyLimit::disable()),
-        )
+        .route(&format!("{v}/{{*path}}"), get(get_file).put(put_file))
         .route("/v1/blobs/{digest}", get(get_blob))
         .route("/v1/events", get(events::list))
         .fallback(ops::route_not_found)
@@ -116,8 +124,13 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
     let code = resp.extensions().get::<error::ErrorCode>().map(|c| c.0);
-    st.metrics
-        .observe(method.as_str(), &route, resp.status().as_u16(), start.elapsed(), code);
+    st.metrics.observe(
+        method.as_str(),
+        &route,
+        resp.status().as_u16(),
+        start.elapsed(),
+        code,
+    );
     tracing::debug!(%method, %route, status = resp.status().as_u16(), elapsed_ms = start.elapsed().as_millis() as u64, "request");
     resp
 }
@@ -133,5 +146,7 @@ pub async fn run(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 #[derive(Default)]
 struct Histogram {
@@ -28,7 +30,14 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration, error: Option<&'static str>) {
+    pub fn observe(
+        &self,
+        method: &str,
+        route: &str,
+        status: u16,
+        elapsed: Duration,
+        error: Option<&'static str>,
+    ) {
         *self
             .requests
             .lock()
@@ -67,9 +76,16 @@ impl Metrics {
         let mut out = String::new();
         let _ = writeln!(out, "# HELP artifactstore_build_info Build information.");
         let _ = writeln!(out, "# TYPE artifactstore_build_info gauge");
-        let _ = writeln!(out, "artifactstore_build_info{{version=\"{}\"}} 1", env!("CARGO_PKG_VERSION"));
+        let _ = writeln!(
+            out,
+            "artifactstore_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
 
-        let _ = writeln!(out, "# HELP artifactstore_http_requests_total HTTP requests answered.");
+        let _ = writeln!(
+            out,
+            "# HELP artifactstore_http_requests_total HTTP requests answered."
+        );
         let _ = writeln!(out, "# TYPE artifactstore_http_requests_total counter");
         for ((method, route, status), n) in self.requests.lock().unwrap().iter() {
             let _ = writeln!(
@@ -77,13 +93,25 @@ impl Metrics {
                 "artifactstore_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
-        let _ = writeln!(out, "# HELP artifactstore_http_errors_total Error answers by error code.");
+        let _ = writeln!(
+            out,
+            "# HELP artifactstore_http_errors_total Error answers by error code."
+        );
         let _ = writeln!(out, "# TYPE artifactstore_http_errors_total counter");
         for (code, n) in self.errors.lock().unwrap().iter() {
-            let _ = writeln!(out, "artifactstore_http_errors_total{{code=\"{code}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "artifactstore_http_errors_total{{code=\"{code}\"}} {n}"
+            );
         }
-        let _ = writeln!(out, "# HELP artifactstore_http_request_duration_seconds Time to answer a request (headers; streaming bodies continue).");
-        let _ = writeln!(out, "# TYPE artifactstore_http_request_duration_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP artifactstore_http_request_duration_seconds Time to answer a request (headers; streaming bodies continue)."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE artifactstore_http_request_duration_seconds histogram"
+        );
         for (route, h) in self.latency.lock().unwrap().iter() {
             for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
@@ -97,18 +125,47 @@ impl Metrics {
                 "artifactstore_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                 h.count
             );
-            let _ = writeln!(out, "artifactstore_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
-            let _ = writeln!(out, "artifactstore_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
+            let _ = writeln!(
+                out,
+                "artifactstore_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "artifactstore_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                h.count
+            );
         }
-        let _ = writeln!(out, "# HELP artifactstore_bytes_received_total Artifact bytes received in uploads.");
+        let _ = writeln!(
+            out,
+            "# HELP artifactstore_bytes_received_total Artifact bytes received in uploads."
+        );
         let _ = writeln!(out, "# TYPE artifactstore_bytes_received_total counter");
-        let _ = writeln!(out, "artifactstore_bytes_received_total {}", self.bytes_in.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP artifactstore_bytes_sent_total Artifact bytes sent in downloads.");
+        let _ = writeln!(
+            out,
+            "artifactstore_bytes_received_total {}",
+            self.bytes_in.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP artifactstore_bytes_sent_total Artifact bytes sent in downloads."
+        );
         let _ = writeln!(out, "# TYPE artifactstore_bytes_sent_total counter");
-        let _ = writeln!(out, "artifactstore_bytes_sent_total {}", self.bytes_out.load(Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP artifactstore_uploads_in_flight Uploads being received now.");
+        let _ = writeln!(
+            out,
+            "artifactstore_bytes_sent_total {}",
+            self.bytes_out.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP artifactstore_uploads_in_flight Uploads being received now."
+        );
         let _ = writeln!(out, "# TYPE artifactstore_uploads_in_flight gauge");
-        let _ = writeln!(out, "artifactstore_uploads_in_flight {}", self.uploads_in_flight.load(Ordering::Relaxed));
+        let _ = writeln!(
+            out,
+            "artifactstore_uploads_in_flight {}",
+            self.uploads_in_flight.load(Ordering::Relaxed)
+        );
         out
     }
 }

@@ -22,7 +22,12 @@ pub async fn healthz() -> Json<serde_json::Value> {
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let index = st.index.ping().await.map_err(|e| e.to_string());
     let probe = Digest::of(b"artifactstore readiness probe");
-    let blobs = st.blobs.head(&probe).await.map(|_| ()).map_err(|e| e.to_string());
+    let blobs = st
+        .blobs
+        .head(&probe)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string());
     let ready = index.is_ok() && blobs.is_ok();
     let show = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_owned(),
@@ -37,13 +42,20 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         "backend": st.blobs.capabilities().backend,
         "database": st.index.backend(),
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.metrics.render(),
     )
         .into_response()
@@ -58,5 +70,9 @@ pub async fn route_not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed on this route; see /openapi.json")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this route; see /openapi.json",
+    )
 }

@@ -38,7 +38,9 @@ impl Server {
             .expect("start artifactstore serve");
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read listen line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listen line");
         let url = line
             .trim()
             .strip_prefix("artifactstore listening on ")
@@ -102,7 +104,11 @@ impl Server {
     /// Whether a blob with exactly these bytes is stored.
     pub fn holds_blob(&self, data: &[u8]) -> bool {
         let hex = sha256_hex(data);
-        self.data_dir.join("blobs/sha256").join(&hex[..2]).join(&hex).exists()
+        self.data_dir
+            .join("blobs/sha256")
+            .join(&hex[..2])
+            .join(&hex)
+            .exists()
     }
 }
 
@@ -113,7 +119,9 @@ impl Drop for Server {
 }
 
 fn unsafe_sigterm(pid: u32) {
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
