@@ -16,6 +16,7 @@ use crate::{BlobStore, ByteStream, Error};
 /// Runs every check in order; panics with a description on the first failure.
 pub async fn run_all(store: Arc<dyn BlobStore>) {
     round_trip(&*store).await;
+    large_bodies(&*store).await;
     declared_digest(&*store).await;
     failed_body_leaves_nothing(&*store).await;
     ranged_reads(&*store).await;
@@ -109,6 +110,56 @@ pub async fn round_trip(store: &dyn BlobStore) {
         store.get(&absent, None).await,
         Err(Error::NotFound { .. })
     ));
+}
+
+/// Bodies larger than an S3 multipart part (5 MiB minimum): with and without a declared
+/// digest, a mismatch, and a body that fails after several parts.
+pub async fn large_bodies(store: &dyn BlobStore) {
+    let data = unique_bytes(11 * 1024 * 1024 + 13);
+    let d = Digest::of(&data);
+    let out = store
+        .put(chunked(&data), Some(d))
+        .await
+        .expect("large declared put");
+    assert_eq!(
+        (out.digest, out.size, out.created),
+        (d, data.len() as u64, true)
+    );
+    assert_eq!(read_all(store, &d, None).await, data);
+
+    let data = unique_bytes(12 * 1024 * 1024 + 1);
+    let out = store
+        .put(chunked(&data), None)
+        .await
+        .expect("large undeclared put");
+    assert_eq!(out.digest, Digest::of(&data));
+    assert!(out.created);
+    let n = data.len() as u64;
+    assert_eq!(
+        read_all(store, &out.digest, Some(n - 100..n)).await,
+        &data[data.len() - 100..]
+    );
+
+    let data = unique_bytes(11 * 1024 * 1024);
+    let wrong = Digest::of(b"not these bytes");
+    assert!(matches!(
+        store.put(chunked(&data), Some(wrong)).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    assert!(store.head(&wrong).await.unwrap().is_none());
+    assert!(store.head(&Digest::of(&data)).await.unwrap().is_none());
+
+    let head = Bytes::from(unique_bytes(11 * 1024 * 1024));
+    let body = futures::stream::iter([
+        Ok(head.clone()),
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "client went away",
+        )),
+    ])
+    .boxed();
+    assert!(matches!(store.put(body, None).await, Err(Error::Body(_))));
+    assert!(store.head(&Digest::of(&head)).await.unwrap().is_none());
 }
 
 pub async fn declared_digest(store: &dyn BlobStore) {

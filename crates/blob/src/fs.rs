@@ -16,7 +16,9 @@ use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::io::ReaderStream;
 
-use crate::{BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, Error, PutOutcome, Result};
+use crate::{
+    BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, Error, PutOutcome, Result, verify_only,
+};
 
 /// Chunks in flight between the network task and the writer thread. Together with the
 /// writer's buffer this bounds an upload's memory to a few MiB whatever its size.
@@ -338,27 +340,6 @@ impl BlobStore for FsBlobStore {
         let blobs = self.blobs.clone();
         blocking(move || list_dir(&blobs, after, limit)).await
     }
-}
-
-/// The declared blob is already stored: hash the body to hold the client to its claim,
-/// but write nothing.
-async fn verify_only(mut body: ByteStream, expected: Digest) -> Result<PutOutcome> {
-    let mut hasher = Hasher::new();
-    let mut size = 0u64;
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(Error::Body)?;
-        hasher.update(&chunk);
-        size += chunk.len() as u64;
-    }
-    let actual = hasher.finish();
-    if actual != expected {
-        return Err(Error::DigestMismatch { expected, actual });
-    }
-    Ok(PutOutcome {
-        digest: actual,
-        size,
-        created: false,
-    })
 }
 
 fn sorted_names(dir: &Path) -> Result<Vec<String>> {

@@ -19,6 +19,8 @@ use futures::stream::BoxStream;
 
 pub mod conformance;
 mod fs;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 pub use fs::{FsBlobStore, rehash_file};
 
@@ -93,6 +95,18 @@ pub enum Error {
     },
     #[error("blob store task failed: {0}")]
     Task(String),
+    #[error("blob store configuration: {0}")]
+    Config(String),
+    /// A remote store refused or failed a request. `target` names the endpoint, bucket
+    /// and key; `detail` is the store's error code and message — never a secret.
+    #[cfg(feature = "s3")]
+    #[error("{op} {target}: {kind} ({detail})")]
+    Backend {
+        op: &'static str,
+        target: String,
+        kind: s3::BackendErrorKind,
+        detail: String,
+    },
 }
 
 impl Error {
@@ -103,6 +117,8 @@ impl Error {
                 source.kind(),
                 io::ErrorKind::Interrupted | io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
             ),
+            #[cfg(feature = "s3")]
+            Error::Backend { kind, .. } => kind.is_retryable(),
             _ => false,
         }
     }
@@ -130,4 +146,26 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Up to `limit` blobs with digests greater than `after`, in ascending digest order.
     async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<BlobMeta>>;
+}
+
+/// For a put whose declared blob is already stored: hash the body to hold the client to
+/// its claim, but write nothing.
+pub(crate) async fn verify_only(mut body: ByteStream, expected: Digest) -> Result<PutOutcome> {
+    use futures::StreamExt;
+    let mut hasher = artifactstore_model::Hasher::new();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(Error::Body)?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+    }
+    let actual = hasher.finish();
+    if actual != expected {
+        return Err(Error::DigestMismatch { expected, actual });
+    }
+    Ok(PutOutcome {
+        digest: actual,
+        size,
+        created: false,
+    })
 }

@@ -3,6 +3,8 @@
 //! Everything a client can put in a URL is validated here, once, so that the
 //! blob store and the metadata index only ever see well-formed values.
 
+pub mod secret;
+
 use std::fmt;
 use std::str::FromStr;
 

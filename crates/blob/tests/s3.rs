@@ -1,0 +1,236 @@
+//! The S3 backend against an in-process S3 server (s3s-fs, real SigV4 checks), and live
+//! against the store that `scripts/s3-fixture.sh` starts (Garage in CI).
+
+#![cfg(feature = "s3")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use artifactstore_blob::conformance::{self, chunked, unique_bytes};
+use artifactstore_blob::s3::{BackendErrorKind, S3BlobStore, S3Config, S3Credentials};
+use artifactstore_blob::{BlobStore, Error};
+use artifactstore_model::secret::{Secret, SecretRef};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+struct InProcessS3 {
+    endpoint: String,
+    access_key: String,
+    secret_key: String,
+    _root: tempfile::TempDir,
+}
+
+/// Starts s3s-fs on 127.0.0.1:0 with one generated key pair and one bucket.
+async fn start_s3s(bucket: &str) -> InProcessS3 {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join(bucket)).unwrap();
+    let access_key = format!("AK{}", hex_of(&unique_bytes(8)));
+    let secret_key = format!("SK{}", hex_of(&unique_bytes(16)));
+    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
+    let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+    builder.set_auth(s3s::auth::SimpleAuth::from_single(
+        access_key.clone(),
+        secret_key.clone(),
+    ));
+    let service = builder.build();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        loop {
+            let Ok((socket, _)) = listener.accept().await else {
+                continue;
+            };
+            let conn = http
+                .serve_connection(TokioIo::new(socket), service.clone())
+                .into_owned();
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+        }
+    });
+    InProcessS3 {
+        endpoint,
+        access_key,
+        secret_key,
+        _root: root,
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn config(endpoint: &str, bucket: &str, prefix: &str) -> S3Config {
+    let mut cfg = S3Config::new(bucket);
+    cfg.endpoint_url = Some(endpoint.to_owned());
+    cfg.prefix = prefix.to_owned();
+    cfg.part_size = 5 * 1024 * 1024;
+    cfg.concurrency = 2;
+    cfg.max_attempts = 2;
+    cfg.connect_timeout = Duration::from_secs(3);
+    cfg
+}
+
+fn creds(ak: &str, sk: &str) -> S3Credentials {
+    S3Credentials {
+        access_key_id: ak.to_owned(),
+        secret_access_key: Secret::new(sk),
+        session_token: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn s3_backend_passes_the_conformance_suite_on_in_process_s3() {
+    let s3 = start_s3s("conformance").await;
+    let store = Arc::new(
+        S3BlobStore::new(
+            config(&s3.endpoint, "conformance", "it/"),
+            creds(&s3.access_key, &s3.secret_key),
+        )
+        .unwrap(),
+    );
+    store.head_bucket().await.expect("bucket reachable");
+    store.probe().await.expect("probe");
+    conformance::run_all(store.clone()).await;
+    // s3s-fs cannot list multipart uploads (501); the live run checks that none is left.
+    match store.multipart_uploads_in_progress().await {
+        Ok(n) => assert_eq!(n, 0, "an aborted upload was left behind"),
+        Err(Error::Backend {
+            kind: BackendErrorKind::NotImplemented,
+            ..
+        }) => {}
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(
+        store.sweep_stale(Duration::ZERO).await.unwrap(),
+        (0, 0),
+        "staging objects left behind"
+    );
+}
+
+fn assert_backend(e: &Error, want: BackendErrorKind, must_name: &[&str], must_not: &[&str]) {
+    let msg = e.to_string();
+    match e {
+        Error::Backend { kind, .. } => assert_eq!(*kind, want, "{msg}"),
+        other => panic!("expected a backend error, got {other:?}"),
+    }
+    for n in must_name {
+        assert!(msg.contains(n), "{msg:?} should name {n:?}");
+    }
+    for n in must_not {
+        assert!(!msg.contains(n), "{msg:?} leaks {n:?}");
+        assert!(
+            !format!("{e:?}").contains(n),
+            "debug of {msg:?} leaks {n:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn s3_errors_say_what_is_wrong_and_never_show_the_secret() {
+    let s3 = start_s3s("present").await;
+    let canary = format!("canary-secret-{}", hex_of(&unique_bytes(8)));
+
+    let wrong = S3BlobStore::new(
+        config(&s3.endpoint, "present", ""),
+        creds(&s3.access_key, &canary),
+    )
+    .unwrap();
+    let e = wrong.head_bucket().await.unwrap_err();
+    assert_backend(
+        &e,
+        BackendErrorKind::SignatureMismatch,
+        &[&s3.endpoint, "present"],
+        &[&canary],
+    );
+    // A blob write starts with a HEAD, whose 403 carries no error code: it can only say
+    // "access denied". Either way it names the endpoint and hides the secret.
+    let e = wrong.put(chunked(b"x"), None).await.unwrap_err();
+    let kind = match &e {
+        Error::Backend { kind, .. } => *kind,
+        other => panic!("expected a backend error, got {other:?}"),
+    };
+    assert!(
+        matches!(
+            kind,
+            BackendErrorKind::SignatureMismatch | BackendErrorKind::AccessDenied
+        ),
+        "{e}"
+    );
+    assert_backend(&e, kind, &[&s3.endpoint], &[&canary]);
+
+    let missing = S3BlobStore::new(
+        config(&s3.endpoint, "absent", ""),
+        creds(&s3.access_key, &s3.secret_key),
+    )
+    .unwrap();
+    let e = missing.head_bucket().await.unwrap_err();
+    assert_backend(
+        &e,
+        BackendErrorKind::BucketNotFound,
+        &["absent"],
+        &[&s3.secret_key],
+    );
+
+    let nowhere =
+        S3BlobStore::new(config("http://127.0.0.1:1", "b", ""), creds("AK", &canary)).unwrap();
+    let e = nowhere.head_bucket().await.unwrap_err();
+    assert_backend(
+        &e,
+        BackendErrorKind::Unreachable,
+        &["127.0.0.1:1"],
+        &[&canary],
+    );
+    assert!(e.is_retryable());
+}
+
+/// Live against the fixture's store. In CI `ARTIFACTSTORE_REQUIRE_LIVE_S3=1` turns a
+/// missing store into a failure instead of a skip.
+fn live_store(prefix: &str) -> Option<S3BlobStore> {
+    let Ok(endpoint) = std::env::var("ARTIFACTSTORE_S3_ENDPOINT_URL") else {
+        assert!(
+            std::env::var("ARTIFACTSTORE_REQUIRE_LIVE_S3").is_err(),
+            "ARTIFACTSTORE_REQUIRE_LIVE_S3 is set but no live store is configured"
+        );
+        eprintln!(
+            "no ARTIFACTSTORE_S3_ENDPOINT_URL: live S3 test not run (scripts/s3-fixture.sh garage -- ...)"
+        );
+        return None;
+    };
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let mut warnings = Vec::new();
+    let mut resolve = |k: &str| {
+        SecretRef::parse(&var(k))
+            .unwrap()
+            .resolve(&mut warnings)
+            .unwrap()
+    };
+    let ak = resolve("ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF");
+    let sk = resolve("ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF");
+    let mut cfg = config(&endpoint, &var("ARTIFACTSTORE_S3_BUCKET"), prefix);
+    cfg.region = std::env::var("ARTIFACTSTORE_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
+    cfg.max_attempts = 3;
+    Some(S3BlobStore::new(cfg, creds(ak.expose(), sk.expose())).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn live_s3_backend_passes_the_conformance_suite() {
+    let prefix = format!("conformance-{}/", hex_of(&unique_bytes(6)));
+    let Some(store) = live_store(&prefix) else {
+        return;
+    };
+    let store = Arc::new(store);
+    store.head_bucket().await.expect("live bucket reachable");
+    let conditional = store.probe().await.expect("probe");
+    eprintln!(
+        "live store: conditional create {}",
+        if conditional {
+            "supported"
+        } else {
+            "not supported (HEAD-then-PUT)"
+        }
+    );
+    conformance::run_all(store.clone()).await;
+    assert_eq!(store.multipart_uploads_in_progress().await.unwrap(), 0);
+    assert_eq!(store.sweep_stale(Duration::ZERO).await.unwrap(), (0, 0));
+}
