@@ -315,6 +315,15 @@ impl S3BlobStore {
             return Ok(());
         };
         let head_error = self.err("HeadBucket", None, e);
+        if !matches!(
+            &head_error,
+            Error::Backend {
+                kind: BackendErrorKind::AccessDenied | BackendErrorKind::Other,
+                ..
+            }
+        ) {
+            return Err(head_error);
+        }
         // Answers to HEAD carry no error body, so a 403 or 404 does not say why. Ask again
         // with a GET, whose answer names the cause (signature, key id, bucket).
         match self
@@ -510,6 +519,23 @@ impl S3BlobStore {
             .await
             .map_err(|e| self.err("ListMultipartUploads", None, e))?;
         Ok(page.uploads().len())
+    }
+
+    /// Keys of staging objects under our prefix (for tests and diagnostics).
+    pub async fn staging_objects(&self) -> Result<Vec<String>> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.staging_prefix())
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectsV2", None, e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
     }
 
     async fn delete_key(&self, key: &str) -> Result<()> {
@@ -756,7 +782,7 @@ where
             } else {
                 K::Unreachable
             };
-            (kind, format!("{kind}: {}", source_chain(e)))
+            (kind, source_chain(e))
         }
         SdkError::TimeoutError(_) => (K::Timeout, "no answer in time".into()),
         SdkError::ResponseError(_) => (K::Other, format!("unreadable answer: {}", source_chain(e))),

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Keys read from the environment as `ARTIFACTSTORE_<KEY>`.
 pub const ENV_KEYS: &[&str] = &[
+    "backend",
     "listen",
     "data_dir",
     "database_url",
@@ -22,6 +23,10 @@ pub const ENV_KEYS: &[&str] = &[
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
+    /// Where blobs live: `fs` (the data directory) or `s3` (the `[s3]` section).
+    pub backend: Backend,
+    /// The S3 backend's settings (`[s3]`, env `ARTIFACTSTORE_S3_<KEY>`).
+    pub s3: S3Settings,
     /// Address and port to listen on. Loopback by default.
     pub listen: SocketAddr,
     /// Directory for blobs, temp files and the SQLite index.
@@ -43,12 +48,130 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Fs,
+    S3,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Checksum {
+    /// Checksum headers only where the S3 API requires them (works with most stores).
+    #[default]
+    WhenRequired,
+    /// The SDK's default: checksums whenever supported (some stores reject them).
+    WhenSupported,
+}
+
+/// `[s3]`: an S3-compatible bucket. Credentials only as secret references.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Settings {
+    /// e.g. `http://127.0.0.1:9000`; unset for AWS.
+    pub endpoint_url: Option<String>,
+    pub region: String,
+    pub bucket: Option<String>,
+    /// Key prefix for everything artifact-store writes in the bucket.
+    pub prefix: String,
+    /// Virtual-host-style addressing (`bucket.endpoint`); path style by default.
+    pub virtual_host_style: bool,
+    /// PEM file of extra CA certificates for a private endpoint.
+    pub ca_bundle: Option<PathBuf>,
+    pub connect_timeout_secs: u64,
+    pub read_timeout_secs: u64,
+    pub checksum: Checksum,
+    /// Multipart part size in bytes (at least 5 MiB).
+    pub part_size: u64,
+    /// Parts uploaded at once per upload.
+    pub concurrency: usize,
+    /// Attempts per request for throttling, 5xx and network errors.
+    pub max_attempts: u32,
+    /// Multipart uploads and staging objects older than this are swept at start-up.
+    /// Keep it above the longest upload when several replicas share the bucket.
+    pub stale_upload_age_secs: u64,
+    /// `env:NAME` or `file:/path` of the access key id.
+    pub access_key_id_ref: Option<String>,
+    /// `env:NAME` or `file:/path` of the secret access key.
+    pub secret_access_key_ref: Option<String>,
+    /// `env:NAME` or `file:/path` of a session token (temporary credentials).
+    pub session_token_ref: Option<String>,
+    // Present only to refuse them with a message that says what to do instead.
+    #[serde(skip_serializing)]
+    pub access_key_id: Option<Refused>,
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<Refused>,
+    #[serde(skip_serializing)]
+    pub session_token: Option<Refused>,
+}
+
+/// A configuration value that is accepted by the parser only to be refused with a clear
+/// message. It keeps nothing of what it was given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused;
+
+impl<'de> Deserialize<'de> for Refused {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Refused)
+    }
+}
+
+impl Default for S3Settings {
+    fn default() -> Self {
+        S3Settings {
+            endpoint_url: None,
+            region: "us-east-1".into(),
+            bucket: None,
+            prefix: String::new(),
+            virtual_host_style: false,
+            ca_bundle: None,
+            connect_timeout_secs: 10,
+            read_timeout_secs: 60,
+            checksum: Checksum::WhenRequired,
+            part_size: 8 << 20,
+            concurrency: 4,
+            max_attempts: 5,
+            stale_upload_age_secs: 24 * 3600,
+            access_key_id_ref: None,
+            secret_access_key_ref: None,
+            session_token_ref: None,
+            access_key_id: None,
+            secret_access_key: None,
+            session_token: None,
+        }
+    }
+}
+
+impl S3Settings {
+    /// Refuses secret values in configuration, naming the reference key to use instead.
+    pub fn refuse_plain_secrets(&self) -> anyhow::Result<()> {
+        for (given, key) in [
+            (self.access_key_id.is_some(), "access_key_id"),
+            (self.secret_access_key.is_some(), "secret_access_key"),
+            (self.session_token.is_some(), "session_token"),
+        ] {
+            if given {
+                anyhow::bail!(
+                    "s3.{key}: credentials are not accepted as values in configuration; reference them instead: \
+                     s3.{key}_ref = \"env:NAME\" or \"file:/path\" (environment: ARTIFACTSTORE_S3_{}_REF)",
+                    key.to_uppercase()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8480";
 pub const DEFAULT_DATA_DIR: &str = "artifactstore-data";
 
 impl Default for ServeConfig {
     fn default() -> Self {
         ServeConfig {
+            backend: Backend::Fs,
+            s3: S3Settings::default(),
             listen: DEFAULT_LISTEN.parse().expect("valid default"),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
@@ -62,6 +185,8 @@ impl Default for ServeConfig {
 /// Flags given on the command line; `None` means "not given, keep the layer below".
 #[derive(Debug, Default, Serialize)]
 pub struct ServeFlags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<SocketAddr>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -88,8 +213,11 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
     }
     fig = fig
         .merge(Env::prefixed("ARTIFACTSTORE_").only(ENV_KEYS))
+        .merge(Env::prefixed("ARTIFACTSTORE_S3_").map(|k| format!("s3.{k}").into()))
         .merge(Serialized::defaults(flags));
-    fig.extract().context("invalid configuration")
+    let cfg: ServeConfig = fig.extract().context("invalid configuration")?;
+    cfg.s3.refuse_plain_secrets()?;
+    Ok(cfg)
 }
 
 impl ServeConfig {
@@ -130,6 +258,23 @@ mod tests {
                 load(Some(Path::new("c.toml")), &flags).unwrap().data_dir,
                 PathBuf::from("/from/flag")
             );
+
+            jail.set_env("ARTIFACTSTORE_S3_BUCKET", "from-env");
+            jail.set_env("ARTIFACTSTORE_BACKEND", "s3");
+            let c = load(Some(Path::new("c.toml")), &ServeFlags::default()).unwrap();
+            assert_eq!(c.backend, Backend::S3);
+            assert_eq!(c.s3.bucket.as_deref(), Some("from-env"));
+
+            jail.create_file(
+                "plain.toml",
+                "[s3]\nsecret_access_key = \"canary-plain-value\"\n",
+            )?;
+            let err = format!(
+                "{:#}",
+                load(Some(Path::new("plain.toml")), &ServeFlags::default()).unwrap_err()
+            );
+            assert!(err.contains("secret_access_key_ref"), "{err}");
+            assert!(!err.contains("canary-plain-value"), "{err}");
 
             jail.create_file("bad.toml", "listen = \"127.0.0.1:9000\"\nlisten_port = 5\n")?;
             let err = format!(

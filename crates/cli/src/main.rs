@@ -12,7 +12,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 mod client;
 mod config;
 mod serve;
+mod store;
 mod target;
+mod verify;
 
 /// Exit codes, documented in docs/CLI.md.
 pub mod exit {
@@ -138,8 +140,18 @@ enum Command {
         #[arg(long)]
         repair: bool,
     },
+    /// Check the configured storage backend.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum StorageCommand {
+    /// Prove the backend works: health, round trip, ranged read, multipart, conditional
+    /// create, delete and cleanup. Exit 0 only when every check passes.
+    Verify(serve::StoreArgs),
 }
 
 fn main() -> ExitCode {
@@ -199,6 +211,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             database_url,
             repair,
         } => serve::fsck(&data_dir, database_url, repair, cli.json).await,
+        Command::Storage(StorageCommand::Verify(args)) => verify::verify(args, cli.json).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -15,15 +15,11 @@ use crate::{exit, fail};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// TOML config file (keys as in docs/CONFIG.md).
-    #[arg(long, env = "ARTIFACTSTORE_CONFIG")]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Address and port to listen on [default: 127.0.0.1:8480; env: ARTIFACTSTORE_LISTEN].
     #[arg(long, value_name = "ADDR:PORT")]
     listen: Option<std::net::SocketAddr>,
-    /// Data directory [default: ./artifactstore-data; env: ARTIFACTSTORE_DATA_DIR].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
     /// Metadata database URL [default: SQLite in the data directory; env: ARTIFACTSTORE_DATABASE_URL].
     #[arg(long, value_name = "URL")]
     database_url: Option<String>,
@@ -38,7 +34,21 @@ pub struct ServeArgs {
     log_format: Option<LogFormat>,
 }
 
-fn init_logs(format: LogFormat) {
+/// Where the store is: shared by `serve` and `storage verify`.
+#[derive(clap::Args, Debug)]
+pub struct StoreArgs {
+    /// TOML config file (keys as in docs/CONFIG.md).
+    #[arg(long, env = "ARTIFACTSTORE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Blob backend [default: fs; env: ARTIFACTSTORE_BACKEND].
+    #[arg(long, value_enum)]
+    pub backend: Option<config::Backend>,
+    /// Data directory [default: ./artifactstore-data; env: ARTIFACTSTORE_DATA_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+pub fn init_logs(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
@@ -79,14 +89,15 @@ fn lock_data_dir(dir: &Path) -> anyhow::Result<File> {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let flags = ServeFlags {
+        backend: args.store.backend,
         listen: args.listen,
-        data_dir: args.data_dir,
+        data_dir: args.store.data_dir,
         database_url: args.database_url,
         max_upload_size: args.max_upload_size,
         insecure_no_auth: args.insecure_no_auth,
         log_format: args.log_format,
     };
-    let cfg: ServeConfig = config::load(args.config.as_deref(), &flags)
+    let cfg: ServeConfig = config::load(args.store.config.as_deref(), &flags)
         .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
     init_logs(cfg.log_format);
 
@@ -105,8 +116,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let _lock = lock_data_dir(&cfg.data_dir)?;
-    let blobs = FsBlobStore::open(&cfg.data_dir).context("open blob store")?;
-    blobs.recover().context("clean leftover temp files")?;
+    let blobs = crate::store::open_for_serving(&cfg).await?;
     let index = Index::open(&cfg.database_url())
         .await
         .context("open metadata index")?;
@@ -122,14 +132,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         %addr,
         data_dir = %cfg.data_dir.display(),
         database = index.backend(),
-        backend = "fs",
+        backend = ?cfg.backend,
         "artifactstore serving"
     );
     // The one line on stdout: scripts (and tests on port 0) read the address from it.
     println!("artifactstore listening on http://{addr}");
 
     let state = AppState::new(
-        Arc::new(blobs),
+        blobs.blob_store(),
         Arc::new(index),
         ServiceConfig {
             max_upload_size: cfg.max_upload_size,

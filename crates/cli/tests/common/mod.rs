@@ -13,6 +13,60 @@ pub struct Server {
     pub url: String,
     pub data_dir: PathBuf,
     pub stderr_log: PathBuf,
+    /// With `ARTIFACTSTORE_TEST_BACKEND=s3`: the key prefix of this server in the bucket.
+    pub s3_prefix: Option<String>,
+}
+
+/// Whether the end-to-end tests run the server on the S3 backend: set
+/// `ARTIFACTSTORE_TEST_BACKEND=s3` inside `scripts/s3-fixture.sh`, which exports the
+/// `ARTIFACTSTORE_S3_*` settings of a live store.
+pub fn on_s3() -> bool {
+    std::env::var("ARTIFACTSTORE_TEST_BACKEND").as_deref() == Ok("s3")
+}
+
+/// A prefix of its own for each data directory, the same across restarts.
+fn s3_prefix_for(data_dir: &Path) -> String {
+    let d = artifactstore_model::Digest::of(
+        format!("{}:{}", std::process::id(), data_dir.display()).as_bytes(),
+    );
+    format!("e2e-{}/", &d.hex()[..16])
+}
+
+/// Runs a future to completion on a private runtime (for sync helpers in async tests).
+pub fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap()
+}
+
+/// A direct client of the live bucket under `prefix`, to look behind the server.
+pub fn s3_store(prefix: &str) -> artifactstore_blob::s3::S3BlobStore {
+    use artifactstore_blob::s3::{S3BlobStore, S3Config, S3Credentials};
+    use artifactstore_model::secret::SecretRef;
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
+    let mut w = Vec::new();
+    let mut secret = |k: &str| SecretRef::parse(&var(k)).unwrap().resolve(&mut w).unwrap();
+    let ak = secret("ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF");
+    let sk = secret("ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF");
+    let mut cfg = S3Config::new(var("ARTIFACTSTORE_S3_BUCKET"));
+    cfg.endpoint_url = Some(var("ARTIFACTSTORE_S3_ENDPOINT_URL"));
+    cfg.region = std::env::var("ARTIFACTSTORE_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
+    cfg.prefix = prefix.to_owned();
+    S3BlobStore::new(
+        cfg,
+        S3Credentials {
+            access_key_id: ak.expose().to_owned(),
+            secret_access_key: sk,
+            session_token: None,
+        },
+    )
+    .unwrap()
 }
 
 impl Server {
@@ -27,11 +81,21 @@ impl Server {
             .append(true)
             .open(&stderr_log)
             .unwrap();
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let s3_prefix = on_s3().then(|| s3_prefix_for(data_dir));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env_remove("ARTIFACTSTORE_URL")
+            .env_remove("ARTIFACTSTORE_URL");
+        if let Some(prefix) = &s3_prefix {
+            // Each server has its own prefix, so sweeping everything stale at start-up
+            // (age 0) touches only its own uploads.
+            cmd.args(["--backend", "s3"])
+                .env("ARTIFACTSTORE_S3_PREFIX", prefix)
+                .env("ARTIFACTSTORE_S3_STALE_UPLOAD_AGE_SECS", "0")
+                .env("ARTIFACTSTORE_S3_PART_SIZE", (5 * 1024 * 1024).to_string());
+        }
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -56,6 +120,7 @@ impl Server {
             url,
             data_dir: data_dir.to_owned(),
             stderr_log,
+            s3_prefix,
         }
     }
 
@@ -94,8 +159,20 @@ impl Server {
             .expect("run artifactstore")
     }
 
-    /// Temp files currently in the data directory.
+    /// Partial uploads the backend holds: temp files in the data directory (fs), or
+    /// multipart uploads in progress and staging objects (s3).
     pub fn temp_files(&self) -> Vec<PathBuf> {
+        if let Some(prefix) = self.s3_prefix.clone() {
+            return block_on(async move {
+                let store = s3_store(&prefix);
+                let uploads = store.multipart_uploads_in_progress().await.unwrap();
+                let staged = store.staging_objects().await.unwrap();
+                (0..uploads)
+                    .map(|i| PathBuf::from(format!("multipart-upload-{i}")))
+                    .chain(staged.into_iter().map(PathBuf::from))
+                    .collect()
+            });
+        }
         std::fs::read_dir(self.data_dir.join("tmp"))
             .map(|rd| rd.map(|e| e.unwrap().path()).collect())
             .unwrap_or_default()
@@ -103,6 +180,13 @@ impl Server {
 
     /// Whether a blob with exactly these bytes is stored.
     pub fn holds_blob(&self, data: &[u8]) -> bool {
+        if let Some(prefix) = self.s3_prefix.clone() {
+            let d = artifactstore_model::Digest::of(data);
+            return block_on(async move {
+                use artifactstore_blob::BlobStore;
+                s3_store(&prefix).head(&d).await.unwrap().is_some()
+            });
+        }
         let hex = sha256_hex(data);
         self.data_dir
             .join("blobs/sha256")
