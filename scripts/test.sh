@@ -1,10 +1,45 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, then every test of every crate.
-# Services a test needs are started by .ci/run (and by the fixture scripts it calls);
-# the tests in this workspace that need nothing else always run.
+# The whole test suite:
+#   1. formatting and lints;
+#   2. every test of every crate (fs, SQLite, in-process S3), with PostgreSQL too when
+#      its server binaries are installed (scripts/with-postgres.sh starts a throwaway one);
+#   3. the live S3 stage: the S3 backend's conformance suite, the end-to-end suite on
+#      `serve --backend s3`, the kill test and `storage verify`, against a real Garage
+#      started by scripts/s3-fixture.sh (its binary is built once, ~25 min, and cached
+#      in ~/.cache/artifact-store), then against RustFS when its binary is cached.
+# ARTIFACTSTORE_SKIP_LIVE=1 skips stage 3 (say so when you report results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
-cargo test --workspace --locked
+
+if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  scripts/with-postgres.sh -- cargo test --workspace --locked
+else
+  echo "test.sh: PostgreSQL server binaries not installed: PostgreSQL tests NOT run" >&2
+  cargo test --workspace --locked
+fi
+
+if [ "${ARTIFACTSTORE_SKIP_LIVE:-0}" = 1 ]; then
+  echo "test.sh: ARTIFACTSTORE_SKIP_LIVE=1: live S3 tests NOT run" >&2
+  exit 0
+fi
+
+live_tests=(cargo test --locked
+  -p artifactstore-blob --test s3
+  -p artifactstore --test http_api --test cli --test crash --test storage_verify)
+
+echo "== live S3: Garage"
+scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
+
+echo "== live S3: RustFS"
+set +e
+scripts/s3-fixture.sh rustfs -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
+rc=$?
+set -e
+if [ "$rc" = 77 ]; then
+  echo "test.sh: RustFS binary not cached: RustFS live tests NOT run (see scripts/s3-fixture.sh)" >&2
+elif [ "$rc" != 0 ]; then
+  exit "$rc"
+fi

@@ -186,10 +186,7 @@ fn secrets_as_plain_config_values_are_refused() {
                 "ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF",
                 "plainvalue".into(),
             ),
-            (
-                "ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF",
-                "env:HOME".into(),
-            ),
+            ("ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF", "env:HOME".into()),
         ],
         &["--backend", "s3"],
     );
@@ -284,7 +281,8 @@ async fn live_s3_verify_and_secret_hygiene() {
     assert!(stdout(&out).contains("no-such-bucket-artifactstore"));
 
     // A server on the live store: its logs, answers and events never carry the secret.
-    let s = Server::start_with(&dir.path().join("data"), &["--backend", "s3"]);
+    let backend: &[&str] = if on_s3() { &[] } else { &["--backend", "s3"] };
+    let s = Server::start_with(&dir.path().join("data"), backend);
     let client = http();
     let put = client
         .put(s.artifacts("ns/n/1/f.txt"))

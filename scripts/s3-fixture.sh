@@ -1,0 +1,494 @@
+#!/usr/bin/env bash
+# Runs a command against a throwaway S3-compatible server on 127.0.0.1 with one-run
+# generated credentials, then stops the server and removes its files (on exit, error,
+# SIGINT or SIGTERM). The command's exit code is returned.
+#
+#   scripts/s3-fixture.sh garage -- cargo test -p artifactstore-blob
+#   scripts/s3-fixture.sh rustfs -- cargo test -p artifactstore-blob
+#
+# The command sees (secrets only through file: references, never as values):
+#   ARTIFACTSTORE_S3_ENDPOINT_URL            http://127.0.0.1:<port>
+#   ARTIFACTSTORE_S3_REGION                  us-east-1
+#   ARTIFACTSTORE_S3_BUCKET                  the bucket (created; the key has read, write, owner)
+#   ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF       file:<dir>/access_key_id
+#   ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF   file:<dir>/secret_access_key
+#   ARTIFACTSTORE_FIXTURE_SERVER             garage | rustfs
+#   ARTIFACTSTORE_FIXTURE_DIR                <dir>: the temporary directory (server.log is there)
+#   ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL        (garage) http://127.0.0.1:<port+3>
+#   ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF  (garage) file:<dir>/admin_token
+#
+# Settings (environment):
+#   ARTIFACTSTORE_FIXTURE_PORT    S3 API port (default 19000); Garage also uses port+1 (RPC)
+#                                 and port+3 (admin API). Everything binds 127.0.0.1 only.
+#   ARTIFACTSTORE_S3_BUCKET       bucket to create (default artifactstore-test)
+#   ARTIFACTSTORE_CACHE           where server binaries are cached and built
+#                                 (default ~/.cache/artifact-store; bin/garage-<v>, bin/rustfs-<v>)
+#   ARTIFACTSTORE_FIXTURE_BUILD_RUSTFS=1   build RustFS when its cached binary is missing
+#                                 (about two hours on 2 cores); otherwise the RustFS run is
+#                                 skipped with exit code 77.
+#   ARTIFACTSTORE_FIXTURE_TIMEOUT seconds to wait for the server to become ready (default 120)
+#
+# A missing Garage binary is built with cargo (about 25 minutes on 2 cores).
+
+# shellcheck disable=SC2317 # cleanup() and on_signal() run from traps
+set -euo pipefail
+
+GARAGE_VERSION=2.5.0
+RUSTFS_VERSION=1.0.1
+REGION=us-east-1
+EXIT_SKIPPED=77
+
+say() { echo "s3-fixture: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+usage() {
+  echo "usage: $0 <garage|rustfs> -- <command> [args...]" >&2
+  exit 2
+}
+
+# ---- arguments and settings --------------------------------------------------------
+
+[ $# -ge 1 ] || usage
+server=$1
+shift
+case "$server" in
+  garage | rustfs) ;;
+  -h | --help) usage ;;
+  *) say "unknown server '$server'"; usage ;;
+esac
+[ "${1:-}" = "--" ] || usage
+shift
+[ $# -ge 1 ] || usage
+
+CACHE=${ARTIFACTSTORE_CACHE:-$HOME/.cache/artifact-store}
+port=${ARTIFACTSTORE_FIXTURE_PORT:-19000}
+bucket=${ARTIFACTSTORE_S3_BUCKET:-artifactstore-test}
+timeout=${ARTIFACTSTORE_FIXTURE_TIMEOUT:-120}
+case "$port" in '' | *[!0-9]*) die "ARTIFACTSTORE_FIXTURE_PORT must be a number, not '$port'" ;; esac
+case "$timeout" in '' | *[!0-9]*) die "ARTIFACTSTORE_FIXTURE_TIMEOUT must be a number of seconds" ;; esac
+if [ "$port" -lt 1024 ] || [ "$port" -gt 65532 ]; then
+  die "ARTIFACTSTORE_FIXTURE_PORT must be in 1024..65532"
+fi
+[ -n "$bucket" ] || die "ARTIFACTSTORE_S3_BUCKET is empty"
+rpc_port=$((port + 1))
+admin_port=$((port + 3))
+
+for tool in python3 curl openssl; do
+  command -v "$tool" >/dev/null || die "'$tool' is required"
+done
+python3 -c 'import boto3' 2>/dev/null || die "python3 with boto3 is required (pip install boto3)"
+
+# Never send loopback traffic through a proxy (ours and the command's).
+export NO_PROXY="127.0.0.1${NO_PROXY:+,$NO_PROXY}"
+export no_proxy="127.0.0.1${no_proxy:+,$no_proxy}"
+
+# ---- server binaries (cached outside the repository, built only when missing) ------
+
+# Builds <crate>@<version> into the cache, one build at a time per crate.
+build_into_cache() {
+  local crate=$1 version=$2 dest=$3
+  shift 3
+  mkdir -p "$CACHE/bin" "$CACHE/build" "$CACHE/install"
+  exec 9>"$CACHE/build/$crate.lock"
+  if ! flock -n 9; then
+    say "another build of $crate is running; waiting for it"
+    flock 9
+  fi
+  if [ ! -x "$dest" ]; then
+    say "building $crate $version into $dest (this takes a long time; output follows)"
+    cargo install "$crate@$version" --locked "$@" \
+      --root "$CACHE/install/$crate-$version" --target-dir "$CACHE/build/$crate" >&2
+    install -m 755 "$CACHE/install/$crate-$version/bin/$crate" "$dest.tmp.$$"
+    mv -f "$dest.tmp.$$" "$dest"
+  fi
+  exec 9>&-
+}
+
+rustfs_skip_banner() {
+  cat >&2 <<EOF
+
+################################################################################
+##                                                                            ##
+##   RustFS live tests are NOT being run.                                     ##
+##                                                                            ##
+################################################################################
+  The cached RustFS binary is absent:
+      $1
+  To build it once (about two hours and 5 GB of disk on 2 cores):
+      ARTIFACTSTORE_FIXTURE_BUILD_RUSTFS=1 $0 rustfs -- true
+  which runs
+      apt-get install -y protobuf-compiler
+      cargo install rustfs@$RUSTFS_VERSION --locked --ignore-rust-version \\
+          --root "$CACHE/install/rustfs-$RUSTFS_VERSION" --target-dir "$CACHE/build/rustfs"
+  and copies the binary to the path above.
+  Exiting with code $EXIT_SKIPPED (skipped).
+################################################################################
+
+EOF
+}
+
+case "$server" in
+  garage)
+    server_bin=$CACHE/bin/garage-$GARAGE_VERSION
+    if [ ! -x "$server_bin" ]; then
+      command -v cargo >/dev/null || die "$server_bin is missing and cargo is not installed to build it"
+      build_into_cache garage "$GARAGE_VERSION" "$server_bin"
+    fi
+    server_version=$GARAGE_VERSION
+    ;;
+  rustfs)
+    server_bin=$CACHE/bin/rustfs-$RUSTFS_VERSION
+    if [ ! -x "$server_bin" ]; then
+      if [ "${ARTIFACTSTORE_FIXTURE_BUILD_RUSTFS:-}" != 1 ]; then
+        rustfs_skip_banner "$server_bin"
+        exit "$EXIT_SKIPPED"
+      fi
+      command -v cargo >/dev/null || die "cargo is required to build RustFS"
+      if ! command -v protoc >/dev/null; then
+        sudo=()
+        [ "$(id -u)" = 0 ] || sudo=(sudo)
+        "${sudo[@]}" apt-get install -y protobuf-compiler >&2 \
+          || { "${sudo[@]}" apt-get update >&2 && "${sudo[@]}" apt-get install -y protobuf-compiler >&2; }
+      fi
+      build_into_cache rustfs "$RUSTFS_VERSION" "$server_bin" --ignore-rust-version
+    fi
+    server_version=$RUSTFS_VERSION
+    ;;
+esac
+
+# ---- ports --------------------------------------------------------------------------
+
+port_free() {
+  python3 - "$1" <<'PY' 2>/dev/null
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+PY
+}
+check_port() {
+  port_free "$1" && return 0
+  say "error: port 127.0.0.1:$1 ($2) is already in use:"
+  ss -ltnp "sport = :$1" 2>/dev/null | sed 's/^/    /' >&2 || true
+  say "stop that process or choose other ports with ARTIFACTSTORE_FIXTURE_PORT=<port>"
+  exit 1
+}
+check_port "$port" "S3 API"
+if [ "$server" = garage ]; then
+  check_port "$rpc_port" "Garage RPC, S3 port + 1"
+  check_port "$admin_port" "Garage admin API, S3 port + 3"
+fi
+
+# ---- temporary directory and teardown -------------------------------------------------
+
+tmp=
+server_pid=
+cmd_pid=
+
+stop_pid() { # pid [group]: TERM, wait up to 10 s, then KILL
+  local pid=$1 target=$1 i
+  [ "${2:-}" = group ] && target=-$1
+  kill -TERM -- "$target" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$pid" 2>/dev/null; then
+    say "pid $pid did not stop within 10 s; killing it"
+    kill -KILL -- "$target" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  trap '' INT TERM # finish the teardown even when signalled again
+  [ -n "$cmd_pid" ] && stop_pid "$cmd_pid" group
+  [ -n "$server_pid" ] && stop_pid "$server_pid"
+  [ -z "$tmp" ] || rm -rf "$tmp"
+  exit "$rc"
+}
+
+on_signal() {
+  local sig=$1 code=$2 i
+  trap '' INT TERM
+  say "received SIG$sig; stopping"
+  if [ -n "$cmd_pid" ] && kill -0 "$cmd_pid" 2>/dev/null; then
+    # Forward the signal to the command's process group first; cleanup() escalates.
+    disown "$cmd_pid" 2>/dev/null || true # no "Terminated" job report
+    kill -s "$sig" -- "-$cmd_pid" 2>/dev/null || kill -s "$sig" "$cmd_pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      kill -0 "$cmd_pid" 2>/dev/null || break
+      sleep 0.1
+    done
+  fi
+  exit "$code"
+}
+trap cleanup EXIT
+trap 'on_signal INT 130' INT
+trap 'on_signal TERM 143' TERM
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/artifactstore-s3.XXXXXX")
+chmod 700 "$tmp"
+
+fail_start() {
+  say "error: $*"
+  if [ -s "$tmp/setup.log" ]; then
+    say "---- setup output ----"
+    tail -n 20 "$tmp/setup.log" >&2
+  fi
+  if [ -s "$tmp/server.log" ]; then
+    say "---- last lines of the $server server log ----"
+    tail -n 40 "$tmp/server.log" >&2
+  fi
+  exit 1
+}
+
+server_alive() {
+  kill -0 "$server_pid" 2>/dev/null || fail_start "the $server server exited during start-up"
+}
+
+# Secret files: created with mode 600 and written straight from the generator.
+umask 077
+new_secret() { # file bytes
+  openssl rand -hex "$2" | tr -d '\n' >"$1"
+}
+
+# Background jobs get their own process group, so that a signal to this script does not
+# hit the server and the command directly; teardown stops them in order.
+set -m
+
+started=$(date +%s%N)
+elapsed() { echo "$((($(date +%s%N) - started) / 1000000)) ms"; }
+
+# Waits until `curl` on the URL answers with one of the given HTTP codes.
+wait_http() { # url what codes...
+  local url=$1 what=$2 code deadline=$((SECONDS + timeout))
+  shift 2
+  while :; do
+    server_alive
+    code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' --max-time 2 "$url" || true)
+    for c in "$@"; do [ "$code" = "$c" ] && return 0; done
+    [ "$SECONDS" -lt "$deadline" ] || fail_start "$what: $url still answers HTTP '$code' after ${timeout}s"
+    sleep 0.2
+  done
+}
+
+# Runs python3 with the fixture directory and endpoint; helpers read secrets from files.
+fixture_py() {
+  FIXTURE_DIR=$tmp FIXTURE_ENDPOINT=http://127.0.0.1:$port FIXTURE_ADMIN=http://127.0.0.1:$admin_port \
+    FIXTURE_BUCKET=$bucket FIXTURE_REGION=$REGION FIXTURE_TIMEOUT=$timeout python3 -
+}
+
+# A bounded S3 round trip with the key: the bucket must be listable.
+S3_CLIENT_PY='
+import os, sys, time
+for v in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+    os.environ.pop(v, None)
+import boto3
+from botocore.config import Config
+d = os.environ["FIXTURE_DIR"]
+def read(name):
+    with open(os.path.join(d, name)) as f:
+        return f.read().strip()
+def s3():
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["FIXTURE_ENDPOINT"],
+        region_name=os.environ["FIXTURE_REGION"],
+        aws_access_key_id=read("access_key_id"),
+        aws_secret_access_key=read("secret_access_key"),
+        config=Config(
+            s3={"addressing_style": "path"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            retries={"max_attempts": 1},
+            connect_timeout=2,
+            read_timeout=10,
+        ),
+    )
+def retry(what, fn):
+    deadline = time.monotonic() + float(os.environ["FIXTURE_TIMEOUT"])
+    while True:
+        try:
+            return fn()
+        except Exception as e:  # keep trying until the deadline
+            if time.monotonic() > deadline:
+                sys.exit("%s failed: %s" % (what, e))
+            time.sleep(0.3)
+'
+
+wait_s3_ready() {
+  fixture_py >>"$tmp/setup.log" 2>&1 <<PY || fail_start "the S3 API did not accept the key on bucket '$bucket'"
+$S3_CLIENT_PY
+c = s3()
+retry("ListObjectsV2", lambda: c.list_objects_v2(Bucket=os.environ["FIXTURE_BUCKET"], MaxKeys=1))
+PY
+}
+
+# ---- Garage ---------------------------------------------------------------------------
+
+start_garage() {
+  local cfg=$tmp/garage.toml node_id
+  mkdir -m 700 "$tmp/meta" "$tmp/data"
+  new_secret "$tmp/rpc_secret" 32
+  new_secret "$tmp/admin_token" 32
+  cat >"$cfg" <<EOF
+metadata_dir = "$tmp/meta"
+data_dir = "$tmp/data"
+db_engine = "sqlite"
+replication_factor = 1
+
+rpc_bind_addr = "127.0.0.1:$rpc_port"
+rpc_public_addr = "127.0.0.1:$rpc_port"
+rpc_secret_file = "$tmp/rpc_secret"
+
+[s3_api]
+api_bind_addr = "127.0.0.1:$port"
+s3_region = "$REGION"
+
+[admin]
+api_bind_addr = "127.0.0.1:$admin_port"
+admin_token_file = "$tmp/admin_token"
+EOF
+
+  # Garage reads GARAGE_* variables (secrets, config path, RPC host) ahead of its config
+  # file: keep the caller's out of the server and CLI.
+  local clean_env=(-u RUST_LOG) v
+  for v in $(compgen -e); do
+    case "$v" in GARAGE_*) clean_env+=(-u "$v") ;; esac
+  done
+  garage() { (cd "$tmp" && env "${clean_env[@]}" NO_COLOR=1 "$server_bin" -c "$cfg" "$@"); }
+
+  (cd "$tmp" && exec env "${clean_env[@]}" NO_COLOR=1 RUST_LOG=garage=info,netapp=info \
+    "$server_bin" -c "$cfg" server) </dev/null >"$tmp/server.log" 2>&1 &
+  server_pid=$!
+
+  # The admin API answers /health with 503 until the layout is applied: any answer is "up".
+  wait_http "http://127.0.0.1:$admin_port/health" "Garage admin API" 200 503
+
+  node_id=$(garage node id -q 2>>"$tmp/setup.log") || fail_start "garage node id failed"
+  node_id=${node_id%%@*}
+  [ -n "$node_id" ] || fail_start "garage node id printed nothing"
+  {
+    garage layout assign -z dc1 -c 1G "$node_id" &&
+      garage layout apply --version 1
+  } >>"$tmp/setup.log" 2>&1 || fail_start "garage layout assign/apply failed"
+
+  wait_http "http://127.0.0.1:$admin_port/health" "Garage cluster health" 200
+
+  # Bucket, key and grant through the v2 admin API; the token and the new secret key
+  # stay in files (the secret is written by Python, never printed or passed as an argument).
+  fixture_py >>"$tmp/setup.log" 2>&1 <<'PY' || fail_start "creating the bucket and key through the Garage admin API failed"
+import json, os, sys, time, urllib.error, urllib.request
+d = os.environ["FIXTURE_DIR"]
+with open(os.path.join(d, "admin_token")) as f:
+    token = f.read().strip()
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+deadline = time.monotonic() + float(os.environ["FIXTURE_TIMEOUT"])
+def call(endpoint, body):
+    req = urllib.request.Request(
+        os.environ["FIXTURE_ADMIN"] + "/v2/" + endpoint,
+        data=json.dumps(body).encode(),
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"},
+        method="POST",
+    )
+    while True:
+        try:
+            with opener.open(req, timeout=10) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as e:
+            detail = "HTTP %d %s" % (e.code, e.read().decode(errors="replace")[:500])
+            retryable = e.code >= 500
+        except OSError as e:
+            detail, retryable = str(e), True
+        if not retryable or time.monotonic() > deadline:
+            sys.exit("POST /v2/%s: %s" % (endpoint, detail))
+        print("POST /v2/%s: %s; retrying" % (endpoint, detail), file=sys.stderr)
+        time.sleep(0.5)
+def write_secret(name, value):
+    fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+b = call("CreateBucket", {"globalAlias": os.environ["FIXTURE_BUCKET"]})
+k = call("CreateKey", {"name": "artifactstore-fixture", "neverExpires": True})
+write_secret("access_key_id", k["accessKeyId"])
+write_secret("secret_access_key", k["secretAccessKey"])
+call("AllowBucketKey", {"bucketId": b["id"], "accessKeyId": k["accessKeyId"],
+                        "permissions": {"read": True, "write": True, "owner": True}})
+print("bucket %s (%s), key %s: read, write, owner" % (os.environ["FIXTURE_BUCKET"], b["id"], k["accessKeyId"]))
+PY
+
+  wait_s3_ready
+}
+
+# ---- RustFS (MinIO-compatible) ----------------------------------------------------------
+# Untested here: no RustFS binary was available when this was written. The options follow
+# RustFS's documented CLI/environment (volume directory as argument, --address,
+# RUSTFS_ACCESS_KEY / RUSTFS_SECRET_KEY); check "$server_bin --help" if start-up fails.
+
+start_rustfs() {
+  mkdir -m 700 "$tmp/data" "$tmp/logs"
+  new_secret "$tmp/access_key_id" 10
+  new_secret "$tmp/secret_access_key" 20
+  # Root credentials reach the server through its environment only (not its command line).
+  (
+    cd "$tmp"
+    RUSTFS_ACCESS_KEY=$(<"$tmp/access_key_id")
+    RUSTFS_SECRET_KEY=$(<"$tmp/secret_access_key")
+    export RUSTFS_ACCESS_KEY RUSTFS_SECRET_KEY
+    export RUSTFS_ADDRESS=127.0.0.1:$port RUSTFS_CONSOLE_ENABLE=false \
+      RUSTFS_OBS_LOG_DIRECTORY=$tmp/logs NO_COLOR=1
+    exec "$server_bin" --address "127.0.0.1:$port" "$tmp/data"
+  ) </dev/null >"$tmp/server.log" 2>&1 &
+  server_pid=$!
+
+  wait_http "http://127.0.0.1:$port/minio/health/live" "RustFS health" 200
+
+  fixture_py >>"$tmp/setup.log" 2>&1 <<PY || fail_start "creating bucket '$bucket' on RustFS failed"
+$S3_CLIENT_PY
+c = s3()
+def create():
+    try:
+        c.create_bucket(Bucket=os.environ["FIXTURE_BUCKET"])
+    except c.exceptions.BucketAlreadyOwnedByYou:
+        pass
+retry("CreateBucket", create)
+PY
+
+  wait_s3_ready
+}
+
+# ---- run --------------------------------------------------------------------------------
+
+case "$server" in
+  garage) start_garage ;;
+  rustfs) start_rustfs ;;
+esac
+say "$server $server_version ready on http://127.0.0.1:$port, bucket '$bucket', in $(elapsed) (files: $tmp)"
+
+export ARTIFACTSTORE_S3_ENDPOINT_URL=http://127.0.0.1:$port
+export ARTIFACTSTORE_S3_REGION=$REGION
+export ARTIFACTSTORE_S3_BUCKET=$bucket
+export ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF=file:$tmp/access_key_id
+export ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF=file:$tmp/secret_access_key
+export ARTIFACTSTORE_FIXTURE_SERVER=$server
+export ARTIFACTSTORE_FIXTURE_DIR=$tmp
+if [ "$server" = garage ]; then
+  export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL=http://127.0.0.1:$admin_port
+  export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF=file:$tmp/admin_token
+fi
+umask 022
+
+rc=0
+if [ -t 0 ]; then
+  # Interactive: the command runs in the foreground and gets the terminal (and Ctrl-C).
+  "$@" || rc=$?
+else
+  # Otherwise it runs in its own process group; INT/TERM to this script are forwarded.
+  "$@" &
+  cmd_pid=$!
+  wait "$cmd_pid" || rc=$?
+  cmd_pid=
+fi
+exit "$rc"
