@@ -37,12 +37,78 @@ GARAGE_VERSION=2.5.0
 RUSTFS_VERSION=1.0.1
 REGION=us-east-1
 EXIT_SKIPPED=77
+orig_umask=$(umask)
 
 say() { echo "s3-fixture: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 usage() {
   echo "usage: $0 <garage|rustfs> -- <command> [args...]" >&2
   exit 2
+}
+
+# ---- teardown (installed first, so that a signal at any point is handled) -------------
+
+tmp=
+server_pid=
+cmd_pid= # the child being waited for (build, helper or the command), in its own group
+
+alive() { kill -0 -- "$1" 2>/dev/null; } # pid, or -pgid for a whole process group
+
+stop_pid() { # pid [group]: TERM, wait up to 10 s, then KILL
+  local pid=$1 target=$1 i
+  [ "${2:-}" = group ] && target=-$1
+  kill -TERM -- "$target" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 100; i++)); do
+    alive "$target" || alive "$pid" || break
+    sleep 0.1
+  done
+  if alive "$target" || alive "$pid"; then
+    say "pid $pid did not stop within 10 s; killing it"
+    kill -KILL -- "$target" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT
+  trap '' INT TERM # finish the teardown even when signalled again
+  [ -n "$cmd_pid" ] && stop_pid "$cmd_pid" group
+  [ -n "$server_pid" ] && stop_pid "$server_pid"
+  [ -z "$tmp" ] || rm -rf "$tmp"
+  exit "$rc"
+}
+
+on_signal() {
+  local sig=$1 code=$2 i
+  trap '' INT TERM
+  say "received SIG$sig; stopping"
+  if [ -n "$cmd_pid" ] && alive "$cmd_pid"; then
+    # Forward the signal to the child's process group first; cleanup() escalates.
+    disown "$cmd_pid" 2>/dev/null || true # no "Terminated" job report
+    kill -s "$sig" -- "-$cmd_pid" 2>/dev/null || kill -s "$sig" "$cmd_pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+      alive "-$cmd_pid" || alive "$cmd_pid" || break
+      sleep 0.1
+    done
+  fi
+  exit "$code"
+}
+trap cleanup EXIT
+trap 'on_signal INT 130' INT
+trap 'on_signal TERM 143' TERM
+
+# Runs a command in its own process group and waits for it: a signal to this script then
+# interrupts the wait at once and is forwarded to the whole group by on_signal().
+run_child() {
+  local rc=0
+  set -m
+  "$@" &
+  cmd_pid=$!
+  set +m
+  wait "$cmd_pid" || rc=$?
+  cmd_pid=
+  return "$rc"
 }
 
 # ---- arguments and settings --------------------------------------------------------
@@ -91,11 +157,11 @@ build_into_cache() {
   exec 9>"$CACHE/build/$crate.lock"
   if ! flock -n 9; then
     say "another build of $crate is running; waiting for it"
-    flock 9
+    run_child flock 9
   fi
   if [ ! -x "$dest" ]; then
     say "building $crate $version into $dest (this takes a long time; output follows)"
-    cargo install "$crate@$version" --locked "$@" \
+    run_child cargo install "$crate@$version" --locked "$@" \
       --root "$CACHE/install/$crate-$version" --target-dir "$CACHE/build/$crate" >&2
     install -m 755 "$CACHE/install/$crate-$version/bin/$crate" "$dest.tmp.$$"
     mv -f "$dest.tmp.$$" "$dest"
@@ -178,55 +244,7 @@ if [ "$server" = garage ]; then
   check_port "$admin_port" "Garage admin API, S3 port + 3"
 fi
 
-# ---- temporary directory and teardown -------------------------------------------------
-
-tmp=
-server_pid=
-cmd_pid=
-
-stop_pid() { # pid [group]: TERM, wait up to 10 s, then KILL
-  local pid=$1 target=$1 i
-  [ "${2:-}" = group ] && target=-$1
-  kill -TERM -- "$target" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < 100; i++)); do
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$pid" 2>/dev/null; then
-    say "pid $pid did not stop within 10 s; killing it"
-    kill -KILL -- "$target" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  trap - EXIT
-  trap '' INT TERM # finish the teardown even when signalled again
-  [ -n "$cmd_pid" ] && stop_pid "$cmd_pid" group
-  [ -n "$server_pid" ] && stop_pid "$server_pid"
-  [ -z "$tmp" ] || rm -rf "$tmp"
-  exit "$rc"
-}
-
-on_signal() {
-  local sig=$1 code=$2 i
-  trap '' INT TERM
-  say "received SIG$sig; stopping"
-  if [ -n "$cmd_pid" ] && kill -0 "$cmd_pid" 2>/dev/null; then
-    # Forward the signal to the command's process group first; cleanup() escalates.
-    disown "$cmd_pid" 2>/dev/null || true # no "Terminated" job report
-    kill -s "$sig" -- "-$cmd_pid" 2>/dev/null || kill -s "$sig" "$cmd_pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-      kill -0 "$cmd_pid" 2>/dev/null || break
-      sleep 0.1
-    done
-  fi
-  exit "$code"
-}
-trap cleanup EXIT
-trap 'on_signal INT 130' INT
-trap 'on_signal TERM 143' TERM
+# ---- temporary directory ------------------------------------------------------------------
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/artifactstore-s3.XXXXXX")
 chmod 700 "$tmp"
@@ -254,10 +272,6 @@ new_secret() { # file bytes
   openssl rand -hex "$2" | tr -d '\n' >"$1"
 }
 
-# Background jobs get their own process group, so that a signal to this script does not
-# hit the server and the command directly; teardown stops them in order.
-set -m
-
 started=$(date +%s%N)
 elapsed() { echo "$((($(date +%s%N) - started) / 1000000)) ms"; }
 
@@ -277,7 +291,7 @@ wait_http() { # url what codes...
 # Runs python3 with the fixture directory and endpoint; helpers read secrets from files.
 fixture_py() {
   FIXTURE_DIR=$tmp FIXTURE_ENDPOINT=http://127.0.0.1:$port FIXTURE_ADMIN=http://127.0.0.1:$admin_port \
-    FIXTURE_BUCKET=$bucket FIXTURE_REGION=$REGION FIXTURE_TIMEOUT=$timeout python3 -
+    FIXTURE_BUCKET=$bucket FIXTURE_REGION=$REGION FIXTURE_TIMEOUT=$timeout run_child python3 -
 }
 
 # A bounded S3 round trip with the key: the bucket must be listable.
@@ -360,9 +374,11 @@ EOF
   done
   garage() { (cd "$tmp" && env "${clean_env[@]}" NO_COLOR=1 "$server_bin" -c "$cfg" "$@"); }
 
+  set -m # own process group: a Ctrl-C meant for the command does not reach the server
   (cd "$tmp" && exec env "${clean_env[@]}" NO_COLOR=1 RUST_LOG=garage=info,netapp=info \
     "$server_bin" -c "$cfg" server) </dev/null >"$tmp/server.log" 2>&1 &
   server_pid=$!
+  set +m
 
   # The admin API answers /health with 503 until the layout is applied: any answer is "up".
   wait_http "http://127.0.0.1:$admin_port/health" "Garage admin API" 200 503
@@ -432,6 +448,7 @@ start_rustfs() {
   new_secret "$tmp/access_key_id" 10
   new_secret "$tmp/secret_access_key" 20
   # Root credentials reach the server through its environment only (not its command line).
+  set -m # own process group: a Ctrl-C meant for the command does not reach the server
   (
     cd "$tmp"
     RUSTFS_ACCESS_KEY=$(<"$tmp/access_key_id")
@@ -442,6 +459,7 @@ start_rustfs() {
     exec "$server_bin" --address "127.0.0.1:$port" "$tmp/data"
   ) </dev/null >"$tmp/server.log" 2>&1 &
   server_pid=$!
+  set +m
 
   wait_http "http://127.0.0.1:$port/minio/health/live" "RustFS health" 200
 
@@ -478,17 +496,18 @@ if [ "$server" = garage ]; then
   export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL=http://127.0.0.1:$admin_port
   export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF=file:$tmp/admin_token
 fi
-umask 022
+umask "$orig_umask"
 
 rc=0
 if [ -t 0 ]; then
-  # Interactive: the command runs in the foreground and gets the terminal (and Ctrl-C).
+  # On a terminal the command runs in the foreground and handles Ctrl-C itself (an
+  # interactive shell survives it); this script then returns the command's status.
+  trap ':' INT
   "$@" || rc=$?
+  trap 'on_signal INT 130' INT
 else
-  # Otherwise it runs in its own process group; INT/TERM to this script are forwarded.
-  "$@" &
-  cmd_pid=$!
-  wait "$cmd_pid" || rc=$?
-  cmd_pid=
+  # Otherwise the command runs in its own process group and waits are interruptible:
+  # INT/TERM sent to this script are forwarded to the whole group, then teardown runs.
+  run_child "$@" || rc=$?
 fi
 exit "$rc"
