@@ -53,6 +53,19 @@ impl FsBlobStore {
         for dir in [&blobs, &tmp] {
             fs::create_dir_all(dir).map_err(io_err("create directory", dir))?;
         }
+        // All 256 fan-out directories exist (and are durable) before the first upload, so
+        // that publishing a blob only ever needs the fsync of its own directory.
+        let mut created = false;
+        for i in 0..=255u8 {
+            let sub = blobs.join(format!("{i:02x}"));
+            if !sub.is_dir() {
+                fs::create_dir_all(&sub).map_err(io_err("create directory", &sub))?;
+                created = true;
+            }
+        }
+        if created {
+            sync_dir(&blobs)?;
+        }
         Ok(FsBlobStore { root, blobs, tmp })
     }
 
@@ -129,10 +142,6 @@ impl FsBlobStore {
     fn publish(&self, temp: TempFile, digest: &Digest) -> Result<bool> {
         let dest = self.blob_path(digest);
         let parent = dest.parent().expect("blob paths have a parent");
-        if !parent.exists() {
-            fs::create_dir_all(parent).map_err(io_err("create directory", parent))?;
-            sync_dir(&self.blobs)?;
-        }
         if dest.exists() {
             // Same content is already there; make sure its directory entry is durable
             // before we report success (it may be another upload that has not synced yet).

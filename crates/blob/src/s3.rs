@@ -33,7 +33,6 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
 use bytes::{Bytes, BytesMut};
-use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 
 use crate::{
@@ -170,6 +169,9 @@ pub struct S3BlobStore {
     endpoint: String,
     part_size: usize,
     concurrency: usize,
+    /// Longest wait for the next chunk of a download body: the SDK's read timeout only
+    /// covers the first byte.
+    read_timeout: Duration,
     /// Whether the store honours `If-None-Match: *` on writes; probed once.
     conditional_create: AtomicU8,
 }
@@ -224,8 +226,8 @@ impl S3BlobStore {
             .request_checksum_calculation(request)
             .response_checksum_validation(response)
             .retry_config(RetryConfig::standard().with_max_attempts(cfg.max_attempts.max(1)))
-            // Downloads are paced by our client's reader; the read timeout bounds a
-            // store that stops sending.
+            // Downloads are paced by our client's reader, so the SDK's throughput check
+            // would misfire; `body_stream` bounds a store that stops sending instead.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
@@ -253,6 +255,7 @@ impl S3BlobStore {
             prefix,
             part_size: cfg.part_size,
             concurrency: cfg.concurrency.max(1),
+            read_timeout: cfg.read_timeout,
             conditional_create: AtomicU8::new(COND_UNKNOWN),
         })
     }
@@ -455,6 +458,8 @@ impl S3BlobStore {
             };
             for upload in page.uploads() {
                 if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
+                    && (key.starts_with(&self.blobs_prefix())
+                        || key.starts_with(&self.staging_prefix()))
                     && is_stale(upload.initiated())
                 {
                     self.client
@@ -618,7 +623,9 @@ impl S3BlobStore {
         first: Bytes,
         reader: &mut PartReader,
     ) -> Result<Vec<CompletedPart>> {
-        let mut in_flight = FuturesUnordered::new();
+        // A JoinSet aborts its tasks when dropped: on any error below (and on cancellation)
+        // no part upload keeps running while the multipart upload is being aborted.
+        let mut in_flight = tokio::task::JoinSet::new();
         let mut parts = Vec::new();
         let mut number = 1i32;
         let mut buf = first;
@@ -632,7 +639,7 @@ impl S3BlobStore {
             let part_number = number;
             let len = buf.len();
             let body = buf;
-            in_flight.push(tokio::spawn(async move {
+            in_flight.spawn(async move {
                 client
                     .upload_part()
                     .bucket(bucket)
@@ -649,17 +656,20 @@ impl S3BlobStore {
                             .set_e_tag(out.e_tag().map(str::to_owned))
                             .build()
                     })
-            }));
+            });
             number += 1;
             while in_flight.len() >= self.concurrency {
-                parts.push(self.joined_part(&guard.key, in_flight.next().await).await?);
+                parts.push(
+                    self.joined_part(&guard.key, in_flight.join_next().await)
+                        .await?,
+                );
             }
             buf = reader.next_part(self.part_size).await?;
             if buf.is_empty() {
                 break;
             }
         }
-        while let Some(done) = in_flight.next().await {
+        while let Some(done) = in_flight.join_next().await {
             parts.push(self.joined_part(&guard.key, Some(done)).await?);
         }
         parts.sort_by_key(|p| p.part_number());
@@ -699,7 +709,7 @@ impl S3BlobStore {
             .upload_id(&guard.upload_id)
             .multipart_upload(
                 CompletedMultipartUpload::builder()
-                    .set_parts(Some(parts))
+                    .set_parts(Some(parts.clone()))
                     .build(),
             );
         if conditional {
@@ -711,13 +721,22 @@ impl S3BlobStore {
                 Ok(true)
             }
             Err(e) if conditional && is_precondition_failed(&e) => Ok(false), // guard aborts
+            Err(e)
+                if conditional
+                    && e.raw_response()
+                        .is_some_and(|r| matches!(r.status().as_u16(), 400 | 501)) =>
+            {
+                // Some stores honour the condition on PutObject only. The parts are
+                // verified, so completing without it is safe (same bytes, same key).
+                Box::pin(self.complete(guard, parts, false)).await
+            }
             Err(e) => Err(self.err("CompleteMultipartUpload", Some(&guard.key), e)),
         }
     }
 
     /// Server-side copy of a staged object to its content address.
     async fn copy(&self, from: &str, to: &str, size: u64) -> Result<()> {
-        let source = format!("{}/{}", self.bucket, from);
+        let source = format!("{}/{}", self.bucket, encode_key(from));
         if size <= MAX_SINGLE_COPY {
             self.client
                 .copy_object()
@@ -765,8 +784,10 @@ impl S3BlobStore {
     }
 }
 
+/// 412, or 409 (AWS: a conditional write that raced another one for the same key).
 fn is_precondition_failed<E>(e: &SdkError<E>) -> bool {
-    e.raw_response().is_some_and(|r| r.status().as_u16() == 412)
+    e.raw_response()
+        .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412))
 }
 
 /// Maps an SDK error to a kind and a one-line, secret-free detail.
@@ -820,6 +841,19 @@ where
         }
         _ => (K::Other, source_chain(e)),
     }
+}
+
+/// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and unreserved characters.
+fn encode_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {
@@ -1113,7 +1147,11 @@ impl BlobStore for S3BlobStore {
                 }
                 let skip = r.start as usize;
                 let want = (r.end - r.start) as usize;
-                let body = skip_take(body_stream(out.body, self.endpoint.clone()), skip, want);
+                let body = skip_take(
+                    body_stream(out.body, self.endpoint.clone(), self.read_timeout),
+                    skip,
+                    want,
+                );
                 return Ok(BlobRead {
                     size: len,
                     range: r.clone(),
@@ -1124,7 +1162,7 @@ impl BlobStore for S3BlobStore {
         Ok(BlobRead {
             size,
             range,
-            body: body_stream(out.body, self.endpoint.clone()),
+            body: body_stream(out.body, self.endpoint.clone(), self.read_timeout),
         })
     }
 
@@ -1192,12 +1230,19 @@ impl BlobStore for S3BlobStore {
 }
 
 /// Adapts the SDK's body to our stream type.
-fn body_stream(body: SdkBody, endpoint: String) -> ByteStream {
+fn body_stream(body: SdkBody, endpoint: String, idle: Duration) -> ByteStream {
     futures::stream::unfold(Some(body), move |body| {
         let endpoint = endpoint.clone();
         async move {
             let mut body = body?;
-            match body.try_next().await {
+            let Ok(next) = tokio::time::timeout(idle, body.try_next()).await else {
+                let msg = format!("reading from {endpoint}: no data for {} s", idle.as_secs());
+                return Some((
+                    Err(std::io::Error::new(std::io::ErrorKind::TimedOut, msg)),
+                    None,
+                ));
+            };
+            match next {
                 Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
                 Ok(None) => None,
                 Err(e) => Some((

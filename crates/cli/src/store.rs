@@ -149,6 +149,19 @@ pub async fn open_for_serving(cfg: &ServeConfig) -> anyhow::Result<Opened> {
             Ok(Opened::Fs(Arc::new(blobs)))
         }
         Backend::S3 => {
+            // S3 allows at most 10,000 parts per upload.
+            if cfg.s3.part_size.saturating_mul(10_000) < cfg.max_upload_size {
+                return Err(fail(
+                    exit::USAGE,
+                    format!(
+                        "s3.part_size {} allows uploads of at most {} bytes (10,000 parts), below max_upload_size {}; \
+                         raise s3.part_size or lower max_upload_size",
+                        cfg.s3.part_size,
+                        cfg.s3.part_size * 10_000,
+                        cfg.max_upload_size
+                    ),
+                ));
+            }
             let (store, info) = s3_store(&cfg.s3)?;
             store.head_bucket().await.context("S3 backend not usable")?;
             store.probe().await.context("S3 backend not usable")?;

@@ -93,7 +93,8 @@ impl Server {
             cmd.args(["--backend", "s3"])
                 .env("ARTIFACTSTORE_S3_PREFIX", prefix)
                 .env("ARTIFACTSTORE_S3_STALE_UPLOAD_AGE_SECS", "0")
-                .env("ARTIFACTSTORE_S3_PART_SIZE", (5 * 1024 * 1024).to_string());
+                .env("ARTIFACTSTORE_S3_PART_SIZE", (5 * 1024 * 1024).to_string())
+                .env("ARTIFACTSTORE_MAX_UPLOAD_SIZE", (10u64 << 30).to_string());
         }
         let mut child = cmd
             .stdout(Stdio::piped())
