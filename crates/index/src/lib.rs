@@ -263,6 +263,38 @@ fn event_from_row(row: &AnyRow) -> Result<Event> {
     })
 }
 
+/// Whether a write lost a race with another writer (another replica on a shared
+/// database): the same event seq or the same new version row taken first, a
+/// serialization failure, or SQLite's lock held by another process.
+fn is_write_conflict(e: &Error) -> bool {
+    let Error::Db(sqlx::Error::Database(db)) = e else {
+        return false;
+    };
+    db.is_unique_violation()
+        || matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "517"))
+}
+
+/// Runs a write transaction again (up to 8 times, with a short growing pause) when it
+/// lost a race; the loser sees the winner's row on the next attempt.
+async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = Duration::from_millis(2);
+    for _ in 0..7 {
+        match attempt().await {
+            Err(e) if is_write_conflict(&e) => {
+                let jitter = Duration::from_micros((now_millis() as u64 % 7) * 300);
+                tokio::time::sleep(pause + jitter).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    attempt().await
+}
+
 /// Appends an event inside `tx` and returns its sequence number.
 async fn append_event(
     tx: &mut Transaction<'_, Any>,
@@ -444,6 +476,15 @@ impl Index {
         file: NewFile,
         upload: Option<&str>,
     ) -> Result<AddedFile> {
+        retry_conflicts(|| self.add_file_once(id, file.clone(), upload)).await
+    }
+
+    async fn add_file_once(
+        &self,
+        id: &VersionId,
+        file: NewFile,
+        upload: Option<&str>,
+    ) -> Result<AddedFile> {
         let _guard = self.write.lock().await;
         let now = now_millis();
         let mut tx = self.pool.begin().await?;
@@ -539,6 +580,14 @@ impl Index {
         id: &VersionId,
         labels: Option<BTreeMap<String, String>>,
     ) -> Result<VersionRecord> {
+        retry_conflicts(|| self.complete_once(id, labels.clone())).await
+    }
+
+    async fn complete_once(
+        &self,
+        id: &VersionId,
+        labels: Option<BTreeMap<String, String>>,
+    ) -> Result<VersionRecord> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut v = lock_version(&mut tx, id)
@@ -612,6 +661,10 @@ impl Index {
     /// Tombstones a version (idempotent). Its file rows stay, so its blobs stay referenced
     /// until a garbage collector decides otherwise.
     pub async fn delete_version(&self, id: &VersionId) -> Result<VersionRecord> {
+        retry_conflicts(|| self.delete_version_once(id)).await
+    }
+
+    async fn delete_version_once(&self, id: &VersionId) -> Result<VersionRecord> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
         let mut v = lock_version(&mut tx, id)
