@@ -360,46 +360,24 @@ impl S3BlobStore {
                 .body(SdkBody::from_static(b"artifactstore probe"))
                 .send()
         };
-        let first = put().await;
-        let supported = match first {
+        let supported = match put().await {
             Err(e) => {
                 let (kind, _) = classify(&e);
                 let status = e.raw_response().map(|r| r.status().as_u16());
                 if kind == BackendErrorKind::NotImplemented || matches!(status, Some(400 | 501)) {
-                    false
+                    Ok(false)
                 } else {
-                    return Err(self.err("PutObject (probe)", Some(&key), e));
+                    Err(self.err("PutObject (probe)", Some(&key), e))
                 }
             }
             Ok(_) => match put().await {
-                Err(e) if e.raw_response().map(|r| r.status().as_u16()) == Some(412) => true,
-                Err(e)
-                    if e.raw_response()
-                        .map(|r| r.status().as_u16())
-                        .is_some_and(|s| s == 409) =>
-                {
-                    true
-                }
-                Ok(_) => false,
-                Err(e) => {
-                    let _ = self
-                        .client
-                        .delete_object()
-                        .bucket(&self.bucket)
-                        .key(&key)
-                        .send()
-                        .await;
-                    return Err(self.err("PutObject (probe)", Some(&key), e));
-                }
+                Err(e) if is_precondition_failed(&e) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(self.err("PutObject (probe)", Some(&key), e)),
             },
         };
-        let _ = self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(&key)
-            .send()
-            .await;
+        let _ = self.delete_key(&key).await;
+        let supported = supported?;
         self.conditional_create.store(
             if supported { COND_YES } else { COND_NO },
             Ordering::Relaxed,
