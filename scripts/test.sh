@@ -4,7 +4,8 @@
 #   2. every test of every crate (fs, SQLite, in-process S3), with PostgreSQL too when
 #      its server binaries are installed (scripts/with-postgres.sh starts a throwaway one);
 #   3. the live S3 stage: the S3 backend's conformance suite, the end-to-end suite on
-#      `serve --backend s3`, the kill test and `storage verify`, against a real Garage
+#      `serve --backend s3` (two replicas on one PostgreSQL and one bucket included),
+#      the kill test and `storage verify`, against a real Garage
 #      started by scripts/s3-fixture.sh (its binary is built once, ~25 min, and cached
 #      in ~/.cache/artifact-store), then against RustFS when its binary is cached.
 # ARTIFACTSTORE_SKIP_LIVE=1 skips stage 3 (say so when you report results).
@@ -14,12 +15,15 @@ cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# With PostgreSQL installed, tests run with a throwaway server (scripts/with-postgres.sh).
+with_pg=()
 if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-  scripts/with-postgres.sh -- cargo test --workspace --locked
+  with_pg=(scripts/with-postgres.sh --)
 else
   echo "test.sh: PostgreSQL server binaries not installed: PostgreSQL tests NOT run" >&2
-  cargo test --workspace --locked
 fi
+
+"${with_pg[@]}" cargo test --workspace --locked
 
 if [ "${ARTIFACTSTORE_SKIP_LIVE:-0}" = 1 ]; then
   echo "test.sh: ARTIFACTSTORE_SKIP_LIVE=1: live S3 tests NOT run" >&2
@@ -31,11 +35,11 @@ live_tests=(cargo test --locked
   -p artifactstore --test http_api --test cli --test crash --test storage_verify)
 
 echo "== live S3: Garage"
-scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
+"${with_pg[@]}" scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
 
 echo "== live S3: RustFS"
 set +e
-scripts/s3-fixture.sh rustfs -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
+"${with_pg[@]}" scripts/s3-fixture.sh rustfs -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
 rc=$?
 set -e
 if [ "$rc" = 77 ]; then

@@ -985,3 +985,117 @@ async fn serves_on_postgresql_when_configured() {
     assert_eq!(m["version"], "1");
     assert_eq!(m["files"][0]["digest"], digest(&data));
 }
+
+/// Scale-out: two server processes on one PostgreSQL database and one bucket, with
+/// concurrent writers of the same name on both. Needs both a live S3 store and
+/// PostgreSQL (CI runs the live stage inside scripts/with-postgres.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_postgresql_and_the_bucket() {
+    let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") else {
+        eprintln!("ARTIFACTSTORE_TEST_POSTGRES_URL not set: replica test not run");
+        return;
+    };
+    if !on_s3() {
+        eprintln!("replicas need a shared blob store: run with ARTIFACTSTORE_TEST_BACKEND=s3");
+        return;
+    }
+    let db = format!("replicas_{}", std::process::id());
+    assert!(
+        std::process::Command::new("psql")
+            .arg(&admin)
+            .args(["-qc", &format!("CREATE DATABASE {db}")])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let a = Server::start_replica(&dir.path().join("a"), &shared, &["--database-url", &url]);
+    let b = Server::start_replica(&dir.path().join("b"), &shared, &["--database-url", &url]);
+
+    // B follows the log while A and B write the same version concurrently.
+    let follow = format!("{}/v1/events?after=0&wait=20", b.url);
+    let follower =
+        tokio::spawn(async move { json(http().get(follow).send().await.unwrap()).await });
+    let mut writers = Vec::new();
+    for i in 0..30u64 {
+        let base = if i % 2 == 0 {
+            a.url.clone()
+        } else {
+            b.url.clone()
+        };
+        writers.push(tokio::spawn(async move {
+            let data = bytes(1000 + i as usize * 7, 100 + i);
+            let resp = http()
+                .put(format!("{base}/v1/artifacts/shared/run/1/f{i}.bin"))
+                .header("x-artifact-digest", digest(&data))
+                .body(data)
+                .send()
+                .await
+                .unwrap();
+            resp.status()
+        }));
+    }
+    for w in writers {
+        assert_eq!(w.await.unwrap(), StatusCode::CREATED);
+    }
+    let first = follower.await.unwrap();
+    assert!(
+        !first["events"].as_array().unwrap().is_empty(),
+        "B's long-poll saw no event"
+    );
+
+    assert_eq!(
+        http()
+            .post(a.artifacts("shared/run/1/complete"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let m = json(
+        http()
+            .get(b.artifacts("shared/run/latest"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(m["version"], "1");
+    assert_eq!(m["file_count"], 30);
+    for i in [0u64, 1, 29] {
+        let got = http()
+            .get(b.artifacts(&format!("shared/run/latest/f{i}.bin")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            got.bytes().await.unwrap().as_ref(),
+            bytes(1000 + i as usize * 7, 100 + i)
+        );
+    }
+    let events = json(
+        http()
+            .get(format!("{}/v1/events?limit=1000", a.url))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let events = events["events"].as_array().unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=32).collect::<Vec<i64>>(),
+        "gap-free across replicas"
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e["type"] == "version.created")
+            .count(),
+        1
+    );
+}

@@ -75,13 +75,19 @@ impl Server {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        Self::start_replica(data_dir, data_dir, extra)
+    }
+
+    /// A server whose S3 prefix is that of `shared`: replicas started with the same
+    /// `shared` path (and the same `--database-url`) serve one store.
+    pub fn start_replica(data_dir: &Path, shared: &Path, extra: &[&str]) -> Server {
         let stderr_log = data_dir.with_extension(format!("stderr.{}.log", std::process::id()));
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&stderr_log)
             .unwrap();
-        let s3_prefix = on_s3().then(|| s3_prefix_for(data_dir));
+        let s3_prefix = on_s3().then(|| s3_prefix_for(shared));
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
