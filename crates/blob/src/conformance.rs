@@ -33,15 +33,20 @@ pub fn unique_bytes(len: usize) -> Vec<u8> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    let mut x = nanos
-        ^ (SEED
+    let seed = nanos
+        ^ SEED
             .fetch_add(1, Ordering::Relaxed)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         ^ (std::process::id() as u64) << 32;
-    let mut out = Vec::with_capacity(len + 16);
-    out.extend_from_slice(&x.to_le_bytes());
+    seeded_bytes(len, seed)
+}
+
+/// `len` pseudo-random bytes determined by `seed` (xorshift64*: cheap, and distinct
+/// seeds give distinct contents).
+pub fn seeded_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {
-        // xorshift64*: cheap and good enough to make contents distinct.
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
