@@ -7,10 +7,19 @@
 #      `serve --backend s3` (two replicas on one PostgreSQL and one bucket included),
 #      the kill test and `storage verify`, against a real Garage
 #      started by scripts/s3-fixture.sh (its binary is built once, ~25 min, and cached
-#      in ~/.cache/artifact-store), then against RustFS when its binary is cached.
+#      in ~/.cache/artifact-store), then against RustFS when its binary is cached;
+#      and credential vending on its Garage driver (real OIDC issuer, unmodified boto3).
+# The vending tests need node (tests/oidc: npm oauth2-mock-server, installed here when
+# missing) and python3 with boto3 and moto[server]; this script makes them required,
+# so a missing one fails instead of skipping.
 # ARTIFACTSTORE_SKIP_LIVE=1 skips stage 3 (say so when you report results).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ ! -d tests/oidc/node_modules/oauth2-mock-server ]; then
+  npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+fi
+export ARTIFACTSTORE_REQUIRE_VEND_DEPS=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -36,6 +45,9 @@ live_tests=(cargo test --locked
 
 echo "== live S3: Garage"
 "${with_pg[@]}" scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
+
+echo "== live credential vending: Garage driver"
+scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend live::
 
 echo "== live S3: RustFS"
 set +e

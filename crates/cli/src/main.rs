@@ -1,4 +1,5 @@
-//! `artifactstore`: the server (`serve`), its client commands and `fsck`.
+//! `artifactstore`: the server (`serve`), its client commands, `fsck`, `storage verify`,
+//! and the credential vending service (`vend`, `creds`).
 //!
 //! Exit codes (also in docs/CLI.md): 0 success, 1 failure, 2 usage or configuration
 //! error, 3 not found, 4 conflict, 5 integrity problem (digest mismatch, fsck findings),
@@ -14,6 +15,7 @@ mod config;
 mod serve;
 mod store;
 mod target;
+mod vend;
 mod verify;
 
 /// Exit codes, documented in docs/CLI.md.
@@ -143,6 +145,12 @@ enum Command {
     /// Check the configured storage backend.
     #[command(subcommand)]
     Storage(StorageCommand),
+    /// Credential vending: OIDC tokens in, short-lived storage credentials out.
+    #[command(subcommand)]
+    Vend(vend::VendCommand),
+    /// Credential helpers for AWS SDKs and tools.
+    #[command(subcommand)]
+    Creds(vend::CredsCommand),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -212,6 +220,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             repair,
         } => serve::fsck(&data_dir, database_url, repair, cli.json).await,
         Command::Storage(StorageCommand::Verify(args)) => verify::verify(args, cli.json).await,
+        Command::Vend(command) => vend::vend(command, cli.json).await,
+        Command::Creds(command) => vend::creds(command).await,
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

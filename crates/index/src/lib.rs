@@ -1,4 +1,5 @@
-//! The metadata index: versions, files, the event log and uploads in flight.
+//! The metadata index: versions, files, the event log, uploads in flight, and the
+//! credential leases of the vending service.
 //!
 //! One code path for SQLite (the embedded default) and PostgreSQL, through the sqlx Any
 //! driver: portable SQL only, TEXT and BIGINT columns, `$n` placeholders.
@@ -19,6 +20,9 @@ use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use tokio::sync::{Mutex, watch};
+
+mod leases;
+pub use leases::{Lease, LeaseFilter, LeaseState, RevocationKind};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 

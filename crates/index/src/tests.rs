@@ -243,3 +243,162 @@ async fn two_writers_on_one_database_both_succeed() {
         assert_eq!(a.files(&id("shared")).await.unwrap().len(), 40);
     }
 }
+
+fn lease(id: &str, subject: &str, role: &str, expires_at: i64) -> Lease {
+    Lease {
+        id: id.into(),
+        issuer: "https://issuer.example".into(),
+        subject: subject.into(),
+        role: role.into(),
+        driver: "garage".into(),
+        access_key_id: None,
+        issued_at: 1_000,
+        expires_at,
+        state: LeaseState::Pending,
+        ended_at: None,
+        end_reason: None,
+    }
+}
+
+#[tokio::test]
+async fn leases_move_from_pending_to_an_end_once() {
+    each_database(|index, _| leases_lifecycle(index)).await;
+}
+
+async fn leases_lifecycle(index: Index) {
+    index
+        .insert_lease(&lease("a", "alice", "ci-writer", 5_000))
+        .await
+        .unwrap();
+    index
+        .insert_lease(&lease("b", "bob", "reader", 9_000))
+        .await
+        .unwrap();
+    index
+        .insert_lease(&lease("c", "alice", "reader", 2_000))
+        .await
+        .unwrap();
+    assert!(index.activate_lease("a", "GKa", 6_000).await.unwrap());
+    assert!(
+        !index.activate_lease("a", "GKx", 6_000).await.unwrap(),
+        "only pending leases activate"
+    );
+    let a = index.lease("a").await.unwrap().unwrap();
+    assert_eq!(
+        (a.state, a.access_key_id.as_deref(), a.expires_at),
+        (LeaseState::Active, Some("GKa"), 6_000)
+    );
+    assert_eq!(index.live_lease_count().await.unwrap(), 3);
+
+    // Past expiry at 6 000: a (active, 6 000) and c (pending, 2 000), oldest first.
+    let due: Vec<String> = index
+        .leases_past_expiry(6_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(due, ["c", "a"]);
+
+    let ended = index
+        .end_lease("a", LeaseState::Expired, "expired", 7_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        ended.unwrap().state,
+        LeaseState::Active,
+        "returns the lease as it was"
+    );
+    assert!(
+        index
+            .end_lease("a", LeaseState::Revoked, "again", 8_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "ends once"
+    );
+    // A pending lease revoked before its mint is recorded cannot become active.
+    let revoked = index
+        .end_lease("c", LeaseState::Revoked, "subject revoked", 7_500)
+        .await
+        .unwrap();
+    assert_eq!(revoked.unwrap().state, LeaseState::Pending);
+    assert!(!index.activate_lease("c", "GKc", 9_000).await.unwrap());
+    assert_eq!(index.lease("c").await.unwrap().unwrap().access_key_id, None);
+
+    let alice = LeaseFilter {
+        subject: Some("alice".into()),
+        ..Default::default()
+    };
+    assert_eq!(index.leases(&alice, 10).await.unwrap().len(), 2);
+    let live_readers = LeaseFilter {
+        role: Some("reader".into()),
+        live_only: true,
+        ..Default::default()
+    };
+    let live: Vec<String> = index
+        .leases(&live_readers, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    assert_eq!(live, ["b"]);
+
+    assert!(
+        !index
+            .is_revoked(RevocationKind::Subject, "https://issuer.example", "alice")
+            .await
+            .unwrap()
+    );
+    index
+        .add_revocation(
+            RevocationKind::Subject,
+            "https://issuer.example",
+            "alice",
+            "incident",
+            1,
+        )
+        .await
+        .unwrap();
+    index
+        .add_revocation(
+            RevocationKind::Subject,
+            "https://issuer.example",
+            "alice",
+            "again",
+            2,
+        )
+        .await
+        .unwrap();
+    assert!(
+        index
+            .is_revoked(RevocationKind::Subject, "https://issuer.example", "alice")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !index
+            .is_revoked(RevocationKind::Subject, "https://other.example", "alice")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !index
+            .is_revoked(RevocationKind::Role, "", "alice")
+            .await
+            .unwrap()
+    );
+    assert!(
+        index
+            .remove_revocation(RevocationKind::Subject, "https://issuer.example", "alice")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !index
+            .remove_revocation(RevocationKind::Subject, "https://issuer.example", "alice")
+            .await
+            .unwrap()
+    );
+}

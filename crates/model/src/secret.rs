@@ -119,6 +119,14 @@ impl SecretRef {
     }
 }
 
+/// Configuration files name secrets by reference only (`env:NAME`, `file:/path`).
+impl<'de> serde::Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        SecretRef::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for SecretRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -1,0 +1,516 @@
+//! Helpers of the vending tests: a real OIDC issuer (npm oauth2-mock-server), the
+//! `artifactstore vend serve` process, Garage from the S3 fixture, boto3.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::common::{BIN, block_on};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Whether the vending tests' helpers (node issuer, moto) must be present:
+/// scripts/test.sh sets this, so CI cannot skip them silently.
+pub fn deps_required() -> bool {
+    std::env::var("ARTIFACTSTORE_REQUIRE_VEND_DEPS").as_deref() == Ok("1")
+}
+
+pub fn skip(what: &str) {
+    assert!(
+        !deps_required(),
+        "{what} is required (ARTIFACTSTORE_REQUIRE_VEND_DEPS=1) but missing"
+    );
+    eprintln!("SKIPPED: {what} is missing");
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The first line a child prints on stdout (where servers announce their address).
+fn first_line(child: &mut Child) -> String {
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line
+}
+
+/// A real OIDC issuer process.
+pub struct Issuer {
+    child: Child,
+    pub url: String,
+}
+
+impl Issuer {
+    pub fn start() -> Option<Issuer> {
+        let dir = repo_root().join("tests/oidc");
+        if !dir.join("node_modules/oauth2-mock-server").is_dir() {
+            skip("the OIDC issuer (npm ci --prefix tests/oidc)");
+            return None;
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("issuer.mjs"))
+            .arg("0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node");
+        let line = first_line(&mut child);
+        let url = line
+            .trim()
+            .strip_prefix("issuer ")
+            .unwrap_or_else(|| panic!("issuer said {line:?}"))
+            .to_owned();
+        Some(Issuer { child, url })
+    }
+
+    /// A token with these claims (merged over the issuer's defaults; `null` removes).
+    pub fn token_with(&self, claims: Value, alg: &str, header: Option<Value>) -> String {
+        let url = format!("{}/token", self.url);
+        let mut form = vec![
+            ("grant_type".to_owned(), "client_credentials".to_owned()),
+            ("claims".to_owned(), claims.to_string()),
+            ("alg".to_owned(), alg.to_owned()),
+        ];
+        if let Some(h) = header {
+            form.push(("header".to_owned(), h.to_string()));
+        }
+        let body: Value = block_on(async move {
+            reqwest::Client::new()
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        body["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no token: {body}"))
+            .to_owned()
+    }
+
+    pub fn token(&self, claims: Value) -> String {
+        self.token_with(claims, "RS256", None)
+    }
+
+    pub fn jwks(&self) -> Value {
+        get_json(&format!("{}/jwks", self.url)).1
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Issuer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub const AUDIENCE: &str = "artifactstore-test";
+
+/// Garage from `scripts/s3-fixture.sh garage`, when the fixture is running.
+pub struct Garage {
+    pub admin_url: String,
+    pub admin_token_ref: String,
+    pub admin_token: String,
+    pub s3_endpoint: String,
+    pub region: String,
+    pub bucket: String,
+}
+
+pub fn garage() -> Option<Garage> {
+    let var = |k: &str| std::env::var(k).ok();
+    match (
+        var("ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL"),
+        var("ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF"),
+    ) {
+        (Some(admin_url), Some(admin_token_ref)) => {
+            let path = admin_token_ref.strip_prefix("file:").unwrap();
+            let admin_token = std::fs::read_to_string(path).unwrap().trim().to_owned();
+            Some(Garage {
+                admin_url,
+                admin_token_ref,
+                admin_token,
+                s3_endpoint: var("ARTIFACTSTORE_S3_ENDPOINT_URL").unwrap(),
+                region: var("ARTIFACTSTORE_S3_REGION").unwrap_or_else(|| "garage".into()),
+                bucket: var("ARTIFACTSTORE_S3_BUCKET").unwrap(),
+            })
+        }
+        _ => {
+            assert!(
+                std::env::var("ARTIFACTSTORE_REQUIRE_LIVE_S3").as_deref() != Ok("1"),
+                "live Garage is required (ARTIFACTSTORE_REQUIRE_LIVE_S3=1) but the fixture is not running"
+            );
+            eprintln!("SKIPPED: live Garage (run under scripts/s3-fixture.sh garage)");
+            None
+        }
+    }
+}
+
+impl Garage {
+    /// Ids of every key Garage holds.
+    pub fn key_ids(&self) -> Vec<String> {
+        let url = format!("{}/v2/ListKeys", self.admin_url);
+        let token = self.admin_token.clone();
+        let body: Value = block_on(async move {
+            reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+/// A running `artifactstore vend serve`.
+pub struct Vend {
+    child: Child,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+    pub audit: PathBuf,
+    pub stderr: PathBuf,
+    pub admin_token: String,
+    pub admin_token_file: PathBuf,
+}
+
+pub struct VendSetup<'a> {
+    /// The example config to start from (`examples/vend-garage.toml`).
+    pub example: &'a str,
+    /// TOML appended to it (extra roles, sections).
+    pub extra: String,
+    pub env: Vec<(String, String)>,
+}
+
+impl Vend {
+    /// Starts the vend service on the example config with the env a quickstart sets.
+    /// Without Garage, the driver points at a closed port: every refusal that comes
+    /// before minting still works, and minting fails as `upstream_unavailable`.
+    pub fn start(issuer: &Issuer, garage: Option<&Garage>, setup: VendSetup<'_>) -> Vend {
+        let vend = Self::spawn(issuer, garage, setup);
+        vend.wait_for_keys();
+        vend
+    }
+
+    /// Starts without waiting for the issuers' keys.
+    pub fn spawn(issuer: &Issuer, garage: Option<&Garage>, setup: VendSetup<'_>) -> Vend {
+        let dir = tempfile::tempdir().unwrap();
+        let admin_token = format!("admin-canary-{}", std::process::id());
+        let admin_token_file = dir.path().join("admin-token");
+        std::fs::write(&admin_token_file, &admin_token).unwrap();
+        let mut text = std::fs::read_to_string(repo_root().join(setup.example)).unwrap();
+        text.push_str(&format!(
+            "\n[admin]\ntoken_ref = \"file:{}\"\n",
+            admin_token_file.display()
+        ));
+        text.push_str(&setup.extra);
+        let config = dir.path().join("vend.toml");
+        std::fs::write(&config, text).unwrap();
+        let audit = dir.path().join("audit.log");
+        let stderr = dir.path().join("vend.stderr.log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .env("ARTIFACTSTORE_VEND_ISSUER", &issuer.url)
+            .env("ARTIFACTSTORE_VEND_AUDIENCE", AUDIENCE)
+            .env("ARTIFACTSTORE_VEND_AUDIT_LOG", &audit)
+            .env(
+                "ARTIFACTSTORE_VEND_DATABASE_URL",
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("leases.db").display()
+                ),
+            )
+            .env("RUST_LOG", "info");
+        match garage {
+            Some(g) => {
+                cmd.env("ARTIFACTSTORE_VEND_BUCKET", &g.bucket)
+                    .env("ARTIFACTSTORE_VEND_GARAGE_ADMIN_URL", &g.admin_url)
+                    .env(
+                        "ARTIFACTSTORE_VEND_GARAGE_ADMIN_TOKEN_REF",
+                        &g.admin_token_ref,
+                    );
+            }
+            None => {
+                let fake = dir.path().join("garage-token");
+                std::fs::write(&fake, "unused").unwrap();
+                cmd.env("ARTIFACTSTORE_VEND_BUCKET", "artifacts")
+                    .env("ARTIFACTSTORE_VEND_GARAGE_ADMIN_URL", "http://127.0.0.1:9")
+                    .env(
+                        "ARTIFACTSTORE_VEND_GARAGE_ADMIN_TOKEN_REF",
+                        format!("file:{}", fake.display()),
+                    );
+            }
+        }
+        for (k, v) in &setup.env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::File::create(&stderr).unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start vend");
+        let line = first_line(&mut child);
+        let url = line
+            .trim()
+            .strip_prefix("artifactstore vend listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "vend said {line:?}; stderr: {}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Vend {
+            child,
+            url,
+            dir,
+            audit,
+            stderr,
+            admin_token,
+            admin_token_file,
+        }
+    }
+
+    /// Waits until every issuer's keys are loaded.
+    pub fn wait_for_keys(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (_, m) = get_text(&format!("{}/metrics", self.url));
+            let loaded = m
+                .lines()
+                .filter(|l| l.starts_with("artifactstore_vend_jwks_loaded{"))
+                .all(|l| l.ends_with(" 1"));
+            if loaded {
+                return;
+            }
+            assert!(Instant::now() < deadline, "keys never loaded: {m}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn audit_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// `POST /v1/credentials`.
+    pub fn credentials(&self, token: &str, body: Value) -> (u16, Value, String) {
+        let url = format!("{}/v1/credentials", self.url);
+        let token = token.to_owned();
+        block_on(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let reason = r
+                .headers()
+                .get("x-artifactstore-reason")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            (status, r.json().await.unwrap_or(Value::Null), reason)
+        })
+    }
+
+    /// `POST /` (STS) with these form fields; returns status, body text.
+    pub fn sts(&self, form: &[(&str, &str)]) -> (u16, String) {
+        let url = format!("{}/", self.url);
+        let form: Vec<(String, String)> = form
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        block_on(async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        })
+    }
+
+    pub fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{path}", self.url);
+        let token = self.admin_token.clone();
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        block_on(async move {
+            let mut req = reqwest::Client::new()
+                .request(method, url)
+                .bearer_auth(token);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+        })
+    }
+
+    pub fn leases(&self) -> Vec<Value> {
+        let (status, body) = self.admin("GET", "/v1/admin/leases", None);
+        assert_eq!(status, 200, "{body}");
+        body["leases"].as_array().unwrap().clone()
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn get_text(url: &str) -> (u16, String) {
+    let url = url.to_owned();
+    block_on(async move {
+        let r = reqwest::get(url).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    })
+}
+
+pub fn get_json(url: &str) -> (u16, Value) {
+    let (s, t) = get_text(url);
+    (s, serde_json::from_str(&t).unwrap_or(Value::Null))
+}
+
+/// Runs `s3.py OP KEY` with exactly `env` (plus PATH and HOME): no other AWS
+/// configuration can leak in.
+pub fn boto3(op: &str, key: &str, env: &[(&str, String)]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vend/s3.py");
+    let home = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args([op, key]).env_clear();
+    cmd.env("PATH", std::env::var("PATH").unwrap())
+        .env("HOME", home.path())
+        .env("AWS_CONFIG_FILE", home.path().join("none"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", home.path().join("none"))
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    if let Ok(pyenv) = std::env::var("PYENV_ROOT") {
+        cmd.env("PYENV_ROOT", pyenv);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).unwrap_or_else(|_| {
+        panic!(
+            "s3.py {op} {key}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn s3_env(g: &Garage) -> Vec<(&'static str, String)> {
+    vec![
+        ("T_S3_ENDPOINT", g.s3_endpoint.clone()),
+        ("T_REGION", g.region.clone()),
+        ("T_BUCKET", g.bucket.clone()),
+    ]
+}
+
+/// A JWT with this header and payload and a signature made by `sign`.
+pub fn craft(header: &Value, payload: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signing_input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(payload.to_string().as_bytes())
+    );
+    let sig = sign(signing_input.as_bytes());
+    format!("{signing_input}.{}", b64(&sig))
+}
+
+pub fn hs256(key: &[u8]) -> impl Fn(&[u8]) -> Vec<u8> {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key);
+    move |msg| aws_lc_rs::hmac::sign(&key, msg).as_ref().to_vec()
+}
+
+/// The payload of a JWT.
+pub fn payload_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let p = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(p)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+/// Claims of a token the example roles accept as `ci-writer`.
+pub fn writer_claims(sub: &str) -> Value {
+    json!({"sub": sub, "aud": AUDIENCE, "groups": ["dev", "artifact-writers"]})
+}
+
+/// Serves one fixed JSON document on 127.0.0.1 (a key set an issuer would never
+/// publish); returns its URL.
+pub fn serve_static_json(doc: Value) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = doc.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(1000) {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    format!("http://{addr}/jwks")
+}
+
+/// Runs the CLI with `args`.
+pub fn run_cli(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run artifactstore")
+}

@@ -1,0 +1,376 @@
+//! The audit log: one JSON line per decision and per lease change, each carrying the
+//! SHA-256 of the line before it, so that an edited, inserted or removed line breaks
+//! the chain (`artifactstore vend audit verify`).
+//!
+//! A line is on disk (written and fdatasync'ed) before the answer it records is sent:
+//! no record, no credential. The file is opened for every line, so a file that has
+//! become unwritable is noticed at once rather than when a cached descriptor fails.
+
+use std::io::{BufRead, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::reason::Reason;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What one line says. Tokens and secrets have no field here; access key ids appear
+/// only as an HMAC.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct AuditRecord {
+    /// `decision`, `lease.issued`, `lease.failed`, `lease.revoked`, `lease.expired`,
+    /// `revocation.added`, `revocation.removed`.
+    pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Reason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// False when issuer and subject are what a refused token claimed, unverified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub identity_verified: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_key_hmac: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    seq: u64,
+    time: String,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+    prev: &'a str,
+}
+
+struct Chain {
+    seq: u64,
+    prev: String,
+}
+
+pub struct AuditLog {
+    path: PathBuf,
+    chain: tokio::sync::Mutex<Chain>,
+    hmac_key: aws_lc_rs::hmac::Key,
+    healthy: AtomicBool,
+    pub failures: AtomicU64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("audit log {path}: line {line}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl AuditLog {
+    /// Opens (creating, mode 0600) the log and continues its chain. A last line cut
+    /// short by a crash was never acknowledged; it is removed.
+    pub fn open(path: &Path, hmac_key: &[u8]) -> Result<Self, AuditError> {
+        let io = |source| AuditError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = open_append(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        let (seq, prev) = if len == 0 {
+            (0, GENESIS.to_owned())
+        } else {
+            let mut f = std::fs::File::open(path).map_err(io)?;
+            let tail_start = len.saturating_sub(64 * 1024);
+            f.seek(SeekFrom::Start(tail_start)).map_err(io)?;
+            let mut tail = Vec::new();
+            f.read_to_end(&mut tail).map_err(io)?;
+            if !tail.ends_with(b"\n") {
+                let keep = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                tracing::warn!(path = %path.display(), "audit log ends with an incomplete line (a crash while writing); removing it");
+                file.set_len(tail_start + keep as u64).map_err(io)?;
+                file.sync_all().map_err(io)?;
+                tail.truncate(keep);
+            }
+            if tail.is_empty() {
+                (0, GENESIS.to_owned())
+            } else {
+                let body = &tail[..tail.len() - 1];
+                let last = body
+                    .iter()
+                    .rposition(|b| *b == b'\n')
+                    .map_or(body, |i| &body[i + 1..]);
+                let value: serde_json::Value =
+                    serde_json::from_slice(last).map_err(|e| AuditError::Corrupt {
+                        path: path.to_owned(),
+                        line: 0,
+                        message: format!("last line is not JSON: {e}"),
+                    })?;
+                let seq = value.get("seq").and_then(|s| s.as_u64()).ok_or_else(|| {
+                    AuditError::Corrupt {
+                        path: path.to_owned(),
+                        line: 0,
+                        message: "last line has no seq".into(),
+                    }
+                })?;
+                (seq, sha256_hex(last))
+            }
+        };
+        Ok(AuditLog {
+            path: path.to_owned(),
+            chain: tokio::sync::Mutex::new(Chain { seq, prev }),
+            hmac_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, hmac_key),
+            healthy: AtomicBool::new(true),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether the last write succeeded (or none failed yet).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the log can be opened for appending right now.
+    pub fn writable(&self) -> bool {
+        open_append(&self.path).is_ok()
+    }
+
+    /// The HMAC-SHA256 (hex) under which an access key id appears in the log.
+    pub fn key_hmac(&self, access_key_id: &str) -> String {
+        hex::encode(aws_lc_rs::hmac::sign(&self.hmac_key, access_key_id.as_bytes()).as_ref())
+    }
+
+    /// Appends one line and makes it durable. Lines are written one at a time, in
+    /// chain order.
+    pub async fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
+        let mut chain = self.chain.lock().await;
+        let line = Line {
+            seq: chain.seq + 1,
+            time: crate::rfc3339_millis(std::time::SystemTime::now()),
+            record,
+            prev: &chain.prev,
+        };
+        let mut bytes = serde_json::to_vec(&line).expect("audit lines serialize");
+        let hash = sha256_hex(&bytes);
+        bytes.push(b'\n');
+        let path = self.path.clone();
+        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let mut f = open_append(&path)?;
+            f.write_all(&bytes)?;
+            f.sync_data()
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        match written {
+            Ok(()) => {
+                chain.seq += 1;
+                chain.prev = hash;
+                self.healthy.store(true, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(source) => {
+                self.healthy.store(false, Ordering::Relaxed);
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(path = %self.path.display(), error = %source, "cannot write the audit log; refusing to issue credentials");
+                Err(AuditError::Io {
+                    path: self.path.clone(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// The result of checking a log's chain.
+#[derive(Debug, Serialize)]
+pub struct VerifyReport {
+    pub lines: u64,
+    /// SHA-256 of the last line: keep it elsewhere to detect a cut-off tail.
+    pub head: String,
+}
+
+/// Checks every line of a log: JSON, consecutive `seq`, and `prev` equal to the hash
+/// of the line before. Returns the first break.
+pub fn verify(path: &Path) -> Result<VerifyReport, AuditError> {
+    let file = std::fs::File::open(path).map_err(|source| AuditError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut prev = GENESIS.to_owned();
+    let mut line_no = 0u64;
+    let mut expected_seq: Option<u64> = None;
+    let mut buf = Vec::new();
+    let corrupt = |line: u64, message: String| AuditError::Corrupt {
+        path: path.to_owned(),
+        line,
+        message,
+    };
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|source| AuditError::Io {
+                path: path.to_owned(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if !buf.ends_with(b"\n") {
+            return Err(corrupt(line_no, "incomplete line (no newline)".into()));
+        }
+        let body = &buf[..buf.len() - 1];
+        let value: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| corrupt(line_no, format!("not JSON: {e}")))?;
+        let seq = value
+            .get("seq")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| corrupt(line_no, "no seq".into()))?;
+        if let Some(want) = expected_seq
+            && seq != want
+        {
+            return Err(corrupt(
+                line_no,
+                format!("seq {seq} where {want} was expected (a line was removed or inserted)"),
+            ));
+        }
+        let claimed_prev = value.get("prev").and_then(|p| p.as_str()).unwrap_or("");
+        // The first line of a file may continue a chain from a rotated-away file.
+        if line_no > 1 && claimed_prev != prev {
+            return Err(corrupt(
+                line_no,
+                format!(
+                    "prev does not match the hash of line {} (that line was edited, or lines were removed)",
+                    line_no - 1
+                ),
+            ));
+        }
+        expected_seq = Some(seq + 1);
+        prev = sha256_hex(body);
+    }
+    Ok(VerifyReport {
+        lines: line_no,
+        head: prev,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(event: &'static str) -> AuditRecord {
+        AuditRecord {
+            event,
+            reason: Some(Reason::Allow),
+            subject: Some("s".into()),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_chain_survives_a_restart_and_detects_edits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, b"k").unwrap();
+        log.append(&record("decision")).await.unwrap();
+        log.append(&record("lease.issued")).await.unwrap();
+        drop(log);
+        let log = AuditLog::open(&path, b"k").unwrap();
+        log.append(&record("decision")).await.unwrap();
+        let report = verify(&path).unwrap();
+        assert_eq!(report.lines, 3);
+
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = text.replacen("\"subject\":\"s\"", "\"subject\":\"t\"", 1);
+        std::fs::write(&path, &edited).unwrap();
+        let e = verify(&path).unwrap_err();
+        assert!(matches!(e, AuditError::Corrupt { line: 2, .. }), "{e}");
+
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.remove(1);
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        assert!(matches!(
+            verify(&path).unwrap_err(),
+            AuditError::Corrupt { line: 2, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_torn_last_line_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, b"k").unwrap();
+        log.append(&record("decision")).await.unwrap();
+        drop(log);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"{\"seq\":2,\"ti").unwrap();
+        drop(f);
+        assert!(verify(&path).is_err());
+        let log = AuditLog::open(&path, b"k").unwrap();
+        log.append(&record("decision")).await.unwrap();
+        assert_eq!(verify(&path).unwrap().lines, 2);
+    }
+
+    #[tokio::test]
+    async fn an_unwritable_log_fails_the_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, b"k").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert!(log.append(&record("decision")).await.is_err());
+        assert!(!log.healthy());
+        assert!(!log.writable());
+    }
+}

@@ -1,0 +1,483 @@
+//! The vending service's configuration: one TOML file whose string values may name
+//! environment variables (`${env:NAME}` or `${env:NAME:-default}`), so that one file
+//! serves every deployment. `${claim}` (no `env:`) is left alone: prefix templates use it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use artifactstore_model::secret::SecretRef;
+use serde::Deserialize;
+
+use crate::roles::{Action, Matcher, PrefixTemplate};
+
+/// The shortest lease any role may hand out, as in STS.
+pub const MIN_LEASE_SECS: u64 = 900;
+/// The longest lease any role may hand out.
+pub const MAX_LEASE_SECS: u64 = 43_200;
+/// Test-only: lowers [`MIN_LEASE_SECS`] so that expiry can be watched in a test run.
+/// Never set it in a deployment.
+pub const TEST_MIN_LEASE_ENV: &str = "ARTIFACTSTORE_TEST_MIN_LEASE_SECS";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: environment variable {var} is not set (and the value has no `:-default`)")]
+    EnvUnset { key: String, var: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VendConfig {
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Where leases and revocations live: `sqlite://...` or `postgres://...`.
+    pub database_url: String,
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub token: TokenConfig,
+    pub issuers: Vec<IssuerConfig>,
+    pub drivers: BTreeMap<String, DriverConfig>,
+    pub roles: Vec<RoleConfig>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
+    pub reaper: ReaperConfig,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8090".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The audit log: one JSON line per decision, hash-chained.
+    pub path: PathBuf,
+    /// Key of the HMAC under which access key ids appear in the audit log. Without
+    /// it a random key is drawn at start-up, so hashes only correlate within one run.
+    #[serde(default)]
+    pub hmac_key_ref: Option<SecretRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Allowed clock skew for `exp`, `nbf` and `iat`.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Refuse tokens issued (`iat`) longer ago than this.
+    #[serde(default)]
+    pub max_age_secs: Option<u64>,
+    /// Refuse tokens longer than this many bytes before parsing them.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_bytes: usize,
+    /// Claims every token must carry (besides `iss`, `aud` and `exp`).
+    #[serde(default = "default_required_claims")]
+    pub required_claims: Vec<String>,
+    /// Signature algorithms accepted; a subset of RS256, ES256, EdDSA.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+}
+
+impl Default for TokenConfig {
+    fn default() -> Self {
+        TokenConfig {
+            leeway_secs: default_leeway(),
+            max_age_secs: None,
+            max_bytes: default_max_token_bytes(),
+            required_claims: default_required_claims(),
+            algorithms: default_algorithms(),
+        }
+    }
+}
+
+fn default_leeway() -> u64 {
+    60
+}
+fn default_max_token_bytes() -> usize {
+    16 * 1024
+}
+fn default_required_claims() -> Vec<String> {
+    vec!["sub".into()]
+}
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerConfig {
+    /// The issuer exactly as it appears in tokens' `iss`.
+    pub issuer: String,
+    /// The audience that must be in `aud` (string or array).
+    pub audience: String,
+    /// Where the keys are. Without it: discovery at
+    /// `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum DriverConfig {
+    /// Garage's admin API v2: one expiring key per lease.
+    Garage {
+        admin_url: String,
+        admin_token_ref: SecretRef,
+    },
+    /// An upstream STS: `AssumeRole` with a session policy generated from the role.
+    Sts {
+        endpoint_url: String,
+        #[serde(default = "default_region")]
+        region: String,
+        /// The upstream role to assume (MinIO and RustFS accept any value).
+        role_arn: String,
+        access_key_id_ref: SecretRef,
+        secret_access_key_ref: SecretRef,
+        #[serde(default)]
+        session_token_ref: Option<SecretRef>,
+    },
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
+}
+
+impl DriverConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DriverConfig::Garage { .. } => "garage",
+            DriverConfig::Sts { .. } => "sts",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    pub name: String,
+    /// Name of an entry of `[drivers]`.
+    pub driver: String,
+    pub bucket: String,
+    /// Key prefixes the credential may touch, templated from claims (`ci/${sub}/`).
+    /// Empty: the whole bucket.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Accept bucket-wide credentials on drivers that cannot scope by prefix (Garage).
+    #[serde(default)]
+    pub bucket_wide: bool,
+    pub actions: Vec<Action>,
+    #[serde(default = "default_min_duration")]
+    pub min_duration_secs: u64,
+    #[serde(default = "default_max_duration")]
+    pub max_duration_secs: u64,
+    /// Used when a request names no duration (default: `max_duration_secs`).
+    #[serde(default)]
+    pub default_duration_secs: Option<u64>,
+    /// The lease may not outlive the token it was vended for: a request for longer is
+    /// refused, never silently shortened.
+    #[serde(default)]
+    pub bound_to_token: bool,
+    /// The role applies when any rule matches; a rule matches when all its claims do.
+    pub rules: Vec<BTreeMap<String, Matcher>>,
+}
+
+fn default_min_duration() -> u64 {
+    MIN_LEASE_SECS
+}
+fn default_max_duration() -> u64 {
+    3600
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token of the admin routes (`/v1/admin/...`). Without it they are off.
+    #[serde(default)]
+    pub token_ref: Option<SecretRef>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReaperConfig {
+    /// How often expired leases are looked for and revoked upstream.
+    #[serde(default = "default_reaper_interval")]
+    pub interval_secs: u64,
+}
+
+impl Default for ReaperConfig {
+    fn default() -> Self {
+        ReaperConfig {
+            interval_secs: default_reaper_interval(),
+        }
+    }
+}
+
+fn default_reaper_interval() -> u64 {
+    30
+}
+
+impl VendConfig {
+    /// Reads, substitutes `${env:...}` and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        };
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        substitute_env(&mut value, "", env)?;
+        let config: VendConfig = value.try_into().map_err(|e| parse_err(e.to_string()))?;
+        config.check(env)?;
+        Ok(config)
+    }
+
+    fn check(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.issuers.is_empty() {
+            return invalid("no [[issuers]]: no token could ever be accepted".into());
+        }
+        for issuer in &self.issuers {
+            if !(issuer.issuer.starts_with("https://") || issuer.issuer.starts_with("http://")) {
+                return invalid(format!(
+                    "issuer {:?}: must be an http(s) URL",
+                    issuer.issuer
+                ));
+            }
+            if issuer.audience.is_empty() {
+                return invalid(format!("issuer {:?}: audience is empty", issuer.issuer));
+            }
+        }
+        for alg in &self.token.algorithms {
+            if !matches!(alg.as_str(), "RS256" | "ES256" | "EdDSA") {
+                return invalid(format!(
+                    "token.algorithms: {alg:?} is not allowed (RS256, ES256, EdDSA only)"
+                ));
+            }
+        }
+        let floor = env(TEST_MIN_LEASE_ENV)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(MIN_LEASE_SECS);
+        let mut names = BTreeSet::new();
+        if self.roles.is_empty() {
+            return invalid("no [[roles]]: every request would be refused".into());
+        }
+        for role in &self.roles {
+            let r = &role.name;
+            if !names.insert(r.as_str()) {
+                return invalid(format!("role {r:?} is defined twice"));
+            }
+            if r.is_empty()
+                || r.len() > 64
+                || !r
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-".contains(c))
+            {
+                return invalid(format!(
+                    "role {r:?}: names use letters, digits and + = , . @ _ - (at most 64)"
+                ));
+            }
+            let Some(driver) = self.drivers.get(&role.driver) else {
+                return invalid(format!(
+                    "role {r:?}: driver {:?} is not defined under [drivers]",
+                    role.driver
+                ));
+            };
+            if role.bucket.is_empty() {
+                return invalid(format!("role {r:?}: bucket is empty"));
+            }
+            if role.actions.is_empty() {
+                return invalid(format!("role {r:?}: no actions"));
+            }
+            if role.rules.is_empty() || role.rules.iter().any(|rule| rule.is_empty()) {
+                return invalid(format!(
+                    "role {r:?}: every role needs rules, and a rule needs at least one claim"
+                ));
+            }
+            for prefix in &role.prefixes {
+                PrefixTemplate::parse(prefix).map_err(|e| {
+                    ConfigError::Invalid(format!("role {r:?}: prefix {prefix:?}: {e}"))
+                })?;
+            }
+            if matches!(driver, DriverConfig::Garage { .. })
+                && !role.prefixes.is_empty()
+                && !role.bucket_wide
+            {
+                return invalid(format!(
+                    "role {r:?}: Garage grants keys per bucket, not per prefix, so its \
+                     credentials would reach the whole bucket {:?}; remove `prefixes` or set \
+                     `bucket_wide = true` to accept that",
+                    role.bucket
+                ));
+            }
+            let default = role.default_duration_secs.unwrap_or(role.max_duration_secs);
+            if role.min_duration_secs < floor
+                || role.max_duration_secs > MAX_LEASE_SECS
+                || role.min_duration_secs > role.max_duration_secs
+                || default < role.min_duration_secs
+                || default > role.max_duration_secs
+            {
+                return invalid(format!(
+                    "role {r:?}: durations must satisfy {floor} <= min ({}) <= default ({default}) \
+                     <= max ({}) <= {MAX_LEASE_SECS}",
+                    role.min_duration_secs, role.max_duration_secs
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Replaces `${env:NAME}` and `${env:NAME:-default}` in every string of `value`.
+fn substitute_env(
+    value: &mut toml::Value,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::String(s) if s.contains("${env:") => {
+            *s = expand(s, key, env)?;
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                substitute_env(item, &format!("{key}[{i}]"), env)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (k, item) in table.iter_mut() {
+                let path = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
+                substitute_env(item, &path, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand(s: &str, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${env:") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 6..];
+        let Some(end) = after.find('}') else {
+            return Err(ConfigError::Invalid(format!(
+                "{key}: unterminated ${{env:...}}"
+            )));
+        };
+        let inner = &after[..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (env(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => {
+                return Err(ConfigError::EnvUnset {
+                    key: key.to_owned(),
+                    var: name.to_owned(),
+                });
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "ISS" => Some("https://issuer.example".into()),
+            "BUCKET" => Some("artifacts".into()),
+            _ => None,
+        }
+    }
+
+    const BASE: &str = r#"
+        database_url = "sqlite://x.db"
+        [audit]
+        path = "${env:AUDIT:-/tmp/audit.log}"
+        [[issuers]]
+        issuer = "${env:ISS}"
+        audience = "vend"
+        [drivers.g]
+        kind = "garage"
+        admin_url = "http://127.0.0.1:3903"
+        admin_token_ref = "env:T"
+        [[roles]]
+        name = "ci-writer"
+        driver = "g"
+        bucket = "${env:BUCKET}"
+        actions = ["read", "write"]
+        rules = [{ groups = { contains = "w" } }]
+    "#;
+
+    #[test]
+    fn env_values_are_substituted_and_defaults_apply() {
+        let c = VendConfig::parse(BASE, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(c.issuers[0].issuer, "https://issuer.example");
+        assert_eq!(c.roles[0].bucket, "artifacts");
+        assert_eq!(c.audit.path, PathBuf::from("/tmp/audit.log"));
+    }
+
+    #[test]
+    fn an_unset_variable_is_named() {
+        let e = VendConfig::parse(BASE, Path::new("t.toml"), &|_| None).unwrap_err();
+        assert!(e.to_string().contains("ISS"), "{e}");
+        assert!(e.to_string().contains("issuers[0].issuer"), "{e}");
+    }
+
+    #[test]
+    fn garage_roles_with_prefixes_need_bucket_wide() {
+        let text = BASE.replace(
+            "actions = [\"read\", \"write\"]",
+            "actions = [\"read\"]\n prefixes = [\"ci/${sub}/\"]",
+        );
+        let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
+        assert!(e.to_string().contains("per bucket"), "{e}");
+        let ok = text.replace("prefixes =", "bucket_wide = true\n prefixes =");
+        VendConfig::parse(&ok, Path::new("t.toml"), &env).unwrap();
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        let text = BASE.replace("rules =", "min_duration_secs = 60\n rules =");
+        let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
+        assert!(e.to_string().contains("durations"), "{e}");
+    }
+
+    #[test]
+    fn hmac_algorithms_cannot_be_allowed() {
+        let text = BASE.replacen("[audit]", "[token]\nalgorithms = [\"HS256\"]\n[audit]", 1);
+        let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
+        assert!(e.to_string().contains("HS256"), "{e}");
+    }
+}

@@ -1,0 +1,183 @@
+//! The STS driver: `AssumeRole` at an upstream STS (MinIO, RustFS, Ceph RGW, AWS),
+//! signed with the vending service's own credentials, with an inline session policy
+//! generated from the role's scope, for the lease's duration. STS sessions cannot be
+//! revoked one by one upstream: revocation here refuses future vending and says so.
+
+use std::time::Duration;
+
+use artifactstore_model::secret::Secret;
+use aws_sdk_sts::config::http::HttpResponse;
+use aws_sdk_sts::config::{
+    BehaviorVersion, Credentials, Region, retry::RetryConfig, timeout::TimeoutConfig,
+};
+use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+
+use super::{DriverError, MintDriver, MintRequest, Minted, Revoked};
+
+pub struct StsDriver {
+    client: aws_sdk_sts::Client,
+    endpoint: String,
+    role_arn: String,
+}
+
+pub struct StsCredentials {
+    pub access_key_id: Secret,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+}
+
+impl StsDriver {
+    pub fn new(endpoint: &str, region: &str, role_arn: &str, creds: StsCredentials) -> Self {
+        let credentials = Credentials::new(
+            creds.access_key_id.expose(),
+            creds.secret_access_key.expose(),
+            creds.session_token.as_ref().map(|t| t.expose().to_owned()),
+            None,
+            "artifactstore-vend",
+        );
+        let config = aws_sdk_sts::config::Builder::new()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .endpoint_url(endpoint)
+            .credentials_provider(credentials)
+            .retry_config(RetryConfig::standard().with_max_attempts(2))
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .operation_timeout(Duration::from_secs(20))
+                    .build(),
+            )
+            .build();
+        StsDriver {
+            client: aws_sdk_sts::Client::from_conf(config),
+            endpoint: endpoint.to_owned(),
+            role_arn: role_arn.to_owned(),
+        }
+    }
+
+    fn classify<E>(&self, op: &str, e: &SdkError<E, HttpResponse>) -> DriverError
+    where
+        E: ProvideErrorMetadata + std::error::Error,
+    {
+        match e {
+            SdkError::ServiceError(se) => {
+                let err = se.err();
+                let raw = se.raw();
+                // Some servers answer errors in a shape the STS parser does not take
+                // (an S3-style `<Error>`): read code and message from the body then.
+                let body = raw
+                    .body()
+                    .bytes()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let tag = |name: &str| {
+                    let open = format!("<{name}>");
+                    let start = body.find(&open)? + open.len();
+                    let end = body[start..].find(&format!("</{name}>"))? + start;
+                    Some(body[start..end].to_owned())
+                };
+                let code = err
+                    .code()
+                    .map(str::to_owned)
+                    .or_else(|| tag("Code"))
+                    .unwrap_or_else(|| format!("HTTP {}", raw.status().as_u16()));
+                let message: String = err
+                    .message()
+                    .map(str::to_owned)
+                    .or_else(|| tag("Message"))
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                let code = code.as_str();
+                let text = format!("STS at {}: {op}: {code}: {message}", self.endpoint);
+                if matches!(code, "InternalError" | "ServiceUnavailable" | "Throttling") {
+                    DriverError::Unavailable(text)
+                } else {
+                    DriverError::Refused(text)
+                }
+            }
+            SdkError::TimeoutError(_) => {
+                DriverError::Unavailable(format!("STS at {}: {op}: timed out", self.endpoint))
+            }
+            SdkError::DispatchFailure(_) => {
+                DriverError::Unavailable(format!("STS at {}: {op}: cannot connect", self.endpoint))
+            }
+            SdkError::ResponseError(_) => DriverError::Unavailable(format!(
+                "STS at {}: {op}: the answer could not be read",
+                self.endpoint
+            )),
+            _ => {
+                DriverError::Unavailable(format!("STS at {}: {op}: request failed", self.endpoint))
+            }
+        }
+    }
+}
+
+/// `RoleSessionName` allows `[\w+=,.@-]{2,64}`.
+fn session_name(lease_id: &str) -> String {
+    format!("artifactstore-{lease_id}")
+        .chars()
+        .take(64)
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl MintDriver for StsDriver {
+    fn kind(&self) -> &'static str {
+        "sts"
+    }
+
+    fn scopes_prefixes(&self) -> bool {
+        true
+    }
+
+    async fn mint(&self, request: &MintRequest<'_>) -> Result<Minted, DriverError> {
+        let out = self
+            .client
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name(session_name(request.lease_id))
+            .policy(request.scope.session_policy())
+            .duration_seconds(request.duration.as_secs().min(i32::MAX as u64) as i32)
+            .send()
+            .await
+            .map_err(|e| self.classify("AssumeRole", &e))?;
+        let Some(c) = out.credentials() else {
+            return Err(DriverError::Unavailable(format!(
+                "STS at {}: AssumeRole answered without credentials",
+                self.endpoint
+            )));
+        };
+        Ok(Minted {
+            access_key_id: c.access_key_id().to_owned(),
+            secret_access_key: Secret::new(c.secret_access_key()),
+            session_token: Some(Secret::new(c.session_token())),
+            expires_at: c.expiration().secs(),
+        })
+    }
+
+    async fn revoke(&self, _lease_id: &str, _key: Option<&str>) -> Result<Revoked, DriverError> {
+        Ok(Revoked::Unsupported)
+    }
+
+    async fn check(&self) -> Result<(), DriverError> {
+        match self.client.get_caller_identity().send().await {
+            Ok(_) => Ok(()),
+            Err(e) => match self.classify("GetCallerIdentity", &e) {
+                // Some S3-compatible STS endpoints do not implement GetCallerIdentity;
+                // an answer at all shows the endpoint is there. Refused credentials
+                // are reported, since every AssumeRole would fail too.
+                DriverError::Refused(text)
+                    if text.contains("InvalidClientTokenId")
+                        || text.contains("SignatureDoesNotMatch")
+                        || text.contains("InvalidAccessKeyId") =>
+                {
+                    Err(DriverError::Refused(text))
+                }
+                DriverError::Refused(_) => Ok(()),
+                unavailable => Err(unavailable),
+            },
+        }
+    }
+}

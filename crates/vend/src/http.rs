@@ -1,0 +1,620 @@
+//! The wire formats: STS `AssumeRoleWithWebIdentity` (XML), JSON, AWS container
+//! credentials; plus health, readiness, metrics and the admin routes. Every format
+//! goes through [`Service::vend`].
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use artifactstore_model::secret::Secret;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::reason::{Denial, Reason};
+use crate::service::{Format, Issued, Refused, RevokeTarget, Service, VendRequest};
+
+/// Requests larger than this are refused before they are read: a token is at most
+/// `token.max_bytes` (16 KiB by default) and a session policy 2048 characters.
+const MAX_BODY: usize = 64 * 1024;
+
+pub fn app(service: Arc<Service>) -> Router {
+    Router::new()
+        .route("/", post(sts))
+        .route("/v1/credentials", post(credentials_json))
+        .route("/v1/container-credentials", get(container_credentials))
+        .route(
+            "/v1/admin/revocations",
+            post(admin_revoke).delete(admin_unrevoke),
+        )
+        .route("/v1/admin/leases", get(admin_leases))
+        .route("/v1/admin/leases/{id}", get(admin_lease))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(service)
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    service: Arc<Service>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app(service).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn xml_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn iso(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+
+fn sts_error(request_id: &str, denial: &Denial) -> Response {
+    let code = denial.sts_code.unwrap_or(denial.reason.sts_code());
+    let status = match code {
+        "AccessDenied" => StatusCode::FORBIDDEN,
+        "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
+        "InternalError" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let kind = if status.is_server_error() {
+        "Receiver"
+    } else {
+        "Sender"
+    };
+    let body = format!(
+        "<ErrorResponse xmlns=\"{STS_NS}\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{}: {}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+        denial.reason.as_str(),
+        xml_escape(&denial.message),
+        xml_escape(request_id)
+    );
+    let mut resp = (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
+    reason_header(&mut resp, denial.reason);
+    resp
+}
+
+fn reason_header(resp: &mut Response, reason: Reason) {
+    resp.headers_mut().insert(
+        "x-artifactstore-reason",
+        HeaderValue::from_static(reason.as_str()),
+    );
+}
+
+fn sts_success(issued: &Issued) -> Response {
+    let session = format!("lease-{}", issued.lease_id);
+    let mut body = String::new();
+    let _ = write!(
+        body,
+        "<AssumeRoleWithWebIdentityResponse xmlns=\"{STS_NS}\"><AssumeRoleWithWebIdentityResult>\
+         <AssumedRoleUser><Arn>arn:aws:sts::000000000000:assumed-role/{role}/{session}</Arn>\
+         <AssumeRoleId>{lease}:{session}</AssumeRoleId></AssumedRoleUser>\
+         <Credentials><AccessKeyId>{akid}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>\
+         <SessionToken>{token}</SessionToken><Expiration>{exp}</Expiration></Credentials>\
+         <SubjectFromWebIdentityToken>{sub}</SubjectFromWebIdentityToken>\
+         <Audience>{aud}</Audience><Provider>{iss}</Provider>\
+         </AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata>\
+         </AssumeRoleWithWebIdentityResponse>",
+        role = xml_escape(&issued.role),
+        lease = xml_escape(&issued.lease_id),
+        akid = xml_escape(&issued.access_key_id),
+        secret = xml_escape(issued.secret_access_key.expose()),
+        token = xml_escape(issued.session_token.expose()),
+        exp = iso(issued.expires_at),
+        sub = xml_escape(&issued.subject),
+        aud = xml_escape(&issued.audience),
+        iss = xml_escape(&issued.issuer),
+        rid = xml_escape(&issued.request_id),
+    );
+    no_store((StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response())
+}
+
+/// `POST /`: the STS query protocol. Parameters come in the form body (what SDKs
+/// send) or the query string.
+async fn sts(
+    State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let mut params: HashMap<String, String> = query;
+    match serde_urlencoded_pairs(&body) {
+        Some(pairs) => params.extend(pairs),
+        None => {
+            return sts_error(
+                "",
+                &Denial::new(Reason::RequestInvalid, "the body is not a form")
+                    .with_sts_code("InvalidParameterValue"),
+            );
+        }
+    }
+    match params.get("Action").map(String::as_str) {
+        Some("AssumeRoleWithWebIdentity") => {}
+        Some(other) => {
+            return sts_error(
+                "",
+                &Denial::new(
+                    Reason::RequestInvalid,
+                    format!(
+                        "action {:?} is not supported here",
+                        other.chars().take(64).collect::<String>()
+                    ),
+                )
+                .with_sts_code("InvalidAction"),
+            );
+        }
+        None => {
+            return sts_error(
+                "",
+                &Denial::new(Reason::RequestInvalid, "Action is missing")
+                    .with_sts_code("MissingParameter"),
+            );
+        }
+    }
+    if let Some(v) = params.get("Version")
+        && v != "2011-06-15"
+    {
+        return sts_error(
+            "",
+            &Denial::new(Reason::RequestInvalid, "Version must be 2011-06-15")
+                .with_sts_code("InvalidParameterValue"),
+        );
+    }
+    let Some(token) = params.remove("WebIdentityToken") else {
+        return sts_error(
+            "",
+            &Denial::new(Reason::RequestInvalid, "WebIdentityToken is missing")
+                .with_sts_code("MissingParameter"),
+        );
+    };
+    let duration_secs = match params.get("DurationSeconds").map(|d| d.parse::<u64>()) {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(_)) => {
+            return sts_error(
+                "",
+                &Denial::new(Reason::RequestInvalid, "DurationSeconds is not a number")
+                    .with_sts_code("InvalidParameterValue"),
+            );
+        }
+    };
+    if let Some(name) = params.get("RoleSessionName")
+        && (name.len() < 2
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)))
+    {
+        return sts_error(
+            "",
+            &Denial::new(
+                Reason::RequestInvalid,
+                "RoleSessionName must be 2 to 64 of letters, digits and _+=,.@-",
+            )
+            .with_sts_code("ValidationError"),
+        );
+    }
+    let request = VendRequest {
+        token: Secret::new(token),
+        role: params.get("RoleArn").cloned().filter(|r| !r.is_empty()),
+        duration_secs,
+        policy: params.get("Policy").cloned().filter(|p| !p.is_empty()),
+        client: Some(peer.to_string()),
+        format: Format::Sts,
+    };
+    match service.vend(request).await {
+        Ok(issued) => sts_success(&issued),
+        Err(Refused { request_id, denial }) => sts_error(&request_id, &denial),
+    }
+}
+
+fn serde_urlencoded_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
+    if body.is_empty() {
+        return Some(Vec::new());
+    }
+    serde_urlencoded::from_bytes::<Vec<(String, String)>>(body).ok()
+}
+
+fn json_error(request_id: &str, denial: &Denial) -> Response {
+    let status =
+        StatusCode::from_u16(denial.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (
+        status,
+        Json(json!({
+            "error": { "code": denial.reason.as_str(), "message": denial.message },
+            "request_id": request_id,
+        })),
+    )
+        .into_response();
+    reason_header(&mut resp, denial.reason);
+    resp
+}
+
+/// The token of `Authorization: Bearer <jwt>`, or (for AWS SDK container
+/// providers, which send the header value as configured) the bare value.
+fn bearer(headers: &HeaderMap) -> Option<Secret> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .unwrap_or(value)
+        .trim();
+    (!token.is_empty()).then(|| Secret::new(token))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsBody {
+    role: Option<String>,
+    duration_seconds: Option<u64>,
+    policy: Option<String>,
+}
+
+/// `POST /v1/credentials` with `Authorization: Bearer <jwt>`.
+async fn credentials_json(
+    State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = bearer(&headers) else {
+        return json_error(
+            "",
+            &Denial::new(
+                Reason::RequestInvalid,
+                "Authorization: Bearer <token> is missing",
+            ),
+        );
+    };
+    let parsed: CredentialsBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CredentialsBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return json_error(
+                    "",
+                    &Denial::new(Reason::RequestInvalid, format!("body: {e}")),
+                );
+            }
+        }
+    };
+    let request = VendRequest {
+        token,
+        role: parsed.role,
+        duration_secs: parsed.duration_seconds,
+        policy: parsed.policy,
+        client: Some(peer.to_string()),
+        format: Format::Json,
+    };
+    match service.vend(request).await {
+        Ok(i) => no_store(
+            Json(json!({
+                "lease_id": i.lease_id,
+                "role": i.role,
+                "driver": i.driver,
+                "access_key_id": i.access_key_id,
+                "secret_access_key": i.secret_access_key.expose(),
+                "session_token": i.session_token.expose(),
+                "expiration": iso(i.expires_at),
+                "refresh_after": iso(i.refresh_after),
+                "bucket": i.scope.bucket,
+                "prefixes": i.scope.prefixes,
+                "actions": i.scope.actions,
+                "request_id": i.request_id,
+            }))
+            .into_response(),
+        ),
+        Err(Refused { request_id, denial }) => json_error(&request_id, &denial),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ContainerQuery {
+    role: Option<String>,
+    duration_seconds: Option<u64>,
+}
+
+/// `GET /v1/container-credentials`: the AWS container-credentials JSON, for
+/// `AWS_CONTAINER_CREDENTIALS_FULL_URI`.
+async fn container_credentials(
+    State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<ContainerQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let error = |request_id: &str, d: &Denial| {
+        let status =
+            StatusCode::from_u16(d.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut resp = (
+            status,
+            Json(
+                json!({"code": d.reason.as_str(), "message": d.message, "request_id": request_id}),
+            ),
+        )
+            .into_response();
+        reason_header(&mut resp, d.reason);
+        resp
+    };
+    let Some(token) = bearer(&headers) else {
+        return error(
+            "",
+            &Denial::new(
+                Reason::RequestInvalid,
+                "the Authorization header is missing",
+            ),
+        );
+    };
+    let request = VendRequest {
+        token,
+        role: query.role,
+        duration_secs: query.duration_seconds,
+        policy: None,
+        client: Some(peer.to_string()),
+        format: Format::Container,
+    };
+    match service.vend(request).await {
+        Ok(i) => no_store(
+            Json(json!({
+                "AccessKeyId": i.access_key_id,
+                "SecretAccessKey": i.secret_access_key.expose(),
+                "Token": i.session_token.expose(),
+                "Expiration": iso(i.expires_at),
+                "RoleArn": format!("arn:aws:iam::000000000000:role/{}", i.role),
+            }))
+            .into_response(),
+        ),
+        Err(Refused { request_id, denial }) => error(&request_id, &denial),
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Ready when every issuer's keys are loaded, every driver answers and the audit log
+/// can be written. The body names what is not.
+async fn readyz(State(service): State<Arc<Service>>) -> Response {
+    let mut problems = Vec::new();
+    for issuer in &service.verifier.issuers {
+        if !issuer.loaded() {
+            problems.push(format!(
+                "issuer {}: keys not loaded{}",
+                issuer.issuer,
+                issuer
+                    .last_error()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    for (name, driver) in &service.drivers {
+        if let Err(e) = driver.check().await {
+            problems.push(format!("driver {name}: {e}"));
+        }
+    }
+    if !service.audit.writable() {
+        problems.push(format!(
+            "audit log {}: not writable",
+            service.audit.path().display()
+        ));
+    }
+    if let Err(e) = service.index.ping().await {
+        problems.push(format!("lease store: {e}"));
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready:\n{}\n", problems.join("\n")),
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    let text = crate::metrics::render(&service).await;
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+fn admin_allowed(service: &Service, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(expected) = &service.admin_token else {
+        return Err(Box::new(
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "admin_disabled", "message": "the admin API is off: set [admin] token_ref"}})),
+            )
+                .into_response(),
+        ));
+    };
+    let given = bearer(headers);
+    let ok = given.is_some_and(|g| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            g.expose().as_bytes(),
+            expected.expose().as_bytes(),
+        )
+        .is_ok()
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Box::new(
+            (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": {"code": "unauthorized", "message": "admin token missing or wrong"}})),
+            )
+                .into_response(),
+        ))
+    }
+}
+
+#[derive(Deserialize)]
+struct RevokeBody {
+    #[serde(flatten)]
+    target: RevokeTarget,
+    reason: String,
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": {"code": "internal_error", "message": e.to_string()}})),
+    )
+        .into_response()
+}
+
+/// `POST /v1/admin/revocations`: revoke a lease, or a subject or role (their live
+/// leases now, and future vending until the revocation is lifted).
+async fn admin_revoke(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = admin_allowed(&service, &headers) {
+        return *r;
+    }
+    let body: RevokeBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "request_invalid", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+    };
+    if body.reason.trim().is_empty() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": {"code": "request_invalid", "message": "a reason is required"}})),
+        )
+            .into_response();
+    }
+    match service.revoke(&body.target, &body.reason).await {
+        Ok(outcome) => Json(outcome).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `DELETE /v1/admin/revocations` (same body, reason optional): lift a subject or
+/// role revocation.
+async fn admin_unrevoke(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    Json(target): Json<serde_json::Value>,
+) -> Response {
+    if let Err(r) = admin_allowed(&service, &headers) {
+        return *r;
+    }
+    let mut target = target;
+    if let Some(o) = target.as_object_mut() {
+        o.remove("reason");
+    }
+    let target: RevokeTarget = match serde_json::from_value(target) {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "request_invalid", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+    };
+    match service.unrevoke(&target).await {
+        Ok(removed) => Json(json!({ "removed": removed })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct LeaseQuery {
+    issuer: Option<String>,
+    subject: Option<String>,
+    role: Option<String>,
+    #[serde(default)]
+    live: bool,
+    limit: Option<u32>,
+}
+
+async fn admin_leases(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    Query(q): Query<LeaseQuery>,
+) -> Response {
+    if let Err(r) = admin_allowed(&service, &headers) {
+        return *r;
+    }
+    let filter = artifactstore_index::LeaseFilter {
+        issuer: q.issuer,
+        subject: q.subject,
+        role: q.role,
+        live_only: q.live,
+    };
+    match service
+        .index
+        .leases(&filter, q.limit.unwrap_or(1000).min(10_000))
+        .await
+    {
+        Ok(leases) => Json(json!({ "leases": leases })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn admin_lease(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = admin_allowed(&service, &headers) {
+        return *r;
+    }
+    match service.index.lease(&id).await {
+        Ok(Some(lease)) => Json(lease).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": "no such lease"}})),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}

@@ -1,0 +1,211 @@
+//! Credential vending: a workload's OIDC token in, short-lived storage credentials
+//! scoped by its role out — with leases, revocation and a hash-chained audit log that
+//! fails closed.
+//!
+//! Layers, each in its own module: [`oidc`] (token checks and the JWKS cache),
+//! [`roles`] and [`policy`] (what a token may get), [`driver`] (minting upstream),
+//! [`audit`], [`service`] (the one decision path) and [`http`] (wire formats).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use artifactstore_index::Index;
+use artifactstore_model::secret::{Secret, SecretRef};
+
+pub mod audit;
+pub mod config;
+pub mod driver;
+pub mod http;
+pub mod metrics;
+pub mod oidc;
+pub mod policy;
+pub mod reason;
+pub mod roles;
+pub mod service;
+
+pub use config::VendConfig;
+pub use reason::{Denial, Reason};
+pub use service::Service;
+
+use driver::MintDriver;
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let dt = time::OffsetDateTime::from_unix_timestamp(d.as_secs() as i64)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        dt.year(),
+        u8::from(dt.month()),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        d.subsec_millis()
+    )
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{what}: {source}")]
+    Secret {
+        what: String,
+        source: artifactstore_model::secret::SecretError,
+    },
+    #[error("lease store {url}: {source}")]
+    Index {
+        url: String,
+        source: artifactstore_index::Error,
+    },
+    #[error("{0}")]
+    Audit(#[from] audit::AuditError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn resolve(r: &SecretRef, what: &str, warnings: &mut Vec<String>) -> Result<Secret, StartError> {
+    r.resolve(warnings).map_err(|source| StartError::Secret {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+/// Builds the service from its configuration: resolves secret references, opens the
+/// lease store and the audit log. Warnings (e.g. group-readable secret files) are
+/// returned for the caller to print.
+pub async fn build(config: VendConfig) -> Result<(Arc<Service>, Vec<String>), StartError> {
+    let mut warnings = Vec::new();
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| StartError::Invalid(format!("HTTP client: {e}")))?;
+    let mut drivers: BTreeMap<String, Arc<dyn MintDriver>> = BTreeMap::new();
+    for (name, d) in &config.drivers {
+        let driver: Arc<dyn MintDriver> = match d {
+            config::DriverConfig::Garage {
+                admin_url,
+                admin_token_ref,
+            } => Arc::new(driver::garage::GarageDriver::new(
+                admin_url,
+                resolve(
+                    admin_token_ref,
+                    &format!("drivers.{name}.admin_token_ref"),
+                    &mut warnings,
+                )?,
+                http.clone(),
+            )),
+            config::DriverConfig::Sts {
+                endpoint_url,
+                region,
+                role_arn,
+                access_key_id_ref,
+                secret_access_key_ref,
+                session_token_ref,
+            } => Arc::new(driver::sts::StsDriver::new(
+                endpoint_url,
+                region,
+                role_arn,
+                driver::sts::StsCredentials {
+                    access_key_id: resolve(
+                        access_key_id_ref,
+                        &format!("drivers.{name}.access_key_id_ref"),
+                        &mut warnings,
+                    )?,
+                    secret_access_key: resolve(
+                        secret_access_key_ref,
+                        &format!("drivers.{name}.secret_access_key_ref"),
+                        &mut warnings,
+                    )?,
+                    session_token: session_token_ref
+                        .as_ref()
+                        .map(|r| {
+                            resolve(
+                                r,
+                                &format!("drivers.{name}.session_token_ref"),
+                                &mut warnings,
+                            )
+                        })
+                        .transpose()?,
+                },
+            )),
+        };
+        drivers.insert(name.clone(), driver);
+    }
+    let mut roles = Vec::new();
+    for role in config.roles {
+        let driver = drivers[&role.driver].clone();
+        roles.push(service::Role::new(role, driver).map_err(StartError::Invalid)?);
+    }
+    let hmac_key = match &config.audit.hmac_key_ref {
+        Some(r) => resolve(r, "audit.hmac_key_ref", &mut warnings)?
+            .expose()
+            .as_bytes()
+            .to_vec(),
+        None => {
+            warnings.push(
+                "audit.hmac_key_ref is not set: access key ids in the audit log are hashed with a key drawn at start-up, so hashes correlate only within this run".into(),
+            );
+            let mut k = vec![0u8; 32];
+            aws_lc_rs::rand::fill(&mut k).expect("system randomness");
+            k
+        }
+    };
+    let audit = audit::AuditLog::open(&config.audit.path, &hmac_key)?;
+    let index = Index::open(&config.database_url)
+        .await
+        .map_err(|source| StartError::Index {
+            url: config.database_url.clone(),
+            source,
+        })?;
+    let admin_token = config
+        .admin
+        .token_ref
+        .as_ref()
+        .map(|r| resolve(r, "admin.token_ref", &mut warnings))
+        .transpose()?;
+    let verifier = oidc::TokenVerifier::new(&config.issuers, config.token, http);
+    let service = Arc::new(Service {
+        verifier,
+        roles,
+        drivers,
+        index,
+        audit,
+        counters: Default::default(),
+        admin_token,
+    });
+    Ok((service, warnings))
+}
+
+/// Background work: the first key fetch (retried until it works), periodic key
+/// refresh, and the reaper of expired leases. Runs until the service is dropped
+/// elsewhere and the task is aborted.
+pub async fn background(service: Arc<Service>, reaper_interval: Duration) {
+    let keys = {
+        let service = service.clone();
+        async move {
+            loop {
+                service.verifier.refresh_all(Duration::ZERO).await;
+                let all = service.verifier.issuers.iter().all(|i| i.loaded());
+                tokio::time::sleep(if all {
+                    oidc::PERIODIC_REFRESH
+                } else {
+                    Duration::from_secs(2)
+                })
+                .await;
+            }
+        }
+    };
+    let reaper = async move {
+        loop {
+            tokio::time::sleep(reaper_interval).await;
+            if let Err(e) = service.reap_once().await {
+                tracing::warn!(error = %e, "lease reaper");
+            }
+        }
+    };
+    tokio::join!(keys, reaper);
+}
