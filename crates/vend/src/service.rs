@@ -244,6 +244,16 @@ impl Service {
         }
     }
 
+    /// Token checks and the decision, without auditing or minting: the role, scope and
+    /// duration that [`vend`](Self::vend) would issue. For benchmarks and dry runs.
+    pub async fn evaluate(&self, request: &VendRequest) -> Result<(String, Scope, u64), Denial> {
+        let token = self.verifier.verify(request.token.expose()).await?;
+        self.decide(&token, request)
+            .await
+            .map(|(role, scope, duration)| (role.config.name.clone(), scope, duration))
+            .map_err(|(_, denial)| denial)
+    }
+
     /// Everything after the token: revocations, role, scope, policy, duration.
     #[allow(clippy::type_complexity)]
     async fn decide(

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Credential vending throughput, with peers measured in the same run:
+#   - token checks and token checks + role decisions per second, in process, two
+#     worker threads, keys cached (RS256, the issuer's default) — peer: python joserfc
+#     verifying the same token with the same key (one thread);
+#   - vend round trips end to end on the garage driver (POST /v1/credentials: token
+#     check, decision, two synced audit lines, lease rows, Garage CreateKey +
+#     AllowBucketKey), sequential, p50/p99 — peer: the same two Garage admin calls made
+#     directly.
+# Runs a throwaway Garage (scripts/s3-fixture.sh) and the test OIDC issuer (tests/oidc).
+#   BENCH_SECONDS (default 6) for the in-process phases, BENCH_N (default 300) round trips.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -z "${ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL:-}" ]; then
+  cargo build --release -q -p artifactstore -p artifactstore-vend --example vend_bench
+  [ -d tests/oidc/node_modules/oauth2-mock-server ] || npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
+  exec scripts/s3-fixture.sh garage -- "$0" "$@"
+fi
+
+seconds=${BENCH_SECONDS:-6}
+n=${BENCH_N:-300}
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+node tests/oidc/issuer.mjs 0 > "$tmp/issuer.out" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/issuer.out" ] && break; sleep 0.1; done
+issuer=$(awk '{print $2}' "$tmp/issuer.out")
+
+export ARTIFACTSTORE_VEND_ISSUER=$issuer
+export ARTIFACTSTORE_VEND_AUDIENCE=artifactstore-bench
+export ARTIFACTSTORE_VEND_BUCKET=$ARTIFACTSTORE_S3_BUCKET
+export ARTIFACTSTORE_VEND_AUDIT_LOG=$tmp/audit.log
+export ARTIFACTSTORE_VEND_DATABASE_URL="sqlite://$tmp/leases.db?mode=rwc"
+export ARTIFACTSTORE_VEND_GARAGE_ADMIN_URL=$ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL
+export ARTIFACTSTORE_VEND_GARAGE_ADMIN_TOKEN_REF=$ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF
+
+curl -s -X POST "$issuer/token" -d grant_type=client_credentials \
+  --data-urlencode 'claims={"sub":"bench","aud":"artifactstore-bench","groups":["artifact-writers"]}' \
+  | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])' > "$tmp/token"
+curl -s "$issuer/jwks" > "$tmp/jwks.json"
+
+echo "== in process: token checks and decisions (${seconds} s, 2 threads)"
+target/release/examples/vend_bench decide examples/vend-garage.toml "$tmp/token" "$seconds" | tee "$tmp/decide.json"
+
+echo "== peer: python joserfc, same token and key (1 thread, 3 s)"
+python3 - "$tmp/token" "$tmp/jwks.json" "$issuer" > "$tmp/peer.json" <<'PY'
+import json, sys, time
+from joserfc import jwt
+from joserfc.jwk import KeySet
+token = open(sys.argv[1]).read().strip()
+keys = KeySet.import_key_set(json.load(open(sys.argv[2])))
+claims = jwt.JWTClaimsRegistry(iss={"essential": True, "value": sys.argv[3]},
+                               aud={"essential": True, "value": "artifactstore-bench"})
+n, start = 0, time.perf_counter()
+while time.perf_counter() - start < 3:
+    t = jwt.decode(token, keys, algorithms=["RS256"])
+    claims.validate(t.claims)
+    n += 1
+print(json.dumps({"token_checks_per_second": n / (time.perf_counter() - start)}))
+PY
+cat "$tmp/peer.json"
+
+target/release/artifactstore vend serve --config examples/vend-garage.toml --listen 127.0.0.1:0 \
+  > "$tmp/vend.out" 2> "$tmp/vend.err" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/vend.out" ] && break; sleep 0.1; done
+url=$(awk '{print $NF}' "$tmp/vend.out")
+for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done
+
+echo "== end to end: $n sequential vend round trips on the garage driver"
+target/release/examples/vend_bench http "$url" "$tmp/token" "$n" | tee "$tmp/http.json"
+echo "== peer: $n direct Garage CreateKey + AllowBucketKey"
+admin_token_file=${ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF#file:}
+target/release/examples/vend_bench garage "$ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL" "$admin_token_file" \
+  "$ARTIFACTSTORE_S3_BUCKET" "$n" | tee "$tmp/garage.json"
+target/release/artifactstore vend audit verify "$tmp/audit.log"
+
+python3 - "$tmp" <<'PY'
+import json, sys
+d = lambda name: json.load(open(f"{sys.argv[1]}/{name}.json"))
+decide, peer, http, garage = d("decide"), d("peer"), d("http"), d("garage")
+print()
+print(f"token checks/s        {decide['token_checks_per_second']:>10.0f}   "
+      f"joserfc {peer['token_checks_per_second']:.0f}/s   ratio {decide['token_checks_per_second'] / peer['token_checks_per_second']:.2f}x")
+print(f"checks+decisions/s    {decide['decisions_per_second']:>10.0f}")
+print(f"vend round trips/s    {http['per_second']:>10.1f}   p50 {http['p50_ms']:.2f} ms  p99 {http['p99_ms']:.2f} ms")
+print(f"garage direct/s       {garage['per_second']:>10.1f}   p50 {garage['p50_ms']:.2f} ms  p99 {garage['p99_ms']:.2f} ms")
+print(f"vend / garage direct  {http['per_second'] / garage['per_second']:>10.2f}x")
+PY
