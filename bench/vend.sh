@@ -13,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -z "${ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL:-}" ]; then
-  cargo build --release -q -p artifactstore -p artifactstore-vend --example vend_bench
+  cargo build --release -q -p artifactstore
+  cargo build --release -q -p artifactstore-vend --example vend_bench
   [ -d tests/oidc/node_modules/oauth2-mock-server ] || npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
   exec scripts/s3-fixture.sh garage -- "$0" "$@"
 fi
@@ -69,6 +70,7 @@ target/release/artifactstore vend serve --config examples/vend-garage.toml --lis
 pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/vend.out" ] && break; sleep 0.1; done
 url=$(awk '{print $NF}' "$tmp/vend.out")
+if [ -z "$url" ]; then echo "vend serve did not start:" >&2; cat "$tmp/vend.err" >&2; exit 1; fi
 for _ in $(seq 100); do curl -sf "$url/readyz" >/dev/null && break; sleep 0.1; done
 
 echo "== end to end: $n sequential vend round trips on the garage driver"

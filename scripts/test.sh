@@ -8,7 +8,9 @@
 #      the kill test and `storage verify`, against a real Garage
 #      started by scripts/s3-fixture.sh (its binary is built once, ~25 min, and cached
 #      in ~/.cache/artifact-store), then against RustFS when its binary is cached;
-#      and credential vending on its Garage driver (real OIDC issuer, unmodified boto3).
+#      the same suites again with the server on web-identity credentials vended by
+#      `artifactstore vend serve` (scripts/vend-fixture.sh); and credential vending on
+#      its Garage driver (real OIDC issuer, unmodified boto3).
 # The vending tests need node (tests/oidc: npm oauth2-mock-server, installed here when
 # missing) and python3 with boto3 and moto[server]; this script makes them required,
 # so a missing one fails instead of skipping.
@@ -45,6 +47,9 @@ live_tests=(cargo test --locked
 
 echo "== live S3: Garage"
 "${with_pg[@]}" scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
+
+echo "== live S3 on short-lived credentials: web identity at the vend service (Garage driver)"
+"${with_pg[@]}" scripts/s3-fixture.sh garage -- scripts/vend-fixture.sh -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
 
 echo "== live credential vending: Garage driver"
 scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend live::

@@ -25,7 +25,7 @@ use artifactstore_model::{Digest, Hasher};
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    StalledStreamProtectionConfig,
+    SharedCredentialsProvider, StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
@@ -188,10 +188,97 @@ impl fmt::Debug for S3BlobStore {
 
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Retries, once per credential, a request the store refused because of its credential.
+struct CredentialRejected {
+    on_rejected: Arc<dyn Fn() -> bool + Send + Sync>,
+}
+
+impl fmt::Debug for CredentialRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialRejected")
+    }
+}
+
+/// Error codes that mean "this credential", not "this request": a fresh credential
+/// may succeed.
+const CREDENTIAL_CODES: [&str; 5] = [
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "InvalidAccessKeyId",
+    "InvalidToken",
+    "TokenRefreshRequired",
+];
+
+impl aws_sdk_s3::config::retry::ClassifyRetry for CredentialRejected {
+    fn classify_retry(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::InterceptorContext,
+    ) -> aws_sdk_s3::config::retry::RetryAction {
+        use aws_sdk_s3::config::retry::RetryAction;
+        let Some(resp) = ctx.response() else {
+            return RetryAction::NoActionIndicated;
+        };
+        if !matches!(resp.status().as_u16(), 400 | 403) {
+            return RetryAction::NoActionIndicated;
+        }
+        let body = resp
+            .body()
+            .bytes()
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
+        let code = body
+            .find("<Code>")
+            .and_then(|i| body[i + 6..].split('<').next())
+            .unwrap_or("");
+        if CREDENTIAL_CODES.contains(&code) && (self.on_rejected)() {
+            tracing::info!(
+                code,
+                "the store refused the credential; refreshing it and retrying once"
+            );
+            RetryAction::transient_error()
+        } else {
+            RetryAction::NoActionIndicated
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "credential rejected"
+    }
+}
+
 impl S3BlobStore {
     /// Builds the client. Makes no request: see [`probe`](Self::probe) and
     /// [`head_bucket`](Self::head_bucket).
     pub fn new(cfg: S3Config, creds: S3Credentials) -> Result<Self> {
+        let credentials = Credentials::new(
+            creds.access_key_id,
+            creds.secret_access_key.expose(),
+            creds.session_token.as_ref().map(|t| t.expose().to_owned()),
+            None,
+            "artifactstore-static",
+        );
+        Self::build(cfg, SharedCredentialsProvider::new(credentials), None)
+    }
+
+    /// Builds the client on a credentials provider that refreshes (temporary
+    /// credentials). The SDK's own identity cache is off, so every request — each part
+    /// of a multipart upload included — is signed with what `provider` holds now. A
+    /// request refused because of its credential (`ExpiredToken`, `InvalidAccessKeyId`,
+    /// `InvalidToken`) calls `on_rejected`; when it returns true (the first rejection of
+    /// that credential) the request is retried once, after the provider refreshed.
+    pub fn with_provider(
+        cfg: S3Config,
+        provider: SharedCredentialsProvider,
+        on_rejected: Arc<dyn Fn() -> bool + Send + Sync>,
+    ) -> Result<Self> {
+        Self::build(cfg, provider, Some(on_rejected))
+    }
+
+    fn build(
+        cfg: S3Config,
+        provider: SharedCredentialsProvider,
+        on_rejected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    ) -> Result<Self> {
         if cfg.part_size < MIN_PART_SIZE {
             return Err(Error::Config(format!(
                 "part size {} is below the S3 minimum of {MIN_PART_SIZE} bytes",
@@ -201,13 +288,6 @@ impl S3BlobStore {
         if cfg.bucket.is_empty() {
             return Err(Error::Config("the bucket name is empty".into()));
         }
-        let credentials = Credentials::new(
-            creds.access_key_id,
-            creds.secret_access_key.expose(),
-            creds.session_token.as_ref().map(|t| t.expose().to_owned()),
-            None,
-            "artifactstore-static",
-        );
         let (request, response) = match cfg.checksum {
             ChecksumMode::WhenRequired => (
                 RequestChecksumCalculation::WhenRequired,
@@ -221,7 +301,7 @@ impl S3BlobStore {
         let mut builder = aws_sdk_s3::config::Builder::new()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(cfg.region.clone()))
-            .credentials_provider(credentials)
+            .credentials_provider(provider)
             .force_path_style(cfg.path_style)
             .request_checksum_calculation(request)
             .response_checksum_validation(response)
@@ -240,6 +320,11 @@ impl S3BlobStore {
         }
         if let Some(ca) = &cfg.ca_bundle {
             builder = builder.http_client(http_client_with_ca(ca)?);
+        }
+        if let Some(on_rejected) = on_rejected {
+            builder = builder
+                .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
+                .retry_classifier(CredentialRejected { on_rejected });
         }
         let mut prefix = cfg.prefix.trim_start_matches('/').to_owned();
         if !prefix.is_empty() && !prefix.ends_with('/') {

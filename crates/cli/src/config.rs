@@ -66,6 +66,23 @@ pub enum Checksum {
     WhenSupported,
 }
 
+/// Where the S3 backend's credentials come from.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum CredentialsSource {
+    /// The first that is configured, in this order: web-identity (a token file),
+    /// container (a URL), process (a command), file (a path), assume-role (a role ARN
+    /// and base keys), static (keys).
+    #[default]
+    Auto,
+    Static,
+    WebIdentity,
+    AssumeRole,
+    Container,
+    Process,
+    File,
+}
+
 /// `[s3]`: an S3-compatible bucket. Credentials only as secret references.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
@@ -98,6 +115,32 @@ pub struct S3Settings {
     pub secret_access_key_ref: Option<String>,
     /// `env:NAME` or `file:/path` of a session token (temporary credentials).
     pub session_token_ref: Option<String>,
+    /// Where credentials come from (docs/CONFIG.md): `auto` (default), `static`,
+    /// `web-identity`, `assume-role`, `container`, `process` or `file`.
+    pub credentials_source: CredentialsSource,
+    /// web-identity: the OIDC token file, re-read at every refresh.
+    pub web_identity_token_file: Option<PathBuf>,
+    /// web-identity (optional) and assume-role (required): the role to assume.
+    pub role_arn: Option<String>,
+    pub role_session_name: String,
+    /// web-identity and assume-role: the STS endpoint (default: the S3 endpoint).
+    pub sts_endpoint_url: Option<String>,
+    /// web-identity and assume-role: DurationSeconds to ask for (default: the STS's).
+    pub credentials_duration_secs: Option<u64>,
+    /// assume-role: an inline session policy (JSON) that narrows the role.
+    pub session_policy: Option<String>,
+    /// container: the credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI` style).
+    pub container_credentials_url: Option<String>,
+    /// container: file holding the `Authorization` value, re-read at every refresh.
+    pub container_authorization_token_file: Option<PathBuf>,
+    /// process: a credential_process command line, run with `sh -c`.
+    pub credential_process: Option<String>,
+    pub credential_process_timeout_secs: u64,
+    /// file: a JSON file in credential_process format written by a sidecar.
+    pub credentials_file: Option<PathBuf>,
+    /// Refresh when less than this remains (default: the smaller of 5 min and a third
+    /// of the credential's lifetime).
+    pub credentials_refresh_window_secs: Option<u64>,
     // Present only to refuse them with a message that says what to do instead.
     #[serde(skip_serializing)]
     pub access_key_id: Option<Refused>,
@@ -137,6 +180,19 @@ impl Default for S3Settings {
             access_key_id_ref: None,
             secret_access_key_ref: None,
             session_token_ref: None,
+            credentials_source: CredentialsSource::Auto,
+            web_identity_token_file: None,
+            role_arn: None,
+            role_session_name: "artifactstore".into(),
+            sts_endpoint_url: None,
+            credentials_duration_secs: None,
+            session_policy: None,
+            container_credentials_url: None,
+            container_authorization_token_file: None,
+            credential_process: None,
+            credential_process_timeout_secs: 30,
+            credentials_file: None,
+            credentials_refresh_window_secs: None,
             access_key_id: None,
             secret_access_key: None,
             session_token: None,

@@ -138,7 +138,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // The one line on stdout: scripts (and tests on port 0) read the address from it.
     println!("artifactstore listening on http://{addr}");
 
-    let state = AppState::new(
+    let mut state = AppState::new(
         blobs.blob_store(),
         Arc::new(index),
         ServiceConfig {
@@ -146,6 +146,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..ServiceConfig::default()
         },
     );
+    if let crate::store::Opened::S3(_, cache) = &blobs {
+        state = state.with_probe(Arc::new(crate::store::CredentialProbe(cache.clone())));
+    }
     let index = state.index.clone();
     artifactstore_server::run(listener, state, shutdown_signal()).await?;
     index.close().await;

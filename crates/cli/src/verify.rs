@@ -120,7 +120,9 @@ pub async fn verify(args: StoreArgs, json: bool) -> anyhow::Result<u8> {
                 )
             }
             Backend::S3 => {
-                let (store, info) = s3_store(&cfg.s3)?;
+                let (store, mut info, cache) = s3_store(&cfg.s3)?;
+                // A credential that cannot be fetched fails here, naming its source.
+                info.load_expiry(&cache).await?;
                 let target = format!(
                     "s3://{}/{} at {}",
                     store.bucket(),

@@ -7,6 +7,11 @@ use std::process::{Command, Output};
 
 use common::*;
 
+/// These tests are about static keys, whatever source the environment chose.
+fn static_keys() -> (&'static str, String) {
+    ("ARTIFACTSTORE_S3_CREDENTIALS_SOURCE", "static".into())
+}
+
 fn verify(envs: &[(&str, String)], args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(["storage", "verify"]).args(args);
@@ -116,6 +121,7 @@ fn unreachable_endpoint_fails_clearly_and_secret_free() {
             "http://127.0.0.1:1".to_string(),
         ),
         ("ARTIFACTSTORE_S3_BUCKET", "artifacts".to_string()),
+        static_keys(),
         ("ARTIFACTSTORE_S3_MAX_ATTEMPTS", "1".to_string()),
         (
             "ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF",
@@ -170,8 +176,8 @@ fn secrets_as_plain_config_values_are_refused() {
         format!("backend = \"s3\"\n[s3]\nbucket = \"b\"\nsecret_access_key = \"{secret}\"\n"),
     )
     .unwrap();
-    let out = verify(&[], &["--config", cfg.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2));
+    let out = verify(&[static_keys()], &["--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("secret_access_key_ref"),
         "{}",
@@ -187,6 +193,7 @@ fn secrets_as_plain_config_values_are_refused() {
                 "plainvalue".into(),
             ),
             ("ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF", "env:HOME".into()),
+            static_keys(),
         ],
         &["--backend", "s3"],
     );
@@ -234,25 +241,47 @@ async fn live_s3_verify_and_secret_hygiene() {
             .all(|c| c["status"] == "pass"),
         "{report}"
     );
-    assert_eq!(report["credentials"]["source"], "static");
+    // The source the environment chose: static keys, or (scripts/vend-fixture.sh)
+    // web-identity credentials vended for a token, which expire.
+    let source =
+        std::env::var("ARTIFACTSTORE_S3_CREDENTIALS_SOURCE").unwrap_or_else(|_| "static".into());
+    assert_eq!(report["credentials"]["source"], source.as_str(), "{report}");
     assert_no_leak(&ok, &[real_secret.expose()]);
     let human = verify(
         &[("ARTIFACTSTORE_S3_PREFIX", prefix.clone())],
         &["--backend", "s3"],
     );
-    assert!(
-        stdout(&human).contains("expires      never"),
-        "{}",
-        stdout(&human)
-    );
+    if source == "static" {
+        assert!(
+            stdout(&human).contains("expires      never"),
+            "{}",
+            stdout(&human)
+        );
+    } else {
+        let expires = report["credentials"]["expires"]
+            .as_str()
+            .unwrap_or_default();
+        let t =
+            time::OffsetDateTime::parse(expires, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| panic!("expiry {expires:?}"));
+        assert!(t > time::OffsetDateTime::now_utc(), "{expires}");
+        assert!(
+            stdout(&human).contains(&format!("credentials  {source} (")),
+            "{}",
+            stdout(&human)
+        );
+    }
     assert!(stdout(&human).contains(&endpoint));
 
     let wrong = canary("wrong-secret");
     let out = verify(
-        &[(
-            "ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF",
-            secret_file(dir.path(), "wrong", &wrong),
-        )],
+        &[
+            (
+                "ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF",
+                secret_file(dir.path(), "wrong", &wrong),
+            ),
+            ("ARTIFACTSTORE_S3_CREDENTIALS_SOURCE", "static".into()),
+        ],
         &["--backend", "s3"],
     );
     assert_eq!(out.status.code(), Some(1));

@@ -46,12 +46,24 @@ impl Default for ServiceConfig {
     }
 }
 
+/// A dependency beyond the index and the blob store that readiness and metrics report
+/// on (the S3 backend's credentials).
+pub trait Probe: Send + Sync {
+    /// Its key under `checks` in `/readyz`.
+    fn name(&self) -> &'static str;
+    /// `Err` with a reason when the server cannot serve because of it.
+    fn check(&self) -> Result<(), String>;
+    /// Prometheus text lines (with HELP and TYPE) appended to `/metrics`.
+    fn metrics(&self) -> String;
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub blobs: Arc<dyn BlobStore>,
     pub index: Arc<Index>,
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServiceConfig>,
+    pub probes: Vec<Arc<dyn Probe>>,
 }
 
 impl AppState {
@@ -61,7 +73,13 @@ impl AppState {
             index,
             metrics: Arc::new(Metrics::default()),
             config: Arc::new(config),
+            probes: Vec::new(),
         }
+    }
+
+    pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Self {
+        self.probes.push(probe);
+        self
     }
 }
 

@@ -18,7 +18,9 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the index answers a query and the blob store answers a lookup.
+/// Ready when the index answers a query, the blob store answers a lookup and every
+/// probe (the S3 backend's credentials) passes; the lookup runs first, so it can fetch
+/// a credential that was due.
 pub async fn readyz(State(st): State<AppState>) -> Response {
     let index = st.index.ping().await.map_err(|e| e.to_string());
     let probe = Digest::of(b"artifactstore readiness probe");
@@ -28,17 +30,23 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         .await
         .map(|_| ())
         .map_err(|e| e.to_string());
-    let ready = index.is_ok() && blobs.is_ok();
+    let probes: Vec<(&str, Result<(), String>)> =
+        st.probes.iter().map(|p| (p.name(), p.check())).collect();
+    let ready = index.is_ok() && blobs.is_ok() && probes.iter().all(|(_, r)| r.is_ok());
     let show = |r: &Result<(), String>| match r {
         Ok(()) => "ok".to_owned(),
         Err(e) => e.clone(),
     };
+    let mut checks = json!({
+        "index": show(&index),
+        "blobs": show(&blobs),
+    });
+    for (name, result) in &probes {
+        checks[*name] = json!(show(result));
+    }
     let body = json!({
         "status": if ready { "ready" } else { "unready" },
-        "checks": {
-            "index": show(&index),
-            "blobs": show(&blobs),
-        },
+        "checks": checks,
         "backend": st.blobs.capabilities().backend,
         "database": st.index.backend(),
     });
@@ -56,7 +64,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        st.metrics.render(),
+        st.metrics.render() + &st.probes.iter().map(|p| p.metrics()).collect::<String>(),
     )
         .into_response()
 }

@@ -1,0 +1,364 @@
+//! Credentials for the S3 backend: one [`CredentialSource`] trait, one
+//! [`RefreshingCache`] in front of every source, and the sources themselves (static
+//! secret references, web identity, AssumeRole, container endpoint, credential_process,
+//! a sidecar-written file).
+//!
+//! The cache refreshes ahead of expiry: when less than a window remains (the smaller of
+//! 5 minutes and a third of the lifetime, unless configured), less a random part of a
+//! fifth of the window so that replicas do not all refresh at once. One refresh runs at
+//! a time; callers holding a still-valid credential keep using it meanwhile, callers
+//! without one wait for it. A failed refresh keeps the last credential while it is
+//! valid and is retried with backoff (1 s doubling to 60 s).
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use artifactstore_model::secret::Secret;
+
+pub mod sources;
+
+/// One set of credentials. Secrets stay [`Secret`]s until the signer needs them.
+#[derive(Clone)]
+pub struct Credential {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
+    /// `None`: long-lived (never refreshed).
+    pub expires_at: Option<SystemTime>,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("access_key_id", &self.access_key_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a source could not produce credentials. Messages name files, URLs and codes,
+/// never a secret or token.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("credential source {source_name}: {message}")]
+pub struct SourceError {
+    pub source_name: &'static str,
+    pub message: String,
+}
+
+impl SourceError {
+    pub fn new(source_name: &'static str, message: impl Into<String>) -> Self {
+        SourceError {
+            source_name,
+            message: message.into(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+pub trait CredentialSource: Send + Sync {
+    /// `static`, `web-identity`, `assume-role`, `container`, `process`, `file`.
+    fn name(&self) -> &'static str;
+    async fn fetch(&self) -> Result<Credential, SourceError>;
+    /// Whether what `fetch` reads has changed since (a sidecar's file): the cache then
+    /// fetches again before the credential is due. Must be cheap.
+    fn changed(&self) -> bool {
+        false
+    }
+}
+
+/// The time, replaceable in tests.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> SystemTime;
+}
+
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now()
+    }
+}
+
+/// When to refresh.
+#[derive(Clone, Debug)]
+pub struct RefreshPolicy {
+    /// Refresh when less than this remains; `None`: the smaller of 5 min and a third
+    /// of the credential's lifetime.
+    pub window: Option<Duration>,
+    pub min_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        RefreshPolicy {
+            window: None,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(60),
+        }
+    }
+}
+
+struct Entry {
+    credential: Credential,
+    /// When to start refreshing; `None` for long-lived credentials.
+    refresh_at: Option<SystemTime>,
+    /// Past this, the credential is not handed out (a little before its expiry, so a
+    /// request signed with it does not arrive after it).
+    usable_until: Option<SystemTime>,
+}
+
+struct RefreshState {
+    not_before: Option<SystemTime>,
+    backoff: Duration,
+    last_error: Option<SourceError>,
+}
+
+/// Counters and the current expiry, for metrics and readiness.
+#[derive(Default)]
+pub struct CacheStats {
+    pub refreshes: AtomicU64,
+    pub failures: AtomicU64,
+    pub forced: AtomicU64,
+}
+
+pub struct RefreshingCache {
+    source: Arc<dyn CredentialSource>,
+    clock: Arc<dyn Clock>,
+    policy: RefreshPolicy,
+    current: RwLock<Option<Arc<Entry>>>,
+    refresh: tokio::sync::Mutex<RefreshState>,
+    /// Set by [`reject`](Self::reject): the upstream refused the current credential.
+    rejected: AtomicBool,
+    pub stats: CacheStats,
+}
+
+fn random_below(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let mut b = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
+    u64::from_le_bytes(b) % n
+}
+
+/// The default refresh window for a credential living `lifetime`.
+pub fn default_window(lifetime: Duration) -> Duration {
+    (lifetime / 3).min(Duration::from_secs(300))
+}
+
+impl RefreshingCache {
+    pub fn new(source: Arc<dyn CredentialSource>, policy: RefreshPolicy) -> Self {
+        Self::with_clock(source, policy, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(
+        source: Arc<dyn CredentialSource>,
+        policy: RefreshPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        RefreshingCache {
+            source,
+            clock,
+            policy,
+            current: RwLock::new(None),
+            refresh: tokio::sync::Mutex::new(RefreshState {
+                not_before: None,
+                backoff: Duration::ZERO,
+                last_error: None,
+            }),
+            rejected: AtomicBool::new(false),
+            stats: CacheStats::default(),
+        }
+    }
+
+    pub fn source_name(&self) -> &'static str {
+        self.source.name()
+    }
+
+    /// The expiry of the credential held now, if any and if it expires.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.current
+            .read()
+            .unwrap()
+            .as_ref()
+            .and_then(|e| e.credential.expires_at)
+    }
+
+    /// Whether a usable credential is held right now.
+    pub fn has_valid(&self) -> bool {
+        let now = self.clock.now();
+        self.current
+            .read()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|e| e.usable_until.is_none_or(|u| now < u))
+    }
+
+    /// The last refresh error, while no refresh has succeeded since.
+    pub fn last_error(&self) -> Option<SourceError> {
+        self.refresh
+            .try_lock()
+            .ok()
+            .and_then(|s| s.last_error.clone())
+    }
+
+    fn entry(&self, credential: Credential, now: SystemTime) -> Entry {
+        let (refresh_at, usable_until) = match credential.expires_at {
+            None => (None, None),
+            Some(exp) => {
+                let lifetime = exp.duration_since(now).unwrap_or_default();
+                let window = self
+                    .policy
+                    .window
+                    .unwrap_or_else(|| default_window(lifetime));
+                let jitter = Duration::from_millis(random_below(window.as_millis() as u64 / 5 + 1));
+                let margin = (lifetime / 10).min(Duration::from_secs(15));
+                (
+                    Some(exp.checked_sub(window + jitter).unwrap_or(now)),
+                    Some(exp.checked_sub(margin).unwrap_or(exp)),
+                )
+            }
+        };
+        Entry {
+            credential,
+            refresh_at,
+            usable_until,
+        }
+    }
+
+    /// A credential to sign with: the cached one, or a fresh one when it is due.
+    pub async fn get(&self) -> Result<Credential, SourceError> {
+        let now = self.clock.now();
+        let cached = self.current.read().unwrap().clone();
+        let rejected = self.rejected.load(Ordering::Acquire);
+        if let Some(e) = &cached {
+            let usable = e.usable_until.is_none_or(|u| now < u);
+            let due = rejected || e.refresh_at.is_some_and(|r| now >= r) || self.source.changed();
+            if usable && !due {
+                return Ok(e.credential.clone());
+            }
+            if usable {
+                // Due, still valid: refresh unless someone else already is.
+                let Ok(state) = self.refresh.try_lock() else {
+                    return Ok(e.credential.clone());
+                };
+                return Ok(self
+                    .refresh_locked(state, now)
+                    .await
+                    .unwrap_or_else(|_| e.credential.clone()));
+            }
+        }
+        // Nothing usable: wait for the refresh in flight, or run one.
+        let state = self.refresh.lock().await;
+        let now = self.clock.now();
+        if let Some(e) = self.current.read().unwrap().clone()
+            && e.usable_until.is_none_or(|u| now < u)
+            && !self.rejected.load(Ordering::Acquire)
+            && e.refresh_at.is_none_or(|r| now < r)
+        {
+            return Ok(e.credential.clone());
+        }
+        self.refresh_locked(state, now).await
+    }
+
+    async fn refresh_locked(
+        &self,
+        mut state: tokio::sync::MutexGuard<'_, RefreshState>,
+        now: SystemTime,
+    ) -> Result<Credential, SourceError> {
+        if let Some(nb) = state.not_before
+            && now < nb
+        {
+            let err = state
+                .last_error
+                .clone()
+                .unwrap_or_else(|| SourceError::new(self.source.name(), "backing off"));
+            return self.fallback(err, now);
+        }
+        match self.source.fetch().await {
+            Ok(credential) => {
+                let now = self.clock.now();
+                let entry = Arc::new(self.entry(credential.clone(), now));
+                *self.current.write().unwrap() = Some(entry);
+                self.rejected.store(false, Ordering::Release);
+                state.not_before = None;
+                state.backoff = Duration::ZERO;
+                state.last_error = None;
+                self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                Ok(credential)
+            }
+            Err(err) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                state.backoff = if state.backoff.is_zero() {
+                    self.policy.min_backoff
+                } else {
+                    (state.backoff * 2).min(self.policy.max_backoff)
+                };
+                state.not_before = Some(now + state.backoff);
+                state.last_error = Some(err.clone());
+                tracing::warn!(source = self.source.name(), error = %err, retry_in = ?state.backoff, "credential refresh failed");
+                self.fallback(err, now)
+            }
+        }
+    }
+
+    /// The cached credential while it is usable, else the error.
+    fn fallback(&self, err: SourceError, now: SystemTime) -> Result<Credential, SourceError> {
+        match self.current.read().unwrap().as_ref() {
+            Some(e) if e.usable_until.is_none_or(|u| now < u) => Ok(e.credential.clone()),
+            _ => Err(err),
+        }
+    }
+
+    /// The upstream refused the current credential (expired, unknown key, bad token):
+    /// the next [`get`](Self::get) refreshes. Returns false when a rejection is already
+    /// pending, so a caller retries at most once per credential.
+    pub fn reject(&self) -> bool {
+        let first = !self.rejected.swap(true, Ordering::AcqRel);
+        if first {
+            self.stats.forced.fetch_add(1, Ordering::Relaxed);
+        }
+        first
+    }
+}
+
+/// The cache as the AWS SDK's credentials provider. The SDK's own identity cache is
+/// turned off where this is used, so every request (and every part of a multipart
+/// upload) asks here and is signed with the current credential.
+#[derive(Clone)]
+pub struct SdkProvider(pub Arc<RefreshingCache>);
+
+impl fmt::Debug for SdkProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SdkProvider({})", self.0.source_name())
+    }
+}
+
+impl aws_credential_types::provider::ProvideCredentials for SdkProvider {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::new(async move {
+            let c =
+                self.0.get().await.map_err(
+                    aws_credential_types::provider::error::CredentialsError::provider_error,
+                )?;
+            Ok(aws_credential_types::Credentials::new(
+                c.access_key_id,
+                c.secret_access_key.expose(),
+                c.session_token.as_ref().map(|t| t.expose().to_owned()),
+                c.expires_at,
+                self.0.source_name(),
+            ))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
