@@ -52,7 +52,7 @@ echo "== live S3 on short-lived credentials: web identity at the vend service (G
 "${with_pg[@]}" scripts/s3-fixture.sh garage -- scripts/vend-fixture.sh -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
 
 echo "== live credential vending: Garage driver"
-scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend live::
+scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend -- live:: rotation::
 
 echo "== live S3: RustFS"
 set +e

@@ -188,16 +188,9 @@ impl fmt::Debug for S3BlobStore {
 
 static STAGING_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// Retries, once per credential, a request the store refused because of its credential.
-struct CredentialRejected {
-    on_rejected: Arc<dyn Fn() -> bool + Send + Sync>,
-}
-
-impl fmt::Debug for CredentialRejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("CredentialRejected")
-    }
-}
+/// Told the key id of a request the store refused because of its credential, so that
+/// the provider fetches a new one; answers whether it did.
+pub type OnRejected = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Error codes that mean "this credential", not "this request": a fresh credential
 /// may succeed.
@@ -209,35 +202,160 @@ const CREDENTIAL_CODES: [&str; 5] = [
     "TokenRefreshRequired",
 ];
 
+/// One [`CredentialRejected`] serves as interceptor and classifier.
+#[derive(Debug, Clone)]
+struct SharedCredentialRejected(Arc<CredentialRejected>);
+
+impl aws_sdk_s3::config::Intercept for SharedCredentialRejected {
+    fn name(&self) -> &'static str {
+        "credential rejected"
+    }
+
+    fn read_after_signing(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        rc: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.read_after_signing(context, rc, cfg)
+    }
+
+    fn modify_before_attempt_completion(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::FinalizerInterceptorContextMut<'_>,
+        rc: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        self.0.modify_before_attempt_completion(context, rc, cfg)
+    }
+}
+
+impl aws_sdk_s3::config::retry::ClassifyRetry for SharedCredentialRejected {
+    fn classify_retry(
+        &self,
+        ctx: &aws_sdk_s3::config::interceptors::InterceptorContext,
+    ) -> aws_sdk_s3::config::retry::RetryAction {
+        self.0.classify_retry(ctx)
+    }
+
+    fn name(&self) -> &'static str {
+        "credential rejected"
+    }
+}
+
+/// Marks a response that should be retried with a fresh credential.
+const RETRY_MARK: &str = "x-artifactstore-retry-with-fresh-credential";
+
+/// Whether a response refuses the request's credential. A refused HEAD has no body to
+/// say why: it counts too.
+fn refuses_credential(resp: &aws_sdk_s3::config::http::HttpResponse) -> bool {
+    let status = resp.status().as_u16();
+    if !matches!(status, 400 | 403) {
+        return false;
+    }
+    let body = resp
+        .body()
+        .bytes()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    if body.is_empty() {
+        return status == 403;
+    }
+    let code = body
+        .find("<Code>")
+        .and_then(|i| body[i + 6..].split('<').next())
+        .unwrap_or("");
+    CREDENTIAL_CODES.contains(&code)
+}
+
+/// The key id a request was signed with, kept for the attempt's end.
+#[derive(Debug, Clone)]
+struct SignedWith(String);
+
+impl aws_smithy_types::config_bag::Storable for SignedWith {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+/// Set once a request has been retried for its credential: never twice.
+#[derive(Debug, Clone)]
+struct RetriedForCredential;
+
+impl aws_smithy_types::config_bag::Storable for RetriedForCredential {
+    type Storer = aws_smithy_types::config_bag::StoreReplace<Self>;
+}
+
+/// Remembers which key signed each attempt; when the store refuses it, has the
+/// provider fetch a new credential and marks the response for one retry (per request,
+/// whatever the SDK's attempt budget). The classifier below only reads the mark, since
+/// the SDK runs classifiers more than once per attempt.
+struct CredentialRejected {
+    on_rejected: OnRejected,
+}
+
+impl fmt::Debug for CredentialRejected {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("CredentialRejected")
+    }
+}
+
+impl aws_sdk_s3::config::Intercept for CredentialRejected {
+    fn name(&self) -> &'static str {
+        "credential rejected"
+    }
+
+    fn read_after_signing(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _rc: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        // `Credential=<key id>/<date>/<region>/s3/aws4_request`
+        if let Some(key) = context
+            .request()
+            .headers()
+            .get("authorization")
+            .and_then(|a| a.split("Credential=").nth(1))
+            .and_then(|c| c.split('/').next())
+        {
+            cfg.interceptor_state()
+                .store_put(SignedWith(key.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn modify_before_attempt_completion(
+        &self,
+        context: &mut aws_sdk_s3::config::interceptors::FinalizerInterceptorContextMut<'_>,
+        _rc: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let Some(resp) = context.response_mut() else {
+            return Ok(());
+        };
+        if !refuses_credential(resp) || cfg.load::<RetriedForCredential>().is_some() {
+            return Ok(());
+        }
+        let key = cfg
+            .load::<SignedWith>()
+            .map(|k| k.0.clone())
+            .unwrap_or_default();
+        (self.on_rejected)(&key);
+        cfg.interceptor_state().store_put(RetriedForCredential);
+        resp.headers_mut().insert(RETRY_MARK, "1");
+        tracing::info!("the store refused the credential; retrying once with a fresh one");
+        Ok(())
+    }
+}
+
 impl aws_sdk_s3::config::retry::ClassifyRetry for CredentialRejected {
     fn classify_retry(
         &self,
         ctx: &aws_sdk_s3::config::interceptors::InterceptorContext,
     ) -> aws_sdk_s3::config::retry::RetryAction {
         use aws_sdk_s3::config::retry::RetryAction;
-        let Some(resp) = ctx.response() else {
-            return RetryAction::NoActionIndicated;
-        };
-        if !matches!(resp.status().as_u16(), 400 | 403) {
-            return RetryAction::NoActionIndicated;
-        }
-        let body = resp
-            .body()
-            .bytes()
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        let code = body
-            .find("<Code>")
-            .and_then(|i| body[i + 6..].split('<').next())
-            .unwrap_or("");
-        if CREDENTIAL_CODES.contains(&code) && (self.on_rejected)() {
-            tracing::info!(
-                code,
-                "the store refused the credential; refreshing it and retrying once"
-            );
-            RetryAction::transient_error()
-        } else {
-            RetryAction::NoActionIndicated
+        match ctx.response() {
+            Some(resp) if resp.headers().contains_key(RETRY_MARK) => RetryAction::transient_error(),
+            _ => RetryAction::NoActionIndicated,
         }
     }
 
@@ -264,12 +382,13 @@ impl S3BlobStore {
     /// credentials). The SDK's own identity cache is off, so every request — each part
     /// of a multipart upload included — is signed with what `provider` holds now. A
     /// request refused because of its credential (`ExpiredToken`, `InvalidAccessKeyId`,
-    /// `InvalidToken`) calls `on_rejected`; when it returns true (the first rejection of
-    /// that credential) the request is retried once, after the provider refreshed.
+    /// `InvalidToken`, or a bodiless 403 to a HEAD) calls `on_rejected` with the key id
+    /// it was signed with; when that returns true the request is retried (by then the
+    /// provider holds, or will fetch, another credential).
     pub fn with_provider(
         cfg: S3Config,
         provider: SharedCredentialsProvider,
-        on_rejected: Arc<dyn Fn() -> bool + Send + Sync>,
+        on_rejected: OnRejected,
     ) -> Result<Self> {
         Self::build(cfg, provider, Some(on_rejected))
     }
@@ -277,7 +396,7 @@ impl S3BlobStore {
     fn build(
         cfg: S3Config,
         provider: SharedCredentialsProvider,
-        on_rejected: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+        on_rejected: Option<OnRejected>,
     ) -> Result<Self> {
         if cfg.part_size < MIN_PART_SIZE {
             return Err(Error::Config(format!(
@@ -322,9 +441,11 @@ impl S3BlobStore {
             builder = builder.http_client(http_client_with_ca(ca)?);
         }
         if let Some(on_rejected) = on_rejected {
+            let rejected = Arc::new(CredentialRejected { on_rejected });
             builder = builder
                 .identity_cache(aws_sdk_s3::config::IdentityCache::no_cache())
-                .retry_classifier(CredentialRejected { on_rejected });
+                .interceptor(SharedCredentialRejected(rejected.clone()))
+                .retry_classifier(SharedCredentialRejected(rejected));
         }
         let mut prefix = cfg.prefix.trim_start_matches('/').to_owned();
         if !prefix.is_empty() && !prefix.ends_with('/') {

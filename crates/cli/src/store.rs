@@ -369,7 +369,7 @@ pub fn s3_store(
     let store = S3BlobStore::with_provider(
         cfg,
         SharedCredentialsProvider::new(SdkProvider(cache.clone())),
-        Arc::new(move || rejecting.reject()),
+        Arc::new(move |key_id: &str| rejecting.reject(key_id)),
     )
     .map_err(|e| fail(exit::USAGE, e.to_string()))?;
     Ok((store, info, cache))

@@ -288,6 +288,11 @@ impl RefreshingCache {
                 state.backoff = Duration::ZERO;
                 state.last_error = None;
                 self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    source = self.source.name(),
+                    expires_in = ?credential.expires_at.and_then(|e| e.duration_since(now).ok()),
+                    "credential refreshed"
+                );
                 Ok(credential)
             }
             Err(err) => {
@@ -313,15 +318,23 @@ impl RefreshingCache {
         }
     }
 
-    /// The upstream refused the current credential (expired, unknown key, bad token):
-    /// the next [`get`](Self::get) refreshes. Returns false when a rejection is already
-    /// pending, so a caller retries at most once per credential.
-    pub fn reject(&self) -> bool {
-        let first = !self.rejected.swap(true, Ordering::AcqRel);
-        if first {
-            self.stats.forced.fetch_add(1, Ordering::Relaxed);
+    /// The upstream refused a request signed with `key_id` (expired, unknown key, bad
+    /// token). When that is the credential held now, the next [`get`](Self::get)
+    /// fetches a new one; returns whether this forced a refresh (a key replaced
+    /// meanwhile, or a refresh already forced, does not force another). The caller
+    /// retries its request at most once.
+    pub fn reject(&self, key_id: &str) -> bool {
+        let held = self
+            .current
+            .read()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|e| e.credential.access_key_id == key_id);
+        if !held || self.rejected.swap(true, Ordering::AcqRel) {
+            return false;
         }
-        first
+        self.stats.forced.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 

@@ -139,21 +139,17 @@ async fn the_last_good_credential_serves_while_valid_then_errors() {
 }
 
 #[tokio::test]
-async fn a_rejection_forces_one_refresh() {
+async fn a_rejection_of_the_held_key_forces_one_refresh() {
     let (_, source, cache) = setup(Duration::from_secs(3600), Duration::ZERO);
     cache.get().await.unwrap();
-    assert!(cache.reject());
-    assert!(
-        !cache.reject(),
-        "a second rejection of the same credential is not a new one"
-    );
+    assert!(cache.reject("key-1"));
+    assert!(!cache.reject("key-1"), "a refresh is already forced");
+    assert_eq!(cache.stats.forced.load(Ordering::SeqCst), 1);
     assert_eq!(cache.get().await.unwrap().access_key_id, "key-2");
     assert_eq!(cache.get().await.unwrap().access_key_id, "key-2");
     assert_eq!(source.calls.load(Ordering::SeqCst), 2);
-    assert!(
-        cache.reject(),
-        "the new credential can be rejected once again"
-    );
+    assert!(!cache.reject("key-1"), "an old key: nothing to refresh");
+    assert!(cache.reject("key-2"), "the new key can be rejected in turn");
 }
 
 #[tokio::test]

@@ -204,6 +204,8 @@ pub struct VendSetup<'a> {
     /// TOML appended to it (extra roles, sections).
     pub extra: String,
     pub env: Vec<(String, String)>,
+    /// Listen address (default `127.0.0.1:0`); fixed when a test restarts the service.
+    pub listen: Option<String>,
 }
 
 impl Vend {
@@ -233,7 +235,8 @@ impl Vend {
         let audit = dir.path().join("audit.log");
         let stderr = dir.path().join("vend.stderr.log");
         let mut cmd = Command::new(BIN);
-        cmd.args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+        let listen = setup.listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
+        cmd.args(["vend", "serve", "--listen", &listen, "--config"])
             .arg(&config)
             .env("ARTIFACTSTORE_VEND_ISSUER", &issuer.url)
             .env("ARTIFACTSTORE_VEND_AUDIENCE", AUDIENCE)

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-fn setup(example: &'static str, extra: &str, env: &[(&str, String)]) -> VendSetup<'static> {
+pub fn setup(example: &'static str, extra: &str, env: &[(&str, String)]) -> VendSetup<'static> {
     VendSetup {
         example,
         extra: extra.to_owned(),
@@ -17,10 +17,11 @@ fn setup(example: &'static str, extra: &str, env: &[(&str, String)]) -> VendSetu
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
+        listen: None,
     }
 }
 
-fn write_token(dir: &std::path::Path, name: &str, token: &str) -> std::path::PathBuf {
+pub fn write_token(dir: &std::path::Path, name: &str, token: &str) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, token).unwrap();
     p
@@ -479,9 +480,9 @@ fn common_bin() -> &'static str {
     crate::common::BIN
 }
 
-struct Moto {
+pub struct Moto {
     child: Child,
-    url: String,
+    pub url: String,
 }
 
 impl Drop for Moto {
@@ -491,7 +492,24 @@ impl Drop for Moto {
     }
 }
 
-fn start_moto() -> Option<Moto> {
+/// Creates the IAM user (whose keys sign AssumeRole), the role and the bucket.
+pub fn bootstrap_moto(moto: &Moto) -> Value {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vend/moto_bootstrap.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&moto.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(out.stdout.lines().last().unwrap().unwrap().as_bytes()).unwrap()
+}
+
+pub fn start_moto() -> Option<Moto> {
     let have = Command::new("python3")
         .args(["-c", "import moto.server, flask"])
         .output()
@@ -535,20 +553,7 @@ fn the_sts_driver_assumes_a_role_at_moto_with_a_scoped_session_policy() {
         return;
     };
     let Some(moto) = start_moto() else { return };
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vend/moto_bootstrap.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&moto.url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let boot: Value =
-        serde_json::from_slice(out.stdout.lines().last().unwrap().unwrap().as_bytes()).unwrap();
+    let boot = bootstrap_moto(&moto);
     let dir = tempfile::tempdir().unwrap();
     let ak = dir.path().join("ak");
     let sk = dir.path().join("sk");

@@ -5,6 +5,7 @@
 mod common;
 mod helpers;
 mod live;
+mod rotation;
 
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ fn garage_setup(extra: &str, env: &[(&str, &str)]) -> VendSetup<'static> {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+        listen: None,
     }
 }
 
