@@ -414,3 +414,50 @@ fn readiness_names_an_issuer_whose_keys_cannot_be_loaded() {
     let t = issuer.token(writer_claims("k"));
     assert_eq!(vend.credentials(&t, json!({})).2, "upstream_unavailable");
 }
+
+#[test]
+fn a_role_bound_to_its_token_never_outlives_it() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let extra = r#"
+[[roles]]
+name = "bounded"
+driver = "garage"
+bucket = "${env:ARTIFACTSTORE_VEND_BUCKET}"
+actions = ["read"]
+bound_to_token = true
+rules = [{ groups = { contains = "bounded" } }]
+"#;
+    let vend = Vend::start(&issuer, None, garage_setup(extra, &[]));
+    let token = |left: i64| {
+        issuer.token(json!({"sub": "bounded-job", "aud": AUDIENCE, "groups": ["bounded"], "exp": now() + left}))
+    };
+    // Asking for longer than the token lives is refused, not silently shortened.
+    let (_, body, reason) = vend.credentials(&token(1200), json!({"duration_seconds": 3600}));
+    assert_eq!(reason, "duration_out_of_bounds", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not outlive its token"),
+        "{body}"
+    );
+    // Asking for nothing gets what the token has left (then minting fails here: the
+    // driver points at a closed port, and the failed lease shows the duration).
+    assert_eq!(
+        vend.credentials(&token(1200), json!({})).2,
+        "upstream_unavailable"
+    );
+    let lease = &vend.leases()[0];
+    let lifetime = lease["expires_at"].as_i64().unwrap() - lease["issued_at"].as_i64().unwrap();
+    assert!((1_190_000..=1_200_000).contains(&lifetime), "{lease}");
+    // Less left than the role's minimum: refused.
+    assert_eq!(
+        vend.credentials(&token(600), json!({})).2,
+        "duration_out_of_bounds"
+    );
+    // Within both bounds: fine.
+    let (_, body, reason) = vend.credentials(&token(1200), json!({"duration_seconds": 1000}));
+    assert_eq!(reason, "upstream_unavailable", "{body}");
+}
