@@ -113,7 +113,11 @@ impl IssuerKeys {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             Err(e) => {
-                tracing::warn!(issuer = %self.issuer, error = %e, "could not refresh the issuer's keys; keeping the last good set");
+                if self.loaded() {
+                    tracing::warn!(issuer = %self.issuer, error = %e, "could not refresh the issuer's keys; keeping the last good set");
+                } else {
+                    tracing::warn!(issuer = %self.issuer, error = %e, "could not load the issuer's keys; its tokens are refused until they load");
+                }
                 *self.last_error.write().unwrap() = Some(e);
                 self.refreshes_failed
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -170,7 +174,18 @@ async fn get_json(http: &reqwest::Client, url: &str) -> Result<Value, String> {
         .timeout(Duration::from_secs(5))
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {}", without_url(&e)))?;
+        .map_err(|e| {
+            format!(
+                "GET {url}: {}",
+                if e.is_timeout() {
+                    "timed out".to_owned()
+                } else if e.is_connect() {
+                    "cannot connect".to_owned()
+                } else {
+                    without_url(&e)
+                }
+            )
+        })?;
     if !resp.status().is_success() {
         return Err(format!("GET {url}: HTTP {}", resp.status()));
     }

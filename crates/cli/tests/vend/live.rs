@@ -157,6 +157,21 @@ fn unmodified_boto3_writes_and_reads_garage_with_web_identity_credentials() {
     let (status, creds, _) =
         vend.credentials(&std::fs::read_to_string(&writer).unwrap(), json!({}));
     assert_eq!(status, 200, "{creds}");
+    // A client is told to come back before expiry: by the window (5 min of a 1 h
+    // lease), less up to a fifth of it.
+    let at = |k: &str| {
+        time::OffsetDateTime::parse(
+            creds[k].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap()
+        .unix_timestamp()
+    };
+    let early = at("expiration") - at("refresh_after");
+    assert!(
+        (300..=360).contains(&early),
+        "refresh_after is {early} s before expiry"
+    );
     let secret = creds["secret_access_key"].as_str().unwrap();
     let audit = std::fs::read_to_string(&vend.audit).unwrap();
     let logs = vend.logs();
