@@ -210,10 +210,12 @@ impl RefreshingCache {
             None => (None, None),
             Some(exp) => {
                 let lifetime = exp.duration_since(now).unwrap_or_default();
+                // A configured window is capped at three quarters of the lifetime, so
+                // that a credential is used for a while before it is renewed.
                 let window = self
                     .policy
                     .window
-                    .unwrap_or_else(|| default_window(lifetime));
+                    .map_or_else(|| default_window(lifetime), |w| w.min(lifetime * 3 / 4));
                 let jitter = Duration::from_millis(random_below(window.as_millis() as u64 / 5 + 1));
                 let margin = (lifetime / 10).min(Duration::from_secs(15));
                 (
@@ -240,7 +242,9 @@ impl RefreshingCache {
             if usable && !due {
                 return Ok(e.credential.clone());
             }
-            if usable {
+            // Refused by the store: wait for a fresh one below, never hand it out again
+            // while a refresh is under way.
+            if usable && !rejected {
                 // Due, still valid: refresh unless someone else already is.
                 let Ok(state) = self.refresh.try_lock() else {
                     return Ok(e.credential.clone());
@@ -324,15 +328,16 @@ impl RefreshingCache {
     /// meanwhile, or a refresh already forced, does not force another). The caller
     /// retries its request at most once.
     pub fn reject(&self, key_id: &str) -> bool {
-        let held = self
-            .current
-            .read()
-            .unwrap()
+        // Holding the read lock: a refresh cannot replace the credential between the
+        // check and the flag, so the flag always lands on the key that was refused.
+        let current = self.current.read().unwrap();
+        let held = current
             .as_ref()
             .is_some_and(|e| e.credential.access_key_id == key_id);
         if !held || self.rejected.swap(true, Ordering::AcqRel) {
             return false;
         }
+        drop(current);
         self.stats.forced.fetch_add(1, Ordering::Relaxed);
         true
     }

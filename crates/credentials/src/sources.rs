@@ -334,8 +334,7 @@ impl CredentialSource for ContainerSource {
 }
 
 /// A credential_process command (JSON `Version: 1` on stdout), run by `sh -c` with a
-/// timeout. Its stderr is never logged in full: only its length and the start of its
-/// first line reach an error message.
+/// timeout. Its stderr is never logged: only its length reaches an error message.
 pub struct ProcessSource {
     pub command: String,
     pub timeout: Duration,
@@ -368,18 +367,11 @@ impl CredentialSource for ProcessSource {
             })?
             .map_err(|e| SourceError::new(name, format!("the command failed: {e}")))?;
         if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let first: String = stderr
-                .lines()
-                .next()
-                .unwrap_or("")
-                .chars()
-                .take(160)
-                .collect();
+            // Its stderr may hold anything, secrets included: only its size is told.
             return Err(SourceError::new(
                 name,
                 format!(
-                    "the command exited with {} ({} bytes on stderr, starting {first:?})",
+                    "the command exited with {} ({} bytes on stderr, not shown)",
                     out.status,
                     out.stderr.len()
                 ),
@@ -491,6 +483,7 @@ mod tests {
         };
         let e = failing.fetch().await.unwrap_err().to_string();
         assert!(e.contains("exit status: 3"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
         let slow = ProcessSource {
             command: "sleep 5".into(),
             timeout: Duration::from_millis(200),

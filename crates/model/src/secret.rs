@@ -46,8 +46,10 @@ pub enum SecretRef {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("secret reference {0:?} must be env:NAME or file:/path")]
-    BadRef(String),
+    /// The value is not echoed: a secret put where its reference belongs must not
+    /// reach an error message.
+    #[error("a secret reference must be env:NAME or file:/path (the value given is not shown)")]
+    BadRef,
     #[error("secret reference env:{0}: the variable is not set or empty")]
     EnvMissing(String),
     #[error("secret reference file:{}: {source}", path.display())]
@@ -72,7 +74,7 @@ impl SecretRef {
         {
             return Ok(SecretRef::File(PathBuf::from(path)));
         }
-        Err(SecretError::BadRef(s.to_owned()))
+        Err(SecretError::BadRef)
     }
 
     /// Reads the secret. A file that group or others can read is used, with a warning

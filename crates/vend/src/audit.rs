@@ -73,7 +73,7 @@ struct Chain {
 
 pub struct AuditLog {
     path: PathBuf,
-    chain: tokio::sync::Mutex<Chain>,
+    chain: std::sync::Arc<std::sync::Mutex<Chain>>,
     hmac_key: aws_lc_rs::hmac::Key,
     healthy: AtomicBool,
     pub failures: AtomicU64,
@@ -149,7 +149,7 @@ impl AuditLog {
         };
         Ok(AuditLog {
             path: path.to_owned(),
-            chain: tokio::sync::Mutex::new(Chain { seq, prev }),
+            chain: std::sync::Arc::new(std::sync::Mutex::new(Chain { seq, prev })),
             hmac_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, hmac_key),
             healthy: AtomicBool::new(true),
             failures: AtomicU64::new(0),
@@ -178,28 +178,17 @@ impl AuditLog {
     /// Appends one line and makes it durable. Lines are written one at a time, in
     /// chain order.
     pub async fn append(&self, record: &AuditRecord) -> Result<(), AuditError> {
-        let mut chain = self.chain.lock().await;
-        let line = Line {
-            seq: chain.seq + 1,
-            time: crate::rfc3339_millis(std::time::SystemTime::now()),
-            record,
-            prev: &chain.prev,
-        };
-        let mut bytes = serde_json::to_vec(&line).expect("audit lines serialize");
-        let hash = sha256_hex(&bytes);
-        bytes.push(b'\n');
+        // The whole append — numbering, writing, syncing, advancing the chain — runs as
+        // one blocking task that finishes even if the request awaiting it is dropped
+        // (a client hanging up), so the chain in memory always matches the file.
+        let chain = self.chain.clone();
         let path = self.path.clone();
-        let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            let mut f = open_append(&path)?;
-            f.write_all(&bytes)?;
-            f.sync_data()
-        })
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let record = record.clone();
+        let written = tokio::task::spawn_blocking(move || append_line(&chain, &path, &record))
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         match written {
             Ok(()) => {
-                chain.seq += 1;
-                chain.prev = hash;
                 self.healthy.store(true, Ordering::Relaxed);
                 Ok(())
             }
@@ -214,6 +203,34 @@ impl AuditLog {
             }
         }
     }
+}
+
+/// Writes the next line of the chain and syncs it. A write or sync that fails takes
+/// the file back to its length before, so no line outside the chain stays behind.
+fn append_line(
+    chain: &std::sync::Mutex<Chain>,
+    path: &Path,
+    record: &AuditRecord,
+) -> std::io::Result<()> {
+    let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+    let line = Line {
+        seq: chain.seq + 1,
+        time: crate::rfc3339_millis(std::time::SystemTime::now()),
+        record,
+        prev: &chain.prev,
+    };
+    let mut bytes = serde_json::to_vec(&line).expect("audit lines serialize");
+    let hash = sha256_hex(&bytes);
+    bytes.push(b'\n');
+    let mut f = open_append(path)?;
+    let before = f.metadata()?.len();
+    if let Err(e) = f.write_all(&bytes).and_then(|()| f.sync_data()) {
+        let _ = f.set_len(before).and_then(|()| f.sync_data());
+        return Err(e);
+    }
+    chain.seq += 1;
+    chain.prev = hash;
+    Ok(())
 }
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {

@@ -329,6 +329,11 @@ impl VendConfig {
                     role.bucket
                 ));
             }
+            if matches!(driver, DriverConfig::Garage { .. }) {
+                let actions = role.actions.iter().copied().collect();
+                crate::driver::garage::garage_actions_exact(&actions)
+                    .map_err(|e| ConfigError::Invalid(format!("role {r:?}: {e}")))?;
+            }
             let default = role.default_duration_secs.unwrap_or(role.max_duration_secs);
             if role.min_duration_secs < floor
                 || role.max_duration_secs > MAX_LEASE_SECS
@@ -436,7 +441,7 @@ mod tests {
         name = "ci-writer"
         driver = "g"
         bucket = "${env:BUCKET}"
-        actions = ["read", "write"]
+        actions = ["read", "write", "list", "delete"]
         rules = [{ groups = { contains = "w" } }]
     "#;
 
@@ -458,13 +463,23 @@ mod tests {
     #[test]
     fn garage_roles_with_prefixes_need_bucket_wide() {
         let text = BASE.replace(
-            "actions = [\"read\", \"write\"]",
-            "actions = [\"read\"]\n prefixes = [\"ci/${sub}/\"]",
+            "actions = [\"read\", \"write\", \"list\", \"delete\"]",
+            "actions = [\"read\", \"list\"]\n prefixes = [\"ci/${sub}/\"]",
         );
         let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
         assert!(e.to_string().contains("per bucket"), "{e}");
         let ok = text.replace("prefixes =", "bucket_wide = true\n prefixes =");
         VendConfig::parse(&ok, Path::new("t.toml"), &env).unwrap();
+    }
+
+    #[test]
+    fn garage_roles_take_actions_in_the_pairs_garage_grants() {
+        let text = BASE.replace(
+            "actions = [\"read\", \"write\", \"list\", \"delete\"]",
+            "actions = [\"read\", \"delete\"]",
+        );
+        let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
+        assert!(e.to_string().contains("read with list"), "{e}");
     }
 
     #[test]

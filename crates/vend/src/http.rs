@@ -199,6 +199,15 @@ async fn sts(
                 .with_sts_code("InvalidParameterValue"),
         );
     }
+    if params.keys().any(|k| k.starts_with("PolicyArns")) {
+        return sts_error(
+            "",
+            &Denial::new(
+                Reason::PolicyInvalid,
+                "PolicyArns is not supported; send an inline Policy to narrow the role",
+            ),
+        );
+    }
     let Some(token) = params.remove("WebIdentityToken") else {
         return sts_error(
             "",
@@ -541,12 +550,21 @@ async fn admin_revoke(
 async fn admin_unrevoke(
     State(service): State<Arc<Service>>,
     headers: HeaderMap,
-    Json(target): Json<serde_json::Value>,
+    body: Bytes,
 ) -> Response {
     if let Err(r) = admin_allowed(&service, &headers) {
         return *r;
     }
-    let mut target = target;
+    let mut target: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": {"code": "request_invalid", "message": e.to_string()}})),
+            )
+                .into_response();
+        }
+    };
     if let Some(o) = target.as_object_mut() {
         o.remove("reason");
     }

@@ -67,6 +67,35 @@ pub enum StartError {
     Invalid(String),
 }
 
+/// A database URL fit for an error message: `user:password@` becomes `user:***@`.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &rest[at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn database_passwords_stay_out_of_errors() {
+    assert_eq!(
+        without_password("postgres://vend:s3cret@db:5432/leases"),
+        "postgres://vend:***@db:5432/leases"
+    );
+    assert_eq!(
+        without_password("sqlite://x.db?mode=rwc"),
+        "sqlite://x.db?mode=rwc"
+    );
+}
+
 fn resolve(r: &SecretRef, what: &str, warnings: &mut Vec<String>) -> Result<Secret, StartError> {
     r.resolve(warnings).map_err(|source| StartError::Secret {
         what: what.to_owned(),
@@ -158,7 +187,7 @@ pub async fn build(config: VendConfig) -> Result<(Arc<Service>, Vec<String>), St
     let index = Index::open(&config.database_url)
         .await
         .map_err(|source| StartError::Index {
-            url: config.database_url.clone(),
+            url: without_password(&config.database_url),
             source,
         })?;
     let admin_token = config

@@ -97,9 +97,11 @@ impl Scope {
             Some(item @ Value::Object(_)) => vec![item.clone()],
             _ => return Err("the policy has no Statement".into()),
         };
-        let mut actions = BTreeSet::new();
+        // Per statement: object actions and where they apply; listing on its own.
+        let mut object_actions: Option<BTreeSet<Action>> = None;
         let mut whole_bucket = false;
         let mut prefixes: BTreeSet<String> = BTreeSet::new();
+        let mut list = false;
         for st in &statements {
             if st.get("Effect").and_then(Value::as_str) != Some("Allow") {
                 return Err("only Allow statements are supported".into());
@@ -114,41 +116,65 @@ impl Scope {
             for a in strings(st.get("Action")) {
                 st_actions.extend(actions_of(&a));
             }
-            let mut reaches_objects = false;
-            for r in strings(st.get("Resource")) {
-                match self.resource_prefix(&r) {
-                    ResourceMatch::WholeBucket => {
-                        whole_bucket = true;
-                        reaches_objects = true;
+            let on_objects: BTreeSet<Action> = st_actions
+                .iter()
+                .copied()
+                .filter(|a| *a != Action::List)
+                .collect();
+            let resources: Vec<ResourceMatch> = strings(st.get("Resource"))
+                .iter()
+                .map(|r| self.resource_prefix(r))
+                .collect();
+            // Listing is granted by the bucket ARN (or `*`), never by an object ARN.
+            if st_actions.contains(&Action::List)
+                && resources
+                    .iter()
+                    .any(|r| matches!(r, ResourceMatch::BucketOnly | ResourceMatch::Everything))
+            {
+                list = true;
+            }
+            let mut targets = Vec::new();
+            for r in &resources {
+                match r {
+                    ResourceMatch::Everything | ResourceMatch::WholeBucket => {
+                        targets.push(None);
                     }
-                    ResourceMatch::Prefix(p) => {
-                        prefixes.insert(p);
-                        reaches_objects = true;
-                    }
-                    ResourceMatch::BucketOnly => {
-                        if st_actions.contains(&Action::List) {
-                            actions.insert(Action::List);
-                        }
-                    }
-                    ResourceMatch::Other => {}
+                    ResourceMatch::Prefix(p) => targets.push(Some(p.clone())),
+                    ResourceMatch::BucketOnly | ResourceMatch::Other => {}
                 }
             }
-            if reaches_objects {
-                // `s3:ListBucket` on an object ARN grants nothing in IAM; only the
-                // bucket ARN (or `*`) carries listing.
-                let whole = st_actions.contains(&Action::List)
-                    && strings(st.get("Resource"))
-                        .iter()
-                        .any(|r| r == "*" || r == "arn:aws:s3:::*");
-                actions.extend(
-                    st_actions
-                        .into_iter()
-                        .filter(|a| *a != Action::List || whole),
-                );
+            if on_objects.is_empty() || targets.is_empty() {
+                continue;
+            }
+            // One set of object actions for every prefix: a policy granting different
+            // actions on different prefixes cannot be expressed as one scope, and
+            // pooling them would grant more than was asked for.
+            match &object_actions {
+                Some(existing) if *existing != on_objects => {
+                    return Err(
+                        "statements granting different object actions are not supported; send one statement per action set"
+                            .into(),
+                    );
+                }
+                _ => object_actions = Some(on_objects),
+            }
+            for t in targets {
+                match t {
+                    None => whole_bucket = true,
+                    Some(p) => {
+                        prefixes.insert(p);
+                    }
+                }
             }
         }
+        let mut actions: BTreeSet<Action> = object_actions.unwrap_or_default();
+        if list {
+            actions.insert(Action::List);
+        }
         let actions: BTreeSet<Action> = actions.intersection(&self.actions).copied().collect();
-        let prefixes: Vec<String> = if whole_bucket {
+        let prefixes: Vec<String> = if whole_bucket || prefixes.is_empty() {
+            // Only listing asked for, or objects everywhere: within the role's own
+            // prefixes (an empty list here would mean the whole bucket).
             self.prefixes.clone()
         } else if self.prefixes.is_empty() {
             prefixes.into_iter().collect()
@@ -163,11 +189,12 @@ impl Scope {
                     }
                 }
             }
+            if kept.is_empty() {
+                return Err("the policy grants nothing within the role".into());
+            }
             kept.into_iter().collect()
         };
-        if actions.is_empty()
-            || (!whole_bucket && prefixes.is_empty() && actions.iter().any(|a| *a != Action::List))
-        {
+        if actions.is_empty() {
             return Err("the policy grants nothing within the role".into());
         }
         Ok(Scope {
@@ -179,7 +206,7 @@ impl Scope {
 
     fn resource_prefix(&self, resource: &str) -> ResourceMatch {
         if resource == "*" || resource == "arn:aws:s3:::*" {
-            return ResourceMatch::WholeBucket;
+            return ResourceMatch::Everything;
         }
         let Some(rest) = resource.strip_prefix("arn:aws:s3:::") else {
             return ResourceMatch::Other;
@@ -207,6 +234,9 @@ impl Scope {
 }
 
 enum ResourceMatch {
+    /// `*`: the bucket and all its objects.
+    Everything,
+    /// `arn:aws:s3:::bucket/*`: all objects.
     WholeBucket,
     BucketOnly,
     Prefix(String),
@@ -282,6 +312,34 @@ mod tests {
             .unwrap();
         assert_eq!(narrowed.prefixes, vec!["ci/x/".to_string()]);
         assert_eq!(narrowed.actions, [Action::Read].into_iter().collect());
+    }
+
+    #[test]
+    fn listing_alone_stays_within_the_role_prefixes() {
+        let role = scope(&["ci/x/"], &[Action::Read, Action::List]);
+        let n = role
+            .narrow(r#"{"Statement":{"Effect":"Allow","Action":"s3:ListBucket","Resource":"arn:aws:s3:::b"}}"#)
+            .unwrap();
+        assert_eq!(n.prefixes, vec!["ci/x/".to_string()]);
+        assert_eq!(n.actions, [Action::List].into_iter().collect());
+        assert!(n.session_policy().contains("ci/x/*"));
+    }
+
+    #[test]
+    fn statements_are_not_pooled() {
+        let role = scope(&["ci/"], &[Action::Read, Action::Delete, Action::List]);
+        assert!(role
+            .narrow(r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/ci/a/*"},{"Effect":"Allow","Action":"s3:DeleteObject","Resource":"arn:aws:s3:::b/ci/b/*"}]}"#)
+            .is_err());
+        // Listing everything does not widen where objects may be read.
+        let n = role
+            .narrow(r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/ci/x/*"},{"Effect":"Allow","Action":"s3:ListBucket","Resource":"*"}]}"#)
+            .unwrap();
+        assert_eq!(n.prefixes, vec!["ci/x/".to_string()]);
+        assert_eq!(
+            n.actions,
+            [Action::Read, Action::List].into_iter().collect()
+        );
     }
 
     #[test]

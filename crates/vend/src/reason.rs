@@ -118,7 +118,7 @@ impl Reason {
         match self {
             Reason::Allow => "",
             Reason::RequestInvalid => "InvalidParameterValue",
-            Reason::TokenExpired => "ExpiredToken",
+            Reason::TokenExpired => "ExpiredTokenException",
             Reason::TokenInvalid
             | Reason::TokenNotYetValid
             | Reason::TokenTooOld

@@ -358,17 +358,8 @@ impl Service {
             let narrowed = scope
                 .narrow(policy)
                 .map_err(|e| (name.clone(), Denial::new(Reason::PolicyInvalid, e)))?;
-            if !role.driver.scopes_prefixes() && narrowed.prefixes != scope.prefixes {
-                return Err((
-                    name,
-                    Denial::new(
-                        Reason::PolicyInvalid,
-                        format!(
-                            "the policy narrows key prefixes, which the {} driver cannot enforce (its keys reach whole buckets)",
-                            role.driver.kind()
-                        ),
-                    ),
-                ));
+            if let Err(why) = role.driver.can_enforce(&narrowed, &scope) {
+                return Err((name, Denial::new(Reason::PolicyInvalid, why)));
             }
             scope = narrowed;
         }
@@ -464,6 +455,38 @@ impl Service {
             .await;
             return Err(fail(Reason::Internal, format!("lease store: {e}")));
         }
+        // A revocation that landed between the decision and the lease row would not
+        // have seen this lease: look again now that the row exists (a revocation
+        // recorded after this point finds the lease and ends it).
+        let revoked = match (
+            self.index
+                .is_revoked(RevocationKind::Subject, &token.issuer, &token.subject)
+                .await,
+            self.index
+                .is_revoked(RevocationKind::Role, "", &role.config.name)
+                .await,
+        ) {
+            (Ok(false), Ok(false)) => None,
+            (Ok(true), _) => Some(Reason::SubjectRevoked),
+            (_, Ok(true)) => Some(Reason::RoleRevoked),
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "lease store: revocation check");
+                Some(Reason::Internal)
+            }
+        };
+        if let Some(reason) = revoked {
+            let _ = self
+                .index
+                .end_lease(&lease_id, LeaseState::Failed, reason.as_str(), now_ms())
+                .await;
+            self.lease_line("lease.failed", &lease, None, Some(reason.as_str().into()))
+                .await;
+            self.counters.decision(reason);
+            return Err(fail(
+                reason,
+                "revoked while the credential was being issued".into(),
+            ));
+        }
         let started = Instant::now();
         let minted = role
             .driver
@@ -519,6 +542,8 @@ impl Service {
             Ok(true) => {}
             Ok(false) => {
                 let why = undo("the lease was revoked while it was being issued".into()).await;
+                self.lease_line("lease.failed", &lease, None, Some(why.clone()))
+                    .await;
                 self.counters.decision(Reason::SubjectRevoked);
                 return Err(fail(Reason::SubjectRevoked, why));
             }
@@ -527,6 +552,8 @@ impl Service {
                 let _ = self
                     .index
                     .end_lease(&lease_id, LeaseState::Failed, "lease store", now_ms())
+                    .await;
+                self.lease_line("lease.failed", &lease, None, Some(why.clone()))
                     .await;
                 self.counters.decision(Reason::Internal);
                 return Err(fail(Reason::Internal, why));

@@ -32,7 +32,7 @@ driver = "garage"
 bucket = "${env:ARTIFACTSTORE_VEND_BUCKET}"
 prefixes = ["ci/${sub}/"]
 bucket_wide = true
-actions = ["read"]
+actions = ["read", "list"]
 rules = [{ groups = { contains = "scoped" } }]
 "#;
 
@@ -425,7 +425,7 @@ fn a_role_bound_to_its_token_never_outlives_it() {
 name = "bounded"
 driver = "garage"
 bucket = "${env:ARTIFACTSTORE_VEND_BUCKET}"
-actions = ["read"]
+actions = ["read", "list"]
 bound_to_token = true
 rules = [{ groups = { contains = "bounded" } }]
 "#;

@@ -10,6 +10,7 @@ use artifactstore_model::secret::Secret;
 use serde_json::{Value, json};
 
 use super::{DriverError, MintDriver, MintRequest, Minted, Revoked};
+use crate::policy::Scope;
 use crate::roles::Action;
 
 /// Keys this driver creates are named with this prefix and the lease id, so that a
@@ -139,14 +140,33 @@ fn urlencode(s: &str) -> String {
     out
 }
 
+/// Garage's `read` grants reading and listing together, `write` writing and deleting:
+/// an action set is enforceable only when it holds both or neither of each pair.
+pub fn garage_actions_exact(actions: &std::collections::BTreeSet<Action>) -> Result<(), String> {
+    let pair = |a: Action, b: Action| actions.contains(&a) == actions.contains(&b);
+    if pair(Action::Read, Action::List) && pair(Action::Write, Action::Delete) {
+        Ok(())
+    } else {
+        Err(
+            "Garage grants read with list and write with delete: ask for both of a pair or neither"
+                .into(),
+        )
+    }
+}
+
 #[async_trait::async_trait]
 impl MintDriver for GarageDriver {
     fn kind(&self) -> &'static str {
         "garage"
     }
 
-    fn scopes_prefixes(&self) -> bool {
-        false
+    fn can_enforce(&self, scope: &Scope, base: &Scope) -> Result<(), String> {
+        if scope.prefixes != base.prefixes {
+            return Err(
+                "the policy narrows key prefixes, which Garage cannot enforce (its keys reach whole buckets)".into(),
+            );
+        }
+        garage_actions_exact(&scope.actions)
     }
 
     async fn mint(&self, request: &MintRequest<'_>) -> Result<Minted, DriverError> {

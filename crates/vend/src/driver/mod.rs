@@ -69,8 +69,10 @@ pub enum DriverError {
 #[async_trait::async_trait]
 pub trait MintDriver: Send + Sync {
     fn kind(&self) -> &'static str;
-    /// Whether credentials can be limited to key prefixes (else: whole buckets).
-    fn scopes_prefixes(&self) -> bool;
+    /// Whether this driver can mint a credential that reaches exactly `scope` (its
+    /// prefixes and actions), and if not, why. `base` is the role's own scope: what the
+    /// configuration already accepted (Garage roles that opted in to bucket-wide keys).
+    fn can_enforce(&self, scope: &Scope, base: &Scope) -> Result<(), String>;
     async fn mint(&self, request: &MintRequest<'_>) -> Result<Minted, DriverError>;
     /// Takes a credential back. `access_key_id` is `None` when the lease never got
     /// one recorded (a crash between minting and recording).

@@ -13,6 +13,7 @@ use aws_sdk_sts::config::{
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 
 use super::{DriverError, MintDriver, MintRequest, Minted, Revoked};
+use crate::policy::Scope;
 
 pub struct StsDriver {
     client: aws_sdk_sts::Client,
@@ -128,8 +129,8 @@ impl MintDriver for StsDriver {
         "sts"
     }
 
-    fn scopes_prefixes(&self) -> bool {
-        true
+    fn can_enforce(&self, _scope: &Scope, _base: &Scope) -> Result<(), String> {
+        Ok(())
     }
 
     async fn mint(&self, request: &MintRequest<'_>) -> Result<Minted, DriverError> {
