@@ -360,6 +360,26 @@ mod tests {
         ));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_dropped_mid_append_do_not_break_the_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = std::sync::Arc::new(AuditLog::open(&path, b"k").unwrap());
+        // Clients hanging up: the awaiting futures are dropped at once, some before
+        // and some after their line was written.
+        for _ in 0..50 {
+            let log = log.clone();
+            let task = tokio::spawn(async move { log.append(&record("decision")).await });
+            tokio::task::yield_now().await;
+            task.abort();
+        }
+        log.append(&record("decision")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        log.append(&record("decision")).await.unwrap();
+        let report = verify(&path).unwrap();
+        assert!(report.lines >= 2, "{report:?}");
+    }
+
     #[tokio::test]
     async fn a_torn_last_line_is_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();

@@ -188,7 +188,7 @@ fn token_attacks_are_refused_with_their_reason_an_audit_line_and_no_lease() {
         assert!(xml.contains("<ErrorResponse"), "{xml}");
         assert!(xml.contains(&format!("<Message>{want}:")), "{name}: {xml}");
         let code = if *want == "token_expired" {
-            "ExpiredToken"
+            "ExpiredTokenException"
         } else {
             "InvalidIdentityToken"
         };
