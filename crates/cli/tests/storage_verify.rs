@@ -203,6 +203,8 @@ fn secrets_as_plain_config_values_are_refused() {
         "{}",
         stderr(&out)
     );
+    // A value put where its reference belongs may be the secret itself: not echoed.
+    assert_no_leak(&out, &["plainvalue"]);
 }
 
 /// Live, against the fixture's store (required in CI): verify passes; a wrong secret and

@@ -284,6 +284,12 @@ fn roles_durations_policies_and_revocations_are_decided_before_anything_is_minte
             "policy_invalid",
         ),
         (
+            "a policy splitting the read/list pair Garage grants together",
+            &writer,
+            json!({"policy": "{\"Statement\":{\"Effect\":\"Allow\",\"Action\":\"s3:GetObject\",\"Resource\":\"*\"}}"}),
+            "policy_invalid",
+        ),
+        (
             "a malformed policy",
             &writer,
             json!({"policy": "{"}),
@@ -335,10 +341,38 @@ fn roles_durations_policies_and_revocations_are_decided_before_anything_is_minte
     let (_, _, reason) = vend.credentials(&writer, json!({}));
     assert_eq!(reason, "upstream_unavailable");
 
-    // The admin API wants its token.
+    // The admin API wants its token, before it looks at a body.
     let url = format!("{}/v1/admin/leases", vend.url);
     let (status, _) = get_text(&url);
     assert_eq!(status, 401);
+    let url = format!("{}/v1/admin/revocations", vend.url);
+    let status = common::block_on(async move {
+        reqwest::Client::new()
+            .delete(url)
+            .body("not json")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 401);
+
+    // PolicyArns cannot narrow here: refused, not ignored.
+    let (status, xml) = vend.sts(&[
+        ("Action", "AssumeRoleWithWebIdentity"),
+        ("Version", "2011-06-15"),
+        ("WebIdentityToken", &writer),
+        (
+            "PolicyArns.member.1.arn",
+            "arn:aws:iam::aws:policy/ReadOnly",
+        ),
+    ]);
+    assert_eq!(status, 400, "{xml}");
+    assert!(
+        xml.contains("<Code>MalformedPolicyDocument</Code>"),
+        "{xml}"
+    );
 
     let out = run_cli(&["vend", "audit", "verify", vend.audit.to_str().unwrap()]);
     assert!(
