@@ -53,7 +53,12 @@ impl CredentialInfo {
             .get()
             .await
             .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
-        self.expires = cache.expires_at().map(artifactstore_vend::rfc3339_millis);
+        self.expires = cache.expires_at().map(|t| {
+            let millis = t
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            artifactstore_server::rfc3339(millis)
+        });
         Ok(())
     }
 }

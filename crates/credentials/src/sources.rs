@@ -18,6 +18,15 @@ fn parse_time(name: &'static str, s: &str) -> Result<SystemTime, SourceError> {
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp().max(0) as u64))
 }
 
+/// Why a request to an STS or credentials endpoint got no answer.
+fn unreachable(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else {
+        "cannot connect"
+    }
+}
+
 fn read_file(name: &'static str, path: &PathBuf, what: &str) -> Result<String, SourceError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| SourceError::new(name, format!("{what} {}: {e}", path.display())))?;
@@ -111,17 +120,7 @@ impl CredentialSource for WebIdentitySource {
             .send()
             .await
             .map_err(|e| {
-                SourceError::new(
-                    name,
-                    format!(
-                        "STS at {endpoint}: {}",
-                        if e.is_timeout() {
-                            "timed out"
-                        } else {
-                            "cannot connect"
-                        }
-                    ),
-                )
+                SourceError::new(name, format!("STS at {endpoint}: {}", unreachable(&e)))
             })?;
         let status = resp.status();
         let body = resp.text().await.map_err(|_| {
@@ -298,19 +297,10 @@ impl CredentialSource for ContainerSource {
             );
         }
         let url = &self.url;
-        let resp = req.send().await.map_err(|e| {
-            SourceError::new(
-                name,
-                format!(
-                    "{url}: {}",
-                    if e.is_timeout() {
-                        "timed out"
-                    } else {
-                        "cannot connect"
-                    }
-                ),
-            )
-        })?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SourceError::new(name, format!("{url}: {}", unreachable(&e))))?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {

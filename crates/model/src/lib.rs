@@ -305,6 +305,17 @@ impl FromStr for VersionState {
     }
 }
 
+/// Formats Unix milliseconds as RFC 3339 UTC (fractional seconds only when present).
+pub fn rfc3339(millis: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,16 +83,7 @@ impl AppState {
     }
 }
 
-/// Formats Unix milliseconds as RFC 3339 UTC.
-pub fn rfc3339(millis: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
+pub use artifactstore_model::rfc3339;
 
 /// Largest JSON body accepted where labels are sent.
 const LABELS_BODY_MAX: usize = 64 * 1024;

@@ -215,7 +215,7 @@ fn append_line(
     let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
     let line = Line {
         seq: chain.seq + 1,
-        time: crate::rfc3339_millis(std::time::SystemTime::now()),
+        time: artifactstore_model::rfc3339(artifactstore_index::now_millis()),
         record,
         prev: &chain.prev,
     };

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::reason::{Denial, Reason};
-use crate::service::{Format, Issued, Refused, RevokeTarget, Service, VendRequest};
+use crate::service::{Format, Issued, Refused, RevokeTarget, Service, VendRequest, rfc3339};
 
 /// Requests larger than this are refused before they are read: a token is at most
 /// `token.max_bytes` (16 KiB by default) and a session policy 2048 characters.
@@ -77,16 +77,6 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-fn iso(secs: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(secs)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
 
 fn sts_error(request_id: &str, denial: &Denial) -> Response {
@@ -139,7 +129,7 @@ fn sts_success(issued: &Issued) -> Response {
         akid = xml_escape(&issued.access_key_id),
         secret = xml_escape(issued.secret_access_key.expose()),
         token = xml_escape(issued.session_token.expose()),
-        exp = iso(issued.expires_at),
+        exp = rfc3339(issued.expires_at),
         sub = xml_escape(&issued.subject),
         aud = xml_escape(&issued.audience),
         iss = xml_escape(&issued.issuer),
@@ -344,8 +334,8 @@ async fn credentials_json(
                 "access_key_id": i.access_key_id,
                 "secret_access_key": i.secret_access_key.expose(),
                 "session_token": i.session_token.expose(),
-                "expiration": iso(i.expires_at),
-                "refresh_after": iso(i.refresh_after),
+                "expiration": rfc3339(i.expires_at),
+                "refresh_after": rfc3339(i.refresh_after),
                 "bucket": i.scope.bucket,
                 "prefixes": i.scope.prefixes,
                 "actions": i.scope.actions,
@@ -407,7 +397,7 @@ async fn container_credentials(
                 "AccessKeyId": i.access_key_id,
                 "SecretAccessKey": i.secret_access_key.expose(),
                 "Token": i.session_token.expose(),
-                "Expiration": iso(i.expires_at),
+                "Expiration": rfc3339(i.expires_at),
                 "RoleArn": format!("arn:aws:iam::000000000000:role/{}", i.role),
             }))
             .into_response(),
@@ -466,20 +456,30 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// The answer of an admin route that failed: `{"error": {"code", "message"}}`.
+fn admin_error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.to_string()}})),
+    )
+        .into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    admin_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e)
+}
+
 fn admin_allowed(service: &Service, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let Some(expected) = &service.admin_token else {
-        return Err(Box::new(
-            (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": {"code": "admin_disabled", "message": "the admin API is off: set [admin] token_ref"}})),
-            )
-                .into_response(),
-        ));
+        return Err(Box::new(admin_error(
+            StatusCode::NOT_FOUND,
+            "admin_disabled",
+            "the admin API is off: set [admin] token_ref",
+        )));
     };
-    let given = bearer(headers);
-    let ok = given.is_some_and(|g| {
+    let ok = bearer(headers).is_some_and(|given| {
         aws_lc_rs::constant_time::verify_slices_are_equal(
-            g.expose().as_bytes(),
+            given.expose().as_bytes(),
             expected.expose().as_bytes(),
         )
         .is_ok()
@@ -487,29 +487,33 @@ fn admin_allowed(service: &Service, headers: &HeaderMap) -> Result<(), Box<Respo
     if ok {
         Ok(())
     } else {
-        Err(Box::new(
-            (
-                StatusCode::UNAUTHORIZED,
-                Json(json!({"error": {"code": "unauthorized", "message": "admin token missing or wrong"}})),
-            )
-                .into_response(),
-        ))
+        Err(Box::new(admin_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "admin token missing or wrong",
+        )))
     }
 }
 
+/// The body of both revocation routes; `reason` is required to revoke only.
 #[derive(Deserialize)]
 struct RevokeBody {
     #[serde(flatten)]
     target: RevokeTarget,
+    #[serde(default)]
     reason: String,
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        Json(json!({"error": {"code": "internal_error", "message": e.to_string()}})),
-    )
-        .into_response()
+/// Checks the admin token, then reads the body (so that callers without the token
+/// learn nothing from parse errors).
+fn admin_body(
+    service: &Service,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<RevokeBody, Box<Response>> {
+    admin_allowed(service, headers)?;
+    serde_json::from_slice(body)
+        .map_err(|e| Box::new(admin_error(StatusCode::BAD_REQUEST, "request_invalid", e)))
 }
 
 /// `POST /v1/admin/revocations`: revoke a lease, or a subject or role (their live
@@ -519,25 +523,16 @@ async fn admin_revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admin_allowed(&service, &headers) {
-        return *r;
-    }
-    let body: RevokeBody = match serde_json::from_slice(&body) {
+    let body = match admin_body(&service, &headers, &body) {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"code": "request_invalid", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
+        Err(r) => return *r,
     };
     if body.reason.trim().is_empty() {
-        return (
+        return admin_error(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": {"code": "request_invalid", "message": "a reason is required"}})),
-        )
-            .into_response();
+            "request_invalid",
+            "a reason is required",
+        );
     }
     match service.revoke(&body.target, &body.reason).await {
         Ok(outcome) => Json(outcome).into_response(),
@@ -552,33 +547,11 @@ async fn admin_unrevoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = admin_allowed(&service, &headers) {
-        return *r;
-    }
-    let mut target: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(t) => t,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"code": "request_invalid", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
+    let body = match admin_body(&service, &headers, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
     };
-    if let Some(o) = target.as_object_mut() {
-        o.remove("reason");
-    }
-    let target: RevokeTarget = match serde_json::from_value(target) {
-        Ok(t) => t,
-        Err(e) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                Json(json!({"error": {"code": "request_invalid", "message": e.to_string()}})),
-            )
-                .into_response();
-        }
-    };
-    match service.unrevoke(&target).await {
+    match service.unrevoke(&body.target).await {
         Ok(removed) => Json(json!({ "removed": removed })).into_response(),
         Err(e) => internal(e),
     }
@@ -628,11 +601,7 @@ async fn admin_lease(
     }
     match service.index.lease(&id).await {
         Ok(Some(lease)) => Json(lease).into_response(),
-        Ok(None) => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "not_found", "message": "no such lease"}})),
-        )
-            .into_response(),
+        Ok(None) => admin_error(StatusCode::NOT_FOUND, "not_found", "no such lease"),
         Err(e) => internal(e),
     }
 }

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use artifactstore_index::Index;
 use artifactstore_model::secret::{Secret, SecretRef};
@@ -29,23 +29,6 @@ pub use reason::{Denial, Reason};
 pub use service::Service;
 
 use driver::MintDriver;
-
-/// RFC 3339 UTC with milliseconds.
-pub fn rfc3339_millis(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let dt = time::OffsetDateTime::from_unix_timestamp(d.as_secs() as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        dt.year(),
-        u8::from(dt.month()),
-        dt.day(),
-        dt.hour(),
-        dt.minute(),
-        dt.second(),
-        d.subsec_millis()
-    )
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -153,8 +153,9 @@ pub fn refresh_window(lifetime: u64) -> u64 {
     (lifetime / 3).min(300)
 }
 
-fn rfc3339(secs: i64) -> String {
-    crate::rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+/// Unix seconds as RFC 3339 UTC, as wire formats and audit lines show expiries.
+pub(crate) fn rfc3339(secs: i64) -> String {
+    artifactstore_model::rfc3339(secs.saturating_mul(1000))
 }
 
 /// Claims in audit lines and error messages are cut to this length.

@@ -47,6 +47,32 @@ fn rotating_vend(issuer: &Issuer, g: &Garage, listen: Option<String>) -> Vend {
     Vend::start(issuer, Some(g), s)
 }
 
+/// Garage, the issuer, the vend service with the rotating roles, and a token file for
+/// `sub` in the role `rotating`; the web-identity settings a server needs for it.
+struct Rotating {
+    issuer: Issuer,
+    vend: Vend,
+    token_file: std::path::PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+fn rotating(g: &Garage, sub: &str) -> Option<Rotating> {
+    let issuer = Issuer::start()?;
+    let vend = rotating_vend(&issuer, g, None);
+    let token_file = write_token(
+        vend.dir.path(),
+        "t.jwt",
+        &token_for(&issuer, sub, "rotating"),
+    );
+    let env = web_identity(&vend, &token_file, "rotating");
+    Some(Rotating {
+        issuer,
+        vend,
+        token_file,
+        env,
+    })
+}
+
 /// `artifactstore serve --backend s3` with exactly these credential settings.
 struct Serve {
     child: Child,
@@ -248,16 +274,16 @@ fn uploads_and_downloads_keep_working_across_five_rotations() {
 #[test]
 fn a_multipart_upload_spanning_rotations_completes_with_its_digest() {
     let Some(g) = garage() else { return };
-    let Some(issuer) = Issuer::start() else {
+    let Some(Rotating {
+        issuer: _issuer,
+        vend: _vend,
+        token_file: _token_file,
+        env,
+    }) = rotating(&g, "multipart")
+    else {
         return;
     };
-    let vend = rotating_vend(&issuer, &g, None);
-    let token_file = write_token(
-        vend.dir.path(),
-        "t.jwt",
-        &token_for(&issuer, "multipart", "rotating"),
-    );
-    let serve = Serve::start(&web_identity(&vend, &token_file, "rotating"));
+    let serve = Serve::start(&env);
     assert!(serve.round_trip("warm-up"));
     let before = serve.metric("artifactstore_s3_credentials_refreshes_total");
 
@@ -324,16 +350,16 @@ use futures::StreamExt as _;
 #[test]
 fn a_credential_deleted_upstream_is_replaced_and_the_request_retried_once() {
     let Some(g) = garage() else { return };
-    let Some(issuer) = Issuer::start() else {
+    let Some(Rotating {
+        issuer,
+        vend,
+        token_file: _token_file,
+        env,
+    }) = rotating(&g, "revoked-under-us")
+    else {
         return;
     };
-    let vend = rotating_vend(&issuer, &g, None);
-    let token_file = write_token(
-        vend.dir.path(),
-        "t.jwt",
-        &token_for(&issuer, "revoked-under-us", "rotating"),
-    );
-    let mut env = web_identity(&vend, &token_file, "rotating");
+    let mut env = env;
     env.push(("ARTIFACTSTORE_S3_CREDENTIALS_DURATION_SECS", "300".into()));
     let serve = Serve::start(&env);
     assert!(serve.round_trip("before"));
@@ -366,16 +392,16 @@ fn a_credential_deleted_upstream_is_replaced_and_the_request_retried_once() {
 #[test]
 fn a_replaced_token_file_takes_effect_at_the_next_refresh() {
     let Some(g) = garage() else { return };
-    let Some(issuer) = Issuer::start() else {
+    let Some(Rotating {
+        issuer,
+        vend,
+        token_file,
+        env,
+    }) = rotating(&g, "subject-a")
+    else {
         return;
     };
-    let vend = rotating_vend(&issuer, &g, None);
-    let token_file = write_token(
-        vend.dir.path(),
-        "t.jwt",
-        &token_for(&issuer, "subject-a", "rotating"),
-    );
-    let mut env = web_identity(&vend, &token_file, "rotating");
+    let mut env = env;
     // No RoleArn: the first role matching the token (MinIO's claim-based style).
     env.retain(|(k, _)| *k != "ARTIFACTSTORE_S3_ROLE_ARN");
     let serve = Serve::start(&env);
