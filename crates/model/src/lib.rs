@@ -3,7 +3,10 @@
 //! Everything a client can put in a URL is validated here, once, so that the
 //! blob store and the metadata index only ever see well-formed values.
 
+pub mod clock;
 pub mod secret;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 
 use std::fmt;
 use std::str::FromStr;
@@ -303,17 +306,6 @@ impl FromStr for VersionState {
             other => Err(format!("unknown version state {other:?}")),
         }
     }
-}
-
-/// Formats Unix milliseconds as RFC 3339 UTC (fractional seconds only when present).
-pub fn rfc3339(millis: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(millis as i128 * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 #[cfg(test)]
