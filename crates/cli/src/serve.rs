@@ -120,10 +120,6 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let index = Index::open(&cfg.database_url())
         .await
         .context("open metadata index")?;
-    let stale = index.clear_uploads().await?;
-    if stale > 0 {
-        tracing::info!(stale, "forgot uploads interrupted by the last shutdown");
-    }
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.listen))?;

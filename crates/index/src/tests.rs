@@ -1,4 +1,5 @@
 use super::*;
+use artifactstore_model::{Clock, FilePath, Name, Namespace, Version, VersionState};
 
 fn id(v: &str) -> VersionId {
     VersionId {
@@ -31,7 +32,7 @@ async fn databases() -> Vec<(tempfile::TempDir, String)> {
         let db = format!(
             "t{}_{}_{}",
             std::process::id(),
-            now_millis(),
+            SystemClock.now().unix_millis(),
             N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
         let mut conn = sqlx::AnyConnection::connect(&admin)
@@ -66,17 +67,11 @@ async fn versions_files_and_events_follow_the_model() {
 
 async fn versions_files_and_events(index: Index) {
     let v1 = id("1");
-    let added = index
-        .add_file(&v1, file("a/b.txt", b"x"), None)
-        .await
-        .unwrap();
+    let added = index.add_file(&v1, file("a/b.txt", b"x")).await.unwrap();
     assert!(added.created);
-    let again = index
-        .add_file(&v1, file("a/b.txt", b"x"), None)
-        .await
-        .unwrap();
+    let again = index.add_file(&v1, file("a/b.txt", b"x")).await.unwrap();
     assert!(!again.created, "identical re-add is idempotent");
-    match index.add_file(&v1, file("a/b.txt", b"y"), None).await {
+    match index.add_file(&v1, file("a/b.txt", b"y")).await {
         Err(Error::FileConflict { existing }) => assert_eq!(existing, Digest::of(b"x")),
         other => panic!("expected conflict, got {other:?}"),
     }
@@ -88,12 +83,12 @@ async fn versions_files_and_events(index: Index) {
         Some(v1.version.clone())
     );
     assert!(matches!(
-        index.add_file(&v1, file("c.txt", b"z"), None).await,
+        index.add_file(&v1, file("c.txt", b"z")).await,
         Err(Error::VersionComplete)
     ));
     assert!(
         !index
-            .add_file(&v1, file("a/b.txt", b"x"), None)
+            .add_file(&v1, file("a/b.txt", b"x"))
             .await
             .unwrap()
             .created
@@ -116,7 +111,7 @@ async fn versions_files_and_events(index: Index) {
     );
 
     let v2 = id("2");
-    index.add_file(&v2, file("r.md", b"r"), None).await.unwrap();
+    index.add_file(&v2, file("r.md", b"r")).await.unwrap();
     let listed: Vec<_> = index
         .versions(&v1.namespace, &v1.name, "", None, 10)
         .await
@@ -134,7 +129,7 @@ async fn versions_files_and_events(index: Index) {
     index.delete_version(&v1).await.unwrap();
     assert_eq!(index.latest(&v1.namespace, &v1.name).await.unwrap(), None);
     assert!(matches!(
-        index.add_file(&v1, file("n.txt", b"n"), None).await,
+        index.add_file(&v1, file("n.txt", b"n")).await,
         Err(Error::VersionDeleted)
     ));
     assert!(index.live_blob(&Digest::of(b"x")).await.unwrap().is_none());
@@ -153,10 +148,7 @@ async fn listing(index: Index) {
             name: Name::parse("n").unwrap(),
             version: Version::parse("1").unwrap(),
         };
-        index
-            .add_file(&id, file("f", ns.as_bytes()), None)
-            .await
-            .unwrap();
+        index.add_file(&id, file("f", ns.as_bytes())).await.unwrap();
     }
     assert_eq!(
         index.namespaces("", "", 2).await.unwrap(),
@@ -173,40 +165,18 @@ async fn listing(index: Index) {
 }
 
 #[tokio::test]
-async fn uploads_are_tracked_and_cleared_with_the_file_row() {
-    each_database(|index, _| uploads(index)).await;
-}
-
-async fn uploads(index: Index) {
-    let v = id("1");
-    let path = FilePath::parse("f").unwrap();
-    let u = index.begin_upload(&v, &path).await.unwrap();
-    let _stale = index.begin_upload(&v, &path).await.unwrap();
-    assert_eq!(index.uploads_in_flight().await.unwrap(), 2);
-    index.add_file(&v, file("f", b"1"), Some(&u)).await.unwrap();
-    assert_eq!(index.uploads_in_flight().await.unwrap(), 1);
-    assert_eq!(index.clear_uploads().await.unwrap(), 1);
-}
-
-#[tokio::test]
 async fn sequence_survives_reopen() {
     each_database(sequence_survives).await;
 }
 
 async fn sequence_survives(index: Index, url: String) {
     {
-        index
-            .add_file(&id("1"), file("f", b"1"), None)
-            .await
-            .unwrap();
+        index.add_file(&id("1"), file("f", b"1")).await.unwrap();
         index.close().await;
     }
     let index = Index::open(&url).await.unwrap();
     assert_eq!(*index.subscribe().borrow(), 2);
-    index
-        .add_file(&id("1"), file("g", b"2"), None)
-        .await
-        .unwrap();
+    index.add_file(&id("1"), file("g", b"2")).await.unwrap();
     assert_eq!(index.events(2, 10).await.unwrap()[0].seq, 3);
 }
 
@@ -223,7 +193,7 @@ async fn two_writers_on_one_database_both_succeed() {
             tasks.push(tokio::spawn(async move {
                 let data = format!("file {i}");
                 index
-                    .add_file(&id("shared"), file(&format!("f{i}"), data.as_bytes()), None)
+                    .add_file(&id("shared"), file(&format!("f{i}"), data.as_bytes()))
                     .await
             }));
         }
@@ -242,163 +212,4 @@ async fn two_writers_on_one_database_both_succeed() {
         );
         assert_eq!(a.files(&id("shared")).await.unwrap().len(), 40);
     }
-}
-
-fn lease(id: &str, subject: &str, role: &str, expires_at: i64) -> Lease {
-    Lease {
-        id: id.into(),
-        issuer: "https://issuer.example".into(),
-        subject: subject.into(),
-        role: role.into(),
-        driver: "garage".into(),
-        access_key_id: None,
-        issued_at: 1_000,
-        expires_at,
-        state: LeaseState::Pending,
-        ended_at: None,
-        end_reason: None,
-    }
-}
-
-#[tokio::test]
-async fn leases_move_from_pending_to_an_end_once() {
-    each_database(|index, _| leases_lifecycle(index)).await;
-}
-
-async fn leases_lifecycle(index: Index) {
-    index
-        .insert_lease(&lease("a", "alice", "ci-writer", 5_000))
-        .await
-        .unwrap();
-    index
-        .insert_lease(&lease("b", "bob", "reader", 9_000))
-        .await
-        .unwrap();
-    index
-        .insert_lease(&lease("c", "alice", "reader", 2_000))
-        .await
-        .unwrap();
-    assert!(index.activate_lease("a", "GKa", 6_000).await.unwrap());
-    assert!(
-        !index.activate_lease("a", "GKx", 6_000).await.unwrap(),
-        "only pending leases activate"
-    );
-    let a = index.lease("a").await.unwrap().unwrap();
-    assert_eq!(
-        (a.state, a.access_key_id.as_deref(), a.expires_at),
-        (LeaseState::Active, Some("GKa"), 6_000)
-    );
-    assert_eq!(index.live_lease_count().await.unwrap(), 3);
-
-    // Past expiry at 6 000: a (active, 6 000) and c (pending, 2 000), oldest first.
-    let due: Vec<String> = index
-        .leases_past_expiry(6_000, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.id)
-        .collect();
-    assert_eq!(due, ["c", "a"]);
-
-    let ended = index
-        .end_lease("a", LeaseState::Expired, "expired", 7_000)
-        .await
-        .unwrap();
-    assert_eq!(
-        ended.unwrap().state,
-        LeaseState::Active,
-        "returns the lease as it was"
-    );
-    assert!(
-        index
-            .end_lease("a", LeaseState::Revoked, "again", 8_000)
-            .await
-            .unwrap()
-            .is_none(),
-        "ends once"
-    );
-    // A pending lease revoked before its mint is recorded cannot become active.
-    let revoked = index
-        .end_lease("c", LeaseState::Revoked, "subject revoked", 7_500)
-        .await
-        .unwrap();
-    assert_eq!(revoked.unwrap().state, LeaseState::Pending);
-    assert!(!index.activate_lease("c", "GKc", 9_000).await.unwrap());
-    assert_eq!(index.lease("c").await.unwrap().unwrap().access_key_id, None);
-
-    let alice = LeaseFilter {
-        subject: Some("alice".into()),
-        ..Default::default()
-    };
-    assert_eq!(index.leases(&alice, 10).await.unwrap().len(), 2);
-    let live_readers = LeaseFilter {
-        role: Some("reader".into()),
-        live_only: true,
-        ..Default::default()
-    };
-    let live: Vec<String> = index
-        .leases(&live_readers, 10)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|l| l.id)
-        .collect();
-    assert_eq!(live, ["b"]);
-
-    assert!(
-        !index
-            .is_revoked(RevocationKind::Subject, "https://issuer.example", "alice")
-            .await
-            .unwrap()
-    );
-    index
-        .add_revocation(
-            RevocationKind::Subject,
-            "https://issuer.example",
-            "alice",
-            "incident",
-            1,
-        )
-        .await
-        .unwrap();
-    index
-        .add_revocation(
-            RevocationKind::Subject,
-            "https://issuer.example",
-            "alice",
-            "again",
-            2,
-        )
-        .await
-        .unwrap();
-    assert!(
-        index
-            .is_revoked(RevocationKind::Subject, "https://issuer.example", "alice")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !index
-            .is_revoked(RevocationKind::Subject, "https://other.example", "alice")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !index
-            .is_revoked(RevocationKind::Role, "", "alice")
-            .await
-            .unwrap()
-    );
-    assert!(
-        index
-            .remove_revocation(RevocationKind::Subject, "https://issuer.example", "alice")
-            .await
-            .unwrap()
-    );
-    assert!(
-        !index
-            .remove_revocation(RevocationKind::Subject, "https://issuer.example", "alice")
-            .await
-            .unwrap()
-    );
 }

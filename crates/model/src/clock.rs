@@ -33,8 +33,8 @@ impl Timestamp {
 
     /// Parses RFC 3339 (`2026-12-02T10:00:00Z`, fractions and offsets allowed).
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
-            .ok()?;
+        let t =
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
         let millis = t.unix_timestamp_nanos() / 1_000_000;
         i64::try_from(millis).ok().map(Timestamp)
     }
@@ -68,11 +68,17 @@ impl Timestamp {
     }
 
     pub fn saturating_add(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     pub fn saturating_sub(self, d: Duration) -> Self {
-        Timestamp(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+        Timestamp(
+            self.0
+                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+        )
     }
 
     /// How long from `self` until `later`; zero when `later` is not later.
@@ -96,6 +102,21 @@ impl fmt::Display for Timestamp {
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
         Timestamp::from_system_time(t)
+    }
+}
+
+/// On the wire a time is an RFC 3339 string.
+impl serde::Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Timestamp::parse_rfc3339(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3339 time: {s:?}")))
     }
 }
 
@@ -169,6 +190,10 @@ mod tests {
             Some(Timestamp::from_unix_secs(1_764_633_600))
         );
         assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
+        let json = serde_json::to_string(&f).unwrap();
+        assert_eq!(json, "\"2025-12-02T00:00:00.25Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), f);
+        assert!(serde_json::from_str::<Timestamp>("\"soon\"").is_err());
     }
 
     #[test]

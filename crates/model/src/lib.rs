@@ -3,6 +3,7 @@
 //! Everything a client can put in a URL is validated here, once, so that the
 //! blob store and the metadata index only ever see well-formed values.
 
+pub mod api;
 pub mod clock;
 pub mod secret;
 
@@ -376,5 +377,38 @@ mod tests {
         }
         assert!(FilePath::parse(&format!("{}/b", "a".repeat(256))).is_err());
         assert!(FilePath::parse(&"a/".repeat(600)).is_err());
+    }
+}
+
+/// A number in `0..n` (0 when `n` is 0), to spread timers such as refresh jitter so that
+/// replicas do not act in step. Not for secrets or tokens: it is SipHash of a counter
+/// under the process's random std hash keys — uniform enough for jitter, and needs no
+/// randomness dependency here.
+pub fn random_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher as _};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static KEYS: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    if n == 0 {
+        return 0;
+    }
+    let mut h = KEYS
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.finish() % n
+}
+
+#[cfg(test)]
+mod random_tests {
+    #[test]
+    fn random_below_stays_in_range_and_varies() {
+        assert_eq!(super::random_below(0), 0);
+        assert_eq!(super::random_below(1), 0);
+        let draws: Vec<u64> = (0..200).map(|_| super::random_below(10)).collect();
+        assert!(draws.iter().all(|&d| d < 10));
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(distinct.len() >= 8, "{distinct:?}");
     }
 }

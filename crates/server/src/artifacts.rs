@@ -10,14 +10,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use artifactstore_index::{FileRecord, NewFile, VersionId, VersionRecord};
+use artifactstore_index::{NewFile, VersionId, VersionRecord};
+use artifactstore_model::api::{FileEntry, Manifest, NameItem, Page, PutResult, VersionInfo};
 use artifactstore_model::{Digest, FilePath, Name, Namespace, Version, VersionRef, VersionState};
 
+use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::http_range::{self, RangeRequest};
-use crate::{AppState, rfc3339};
+use artifactstore_model::api::ErrorCode;
 
 pub const DIGEST_HEADER: &str = "x-artifact-digest";
 pub const VERSION_HEADER: &str = "x-artifact-version";
@@ -53,7 +55,7 @@ pub struct FileParams {
 
 fn path_params<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
     p.map(|Path(p)| p)
-        .map_err(|e| ApiError::bad_request("invalid_path", e.body_text()))
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.body_text()))
 }
 
 fn exact_id(namespace: &str, name: &str, version: &str) -> ApiResult<VersionId> {
@@ -77,7 +79,7 @@ async fn resolve(
         VersionRef::Exact(v) => v,
         VersionRef::Latest => st.index.latest(&namespace, &name).await?.ok_or_else(|| {
             ApiError::not_found(
-                "no_complete_version",
+                ErrorCode::NoCompleteVersion,
                 format!("{namespace}/{name} has no complete version"),
             )
         })?,
@@ -91,73 +93,14 @@ async fn resolve(
         .index
         .version(&id)
         .await?
-        .ok_or_else(|| ApiError::not_found("version_not_found", "version not found"))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::VersionNotFound, "version not found"))?;
     if record.state == VersionState::Deleted {
         return Err(ApiError::not_found(
-            "version_deleted",
+            ErrorCode::VersionDeleted,
             "version has been deleted",
         ));
     }
     Ok((id, record))
-}
-
-#[derive(Serialize)]
-pub struct FileView {
-    path: String,
-    digest: Digest,
-    size: u64,
-    media_type: String,
-    created_at: String,
-}
-
-impl From<FileRecord> for FileView {
-    fn from(f: FileRecord) -> Self {
-        FileView {
-            path: f.path,
-            digest: f.digest,
-            size: f.size,
-            media_type: f.media_type,
-            created_at: rfc3339(f.created_at),
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct VersionView {
-    namespace: String,
-    name: String,
-    version: String,
-    state: VersionState,
-    labels: BTreeMap<String, String>,
-    created_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completed_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    deleted_at: Option<String>,
-}
-
-impl From<VersionRecord> for VersionView {
-    fn from(v: VersionRecord) -> Self {
-        VersionView {
-            namespace: v.namespace,
-            name: v.name,
-            version: v.version,
-            state: v.state,
-            labels: v.labels,
-            created_at: rfc3339(v.created_at),
-            completed_at: v.completed_at.map(rfc3339),
-            deleted_at: v.deleted_at.map(rfc3339),
-        }
-    }
-}
-
-#[derive(Serialize)]
-pub struct Manifest {
-    #[serde(flatten)]
-    version: VersionView,
-    file_count: usize,
-    total_size: u64,
-    files: Vec<FileView>,
 }
 
 async fn manifest(
@@ -170,7 +113,7 @@ async fn manifest(
         version: record.into(),
         file_count: files.len(),
         total_size: files.iter().map(|f| f.size).sum(),
-        files: files.into_iter().map(FileView::from).collect(),
+        files,
     }))
 }
 
@@ -187,19 +130,9 @@ impl std::error::Error for BodyTooLarge {}
 fn too_large(max: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("upload exceeds the maximum of {max} bytes; nothing was stored"),
     )
-}
-
-#[derive(Serialize)]
-struct PutView {
-    namespace: String,
-    name: String,
-    version: String,
-    #[serde(flatten)]
-    file: FileView,
-    created: bool,
 }
 
 fn declared_digest(headers: &HeaderMap) -> ApiResult<Option<Digest>> {
@@ -207,11 +140,11 @@ fn declared_digest(headers: &HeaderMap) -> ApiResult<Option<Digest>> {
         None => Ok(None),
         Some(v) => {
             let s = v.to_str().map_err(|_| {
-                ApiError::bad_request("invalid_digest", "X-Artifact-Digest is not text")
+                ApiError::bad_request(ErrorCode::InvalidDigest, "X-Artifact-Digest is not text")
             })?;
             Ok(Some(s.trim().parse().map_err(|_| {
                 ApiError::bad_request(
-                    "invalid_digest",
+                    ErrorCode::InvalidDigest,
                     "X-Artifact-Digest must be sha256:<64 lowercase hex digits>",
                 )
             })?))
@@ -229,7 +162,7 @@ fn media_type(headers: &HeaderMap) -> ApiResult<String> {
                 .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
                 .ok_or_else(|| {
                     ApiError::bad_request(
-                        "invalid_media_type",
+                        ErrorCode::InvalidMediaType,
                         "Content-Type must be printable text of at most 255 bytes",
                     )
                 })?;
@@ -331,7 +264,6 @@ async fn receive_file(
         }
     }
 
-    let upload = st.index.begin_upload(&id, &path).await?;
     let _gauge = st.metrics.upload_started();
     let metrics = st.metrics.clone();
     let mut received = 0u64;
@@ -355,7 +287,6 @@ async fn receive_file(
     let stored = match st.blobs.put(stream, declared).await {
         Ok(stored) => stored,
         Err(e) => {
-            let _ = st.index.end_upload(&upload).await;
             if let artifactstore_blob::Error::Body(io) = &e
                 && io.get_ref().is_some_and(|inner| inner.is::<BodyTooLarge>())
             {
@@ -373,27 +304,22 @@ async fn receive_file(
         size: stored.size,
         media_type,
     };
-    match st.index.add_file(&id, new, Some(&upload)).await {
-        Ok(added) => Ok(put_response(&id, added.record, added.created)),
-        Err(e) => {
-            let _ = st.index.end_upload(&upload).await;
-            Err(e.into())
-        }
-    }
+    let added = st.index.add_file(&id, new).await?;
+    Ok(put_response(&id, added.record, added.created))
 }
 
-fn put_response(id: &VersionId, file: FileRecord, created: bool) -> Response {
+fn put_response(id: &VersionId, file: FileEntry, created: bool) -> Response {
     let status = if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     };
     let etag = etag(&file.digest);
-    let view = PutView {
+    let view = PutResult {
         namespace: id.namespace.to_string(),
         name: id.name.to_string(),
         version: id.version.to_string(),
-        file: file.into(),
+        file,
         created,
     };
     let mut resp = (status, Json(view)).into_response();
@@ -517,7 +443,7 @@ async fn get_file_at(
     let (id, record) = resolve(&st, namespace, name, version).await?;
     let file = st.index.file(&id, &path).await?.ok_or_else(|| {
         ApiError::not_found(
-            "file_not_found",
+            ErrorCode::FileNotFound,
             format!("{path} not found in {}", id.version),
         )
     })?;
@@ -589,7 +515,10 @@ pub async fn get_blob(
 ) -> ApiResult<Response> {
     let digest: Digest = path_params(params)?.parse()?;
     let (size, media_type) = st.index.live_blob(&digest).await?.ok_or_else(|| {
-        ApiError::not_found("blob_not_found", format!("no artifact holds blob {digest}"))
+        ApiError::not_found(
+            ErrorCode::BlobNotFound,
+            format!("no artifact holds blob {digest}"),
+        )
     })?;
     send_blob(
         &st,
@@ -613,7 +542,7 @@ pub struct LabelsBody {
 fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
     if labels.len() > MAX_LABELS {
         return Err(ApiError::bad_request(
-            "invalid_labels",
+            ErrorCode::InvalidLabels,
             format!("at most {MAX_LABELS} labels"),
         ));
     }
@@ -624,13 +553,13 @@ fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
         if !key_ok {
             return Err(ApiError::bad_request(
-                "invalid_labels",
+                ErrorCode::InvalidLabels,
                 format!("label key {k:?}: 1-128 of ASCII letters, digits, '.', '_', '-', '/'"),
             ));
         }
         if v.len() > 1024 || v.chars().any(char::is_control) {
             return Err(ApiError::bad_request(
-                "invalid_labels",
+                ErrorCode::InvalidLabels,
                 format!("label {k:?}: value must be at most 1024 bytes without control characters"),
             ));
         }
@@ -643,11 +572,11 @@ fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             e.body_text(),
         )
     } else {
-        ApiError::bad_request("body_incomplete", e.body_text())
+        ApiError::bad_request(ErrorCode::BodyIncomplete, e.body_text())
     }
 }
 
@@ -660,7 +589,7 @@ fn parse_labels_body(
     }
     let parsed: LabelsBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
-            "invalid_body",
+            ErrorCode::InvalidBody,
             format!("expected {{\"labels\": {{...}}}}: {e}"),
         )
     })?;
@@ -689,8 +618,9 @@ pub async fn patch_version(
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
-    let labels = parse_labels_body(body)?
-        .ok_or_else(|| ApiError::bad_request("invalid_body", "expected {\"labels\": {...}}"))?;
+    let labels = parse_labels_body(body)?.ok_or_else(|| {
+        ApiError::bad_request(ErrorCode::InvalidBody, "expected {\"labels\": {...}}")
+    })?;
     let record = st.index.set_labels(&id, labels).await?;
     manifest(&st, &id, record).await
 }
@@ -711,7 +641,7 @@ pub async fn get_version(
 pub async fn delete_version(
     State(st): State<AppState>,
     params: Result<Path<VersionParams>, PathRejection>,
-) -> ApiResult<Json<VersionView>> {
+) -> ApiResult<Json<VersionInfo>> {
     let p = path_params(params)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
     Ok(Json(st.index.delete_version(&id).await?.into()))
@@ -734,7 +664,7 @@ impl ListQuery {
             None => Ok(DEFAULT_PAGE),
             Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
             Some(_) => Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 format!("limit must be 1..={MAX_PAGE}"),
             )),
         }
@@ -743,13 +673,7 @@ impl ListQuery {
 
 pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
     q.map(|Query(q)| q)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
-}
-
-#[derive(Serialize)]
-pub struct Page<T> {
-    items: Vec<T>,
-    next_cursor: Option<String>,
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))
 }
 
 fn page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
@@ -761,11 +685,6 @@ fn page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> P
         None
     };
     Page { items, next_cursor }
-}
-
-#[derive(Serialize)]
-pub struct NameItem {
-    name: String,
 }
 
 pub async fn list_namespaces(
@@ -808,7 +727,7 @@ pub async fn list_versions(
     State(st): State<AppState>,
     params: Result<Path<NameParams>, PathRejection>,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<Page<VersionView>>> {
+) -> ApiResult<Json<Page<VersionInfo>>> {
     let p = path_params(params)?;
     let q = query(q)?;
     let limit = q.limit()?;
@@ -817,7 +736,10 @@ pub async fn list_versions(
     let before = match q.cursor.as_deref() {
         None | Some("") => None,
         Some(c) => Some(c.parse::<i64>().map_err(|_| {
-            ApiError::bad_request("invalid_query", "cursor is not one this server issued")
+            ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                "cursor is not one this server issued",
+            )
         })?),
     };
     let records = st
@@ -826,7 +748,7 @@ pub async fn list_versions(
         .await?;
     let Page { items, next_cursor } = page(records, limit, |v| v.created_seq.to_string());
     Ok(Json(Page {
-        items: items.into_iter().map(VersionView::from).collect(),
+        items: items.into_iter().map(VersionInfo::from).collect(),
         next_cursor,
     }))
 }

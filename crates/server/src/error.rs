@@ -3,23 +3,23 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
 use artifactstore_model::NameError;
+use artifactstore_model::api::{ErrorBody, ErrorCode};
 
 /// An error as the API reports it. `code` is a stable machine-readable word; `message`
 /// is for people and never carries a secret or a request body.
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// For 416: the size to report in `Content-Range: bytes */size`.
     pub unsatisfiable_size: Option<u64>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -27,13 +27,13 @@ impl ApiError {
             unsatisfiable_size: None,
         }
     }
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
     pub fn internal(message: impl std::fmt::Display) -> Self {
@@ -41,7 +41,7 @@ impl ApiError {
         tracing::error!(error = %message, "internal error");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::InternalError,
             "internal error; see the server log",
         )
     }
@@ -52,9 +52,9 @@ impl From<NameError> for ApiError {
         let code = match e {
             NameError::BadPath(_)
             | NameError::Empty { kind: "path" }
-            | NameError::TooLong { kind: "path", .. } => "invalid_path",
-            NameError::BadDigest => "invalid_digest",
-            _ => "invalid_name",
+            | NameError::TooLong { kind: "path", .. } => ErrorCode::InvalidPath,
+            NameError::BadDigest => ErrorCode::InvalidDigest,
+            _ => ErrorCode::InvalidName,
         };
         ApiError::bad_request(code, e.to_string())
     }
@@ -64,14 +64,18 @@ impl From<artifactstore_index::Error> for ApiError {
     fn from(e: artifactstore_index::Error) -> Self {
         use artifactstore_index::Error as E;
         match e {
-            E::VersionNotFound => ApiError::not_found("version_not_found", "version not found"),
-            E::VersionDeleted => ApiError::conflict("version_deleted", "version has been deleted"),
+            E::VersionNotFound => {
+                ApiError::not_found(ErrorCode::VersionNotFound, "version not found")
+            }
+            E::VersionDeleted => {
+                ApiError::conflict(ErrorCode::VersionDeleted, "version has been deleted")
+            }
             E::VersionComplete => ApiError::conflict(
-                "version_complete",
+                ErrorCode::VersionComplete,
                 "version is complete; its file set and labels can no longer change",
             ),
             E::FileConflict { existing } => ApiError::conflict(
-                "file_conflict",
+                ErrorCode::FileConflict,
                 format!("a different file is already stored at this path (digest {existing})"),
             ),
             other => ApiError::internal(other),
@@ -84,24 +88,24 @@ impl From<artifactstore_blob::Error> for ApiError {
         use artifactstore_blob::Error as E;
         match e {
             E::DigestMismatch { expected, actual } => ApiError::bad_request(
-                "digest_mismatch",
+                ErrorCode::DigestMismatch,
                 format!(
                     "content digest {actual} does not match the declared {expected}; nothing was stored"
                 ),
             ),
             E::NotFound { digest } => {
-                ApiError::not_found("blob_not_found", format!("blob {digest} not found"))
+                ApiError::not_found(ErrorCode::BlobNotFound, format!("blob {digest} not found"))
             }
             E::InvalidRange { size, .. } => ApiError {
                 unsatisfiable_size: Some(size),
                 ..ApiError::new(
                     StatusCode::RANGE_NOT_SATISFIABLE,
-                    "range_not_satisfiable",
+                    ErrorCode::RangeNotSatisfiable,
                     "range not satisfiable",
                 )
             },
             E::Body(e) => ApiError::bad_request(
-                "body_incomplete",
+                ErrorCode::BodyIncomplete,
                 format!("upload body failed: {e}; nothing was stored"),
             ),
             other => ApiError::internal(other),
@@ -111,20 +115,20 @@ impl From<artifactstore_blob::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let body = Json(ErrorBody::new(self.code.as_str(), self.message));
         let mut resp = (self.status, body).into_response();
         if let Some(size) = self.unsatisfiable_size
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }
-        resp.extensions_mut().insert(ErrorCode(self.code));
+        resp.extensions_mut().insert(ErrorCodeTag(self.code));
         resp
     }
 }
 
 /// Attached to error responses so that metrics can count errors by code.
 #[derive(Clone, Copy, Debug)]
-pub struct ErrorCode(pub &'static str);
+pub struct ErrorCodeTag(pub ErrorCode);
 
 pub type ApiResult<T> = Result<T, ApiError>;

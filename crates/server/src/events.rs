@@ -5,13 +5,14 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use artifactstore_index::Event;
+use artifactstore_model::api::EventsPage;
 
 use crate::AppState;
 use crate::artifacts::query;
 use crate::error::{ApiError, ApiResult};
+use artifactstore_model::api::ErrorCode;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,21 +24,6 @@ pub struct EventsQuery {
     /// Seconds to wait for an event when there is none yet.
     #[serde(default)]
     wait: Option<u64>,
-}
-
-#[derive(Serialize)]
-pub struct EventView {
-    #[serde(flatten)]
-    event: Event,
-    /// When the event was recorded, RFC 3339 UTC.
-    at: String,
-}
-
-#[derive(Serialize)]
-pub struct EventsPage {
-    events: Vec<EventView>,
-    /// Pass as `after` to get the next events.
-    next_after: i64,
 }
 
 /// How often a waiting request re-reads the log even without a local notification, so
@@ -54,7 +40,7 @@ pub async fn list(
         Some(n) if (1..=1000).contains(&n) => n,
         Some(_) => {
             return Err(ApiError::bad_request(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "limit must be 1..=1000",
             ));
         }
@@ -68,13 +54,6 @@ pub async fn list(
         let now = tokio::time::Instant::now();
         if !events.is_empty() || now >= deadline {
             let next_after = events.last().map_or(q.after, |e| e.seq);
-            let events = events
-                .into_iter()
-                .map(|event| EventView {
-                    at: crate::rfc3339(event.at),
-                    event,
-                })
-                .collect();
             return Ok(Json(EventsPage { events, next_after }));
         }
         let _ = tokio::time::timeout((deadline - now).min(POLL), notified.changed()).await;

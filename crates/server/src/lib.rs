@@ -83,8 +83,6 @@ impl AppState {
     }
 }
 
-pub use artifactstore_model::rfc3339;
-
 /// Largest JSON body accepted where labels are sent.
 const LABELS_BODY_MAX: usize = 64 * 1024;
 
@@ -132,7 +130,10 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
-    let code = resp.extensions().get::<error::ErrorCode>().map(|c| c.0);
+    let code = resp
+        .extensions()
+        .get::<error::ErrorCodeTag>()
+        .map(|c| c.0.as_str());
     st.metrics.observe(
         method.as_str(),
         &route,

@@ -11,6 +11,7 @@ use artifactstore_model::Digest;
 
 use crate::AppState;
 use crate::error::ApiError;
+use artifactstore_model::api::ErrorCode;
 
 pub const OPENAPI: &str = include_str!("openapi.json");
 
@@ -74,13 +75,13 @@ pub async fn openapi() -> Response {
 }
 
 pub async fn route_not_found() -> ApiError {
-    ApiError::not_found("route_not_found", "no such route; see /openapi.json")
+    ApiError::not_found(ErrorCode::RouteNotFound, "no such route; see /openapi.json")
 }
 
 pub async fn method_not_allowed() -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         "method not allowed on this route; see /openapi.json",
     )
 }

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 use tower::ServiceExt;
 
-use artifactstore_server::error::ErrorCode;
+use artifactstore_server::error::ErrorCodeTag;
 use artifactstore_server::{AppState, ServiceConfig};
 
 /// Every (method, path) the router in `artifactstore_server::app` serves, in OpenAPI
@@ -142,7 +142,7 @@ impl Server {
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
         let answer = Answer {
-            code: parts.extensions.get::<ErrorCode>().map(|c| c.0),
+            code: parts.extensions.get::<ErrorCodeTag>().map(|c| c.0.as_str()),
             method,
             uri,
             status: parts.status,

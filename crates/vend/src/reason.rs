@@ -1,10 +1,21 @@
 //! The one vocabulary of decision reasons. Every answer, audit line and metric uses
 //! these codes; docs/VEND.md lists them.
 
-use serde::Serialize;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// The string forms (answers, audit lines, metric labels, docs) all come from the
+/// `strum` derive below, so they cannot disagree.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum Reason {
     /// Credentials were issued.
     Allow,
@@ -36,56 +47,19 @@ pub enum Reason {
     RoleRevoked,
     UpstreamUnavailable,
     AuditUnavailable,
+    /// The same word as the artifact API's internal error.
+    #[strum(serialize = "internal_error")]
     Internal,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
-        Reason::Allow,
-        Reason::RequestInvalid,
-        Reason::TokenInvalid,
-        Reason::TokenExpired,
-        Reason::TokenNotYetValid,
-        Reason::TokenTooOld,
-        Reason::TokenTooLarge,
-        Reason::IssuerUntrusted,
-        Reason::AudienceMismatch,
-        Reason::ClaimMissing,
-        Reason::ClaimInvalid,
-        Reason::NoMatchingRole,
-        Reason::RoleNotPermitted,
-        Reason::DurationOutOfBounds,
-        Reason::PolicyInvalid,
-        Reason::SubjectRevoked,
-        Reason::RoleRevoked,
-        Reason::UpstreamUnavailable,
-        Reason::AuditUnavailable,
-        Reason::Internal,
-    ];
+    /// Every reason, in declaration order.
+    pub fn all() -> impl Iterator<Item = Reason> {
+        <Reason as strum::IntoEnumIterator>::iter()
+    }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Allow => "allow",
-            Reason::RequestInvalid => "request_invalid",
-            Reason::TokenInvalid => "token_invalid",
-            Reason::TokenExpired => "token_expired",
-            Reason::TokenNotYetValid => "token_not_yet_valid",
-            Reason::TokenTooOld => "token_too_old",
-            Reason::TokenTooLarge => "token_too_large",
-            Reason::IssuerUntrusted => "issuer_untrusted",
-            Reason::AudienceMismatch => "audience_mismatch",
-            Reason::ClaimMissing => "claim_missing",
-            Reason::ClaimInvalid => "claim_invalid",
-            Reason::NoMatchingRole => "no_matching_role",
-            Reason::RoleNotPermitted => "role_not_permitted",
-            Reason::DurationOutOfBounds => "duration_out_of_bounds",
-            Reason::PolicyInvalid => "policy_invalid",
-            Reason::SubjectRevoked => "subject_revoked",
-            Reason::RoleRevoked => "role_revoked",
-            Reason::UpstreamUnavailable => "upstream_unavailable",
-            Reason::AuditUnavailable => "audit_unavailable",
-            Reason::Internal => "internal_error",
-        }
+        self.into()
     }
 
     /// HTTP status of a refusal with this reason.
@@ -139,9 +113,9 @@ impl Reason {
     }
 }
 
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+impl serde::Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 
@@ -166,5 +140,35 @@ impl Denial {
     pub fn with_sts_code(mut self, code: &'static str) -> Self {
         self.sts_code = Some(code);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The audit line (serde), the answer and metric label (`as_str`), the parser and
+    /// the table in docs/VEND.md spell every reason the same way.
+    #[test]
+    fn every_reason_is_spelled_the_same_everywhere() {
+        let docs = include_str!("../../../docs/VEND.md");
+        assert_eq!(Reason::all().count(), 20);
+        for reason in Reason::all() {
+            let word = reason.as_str();
+            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{word}\""));
+            assert_eq!(reason.to_string(), word);
+            assert_eq!(word.parse::<Reason>().unwrap(), reason);
+            assert!(
+                docs.contains(&format!("| `{word}` | {} |", reason.status())),
+                "docs/VEND.md has no row for {word} with status {}",
+                reason.status()
+            );
+        }
+        assert_eq!(Reason::Internal.as_str(), "internal_error");
+        assert_eq!(
+            Reason::Internal.as_str(),
+            artifactstore_model::api::ErrorCode::InternalError.as_str(),
+            "both servers use one word for an internal error"
+        );
     }
 }

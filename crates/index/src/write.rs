@@ -1,0 +1,319 @@
+//! Writes: every one runs in one transaction, queued behind the process's write lock,
+//! and is run again when it lost a race with another replica.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use artifactstore_model::{Timestamp, VersionState};
+use sqlx::{Any, Row, Transaction};
+
+use crate::records::{file_from_row, version_from_row};
+use crate::{AddedFile, Error, EventKind, Index, NewFile, Result, VersionId, VersionRecord};
+use artifactstore_model::api::FileEntry;
+
+/// Whether a write lost a race with another writer (another replica on a shared
+/// database): the same event seq or the same new version row taken first, a
+/// serialization failure, or SQLite's lock held by another process.
+fn is_write_conflict(e: &Error) -> bool {
+    let Error::Db(sqlx::Error::Database(db)) = e else {
+        return false;
+    };
+    db.is_unique_violation()
+        || matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "517"))
+}
+
+/// Runs a write transaction again (up to 8 times, with a short growing pause) when it
+/// lost a race; the loser sees the winner's row on the next attempt.
+async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut pause = Duration::from_millis(2);
+    for _ in 0..7 {
+        match attempt().await {
+            Err(e) if is_write_conflict(&e) => {
+                let jitter = Duration::from_micros(random_below(7) * 300);
+                tokio::time::sleep(pause + jitter).await;
+                pause *= 2;
+            }
+            other => return other,
+        }
+    }
+    attempt().await
+}
+
+/// A small random number, to spread out the retries of racing replicas.
+fn random_below(n: u64) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % n
+}
+
+/// Appends an event inside `tx` and returns its sequence number.
+async fn append_event(
+    tx: &mut Transaction<'_, Any>,
+    kind: EventKind,
+    id: &VersionId,
+    file: Option<&NewFile>,
+    at: Timestamp,
+) -> Result<i64> {
+    let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM events")
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("next")?;
+    sqlx::query(
+        "INSERT INTO events (seq, kind, namespace, name, version, path, digest, size, media_type, at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(seq)
+    .bind(kind.as_str())
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .bind(file.map(|f| f.path.as_str().to_owned()))
+    .bind(file.map(|f| f.digest.to_string()))
+    .bind(file.map(|f| f.size as i64))
+    .bind(file.map(|f| f.media_type.clone()))
+    .bind(at.unix_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
+}
+
+/// Reads a version's state inside `tx`, taking its row lock first where the database
+/// has row locks (a no-op update locks the row on PostgreSQL and is portable).
+async fn lock_version(
+    tx: &mut Transaction<'_, Any>,
+    id: &VersionId,
+) -> Result<Option<VersionRecord>> {
+    sqlx::query(
+        "UPDATE versions SET state = state WHERE namespace = $1 AND name = $2 AND version = $3",
+    )
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .execute(&mut **tx)
+    .await?;
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        version_columns!(),
+        " FROM versions WHERE namespace = $1 AND name = $2 AND version = $3"
+    ))
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    row.as_ref().map(version_from_row).transpose()
+}
+
+impl Index {
+    /// Records a file whose blob is durable. Creates the version (open) if needed.
+    pub async fn add_file(&self, id: &VersionId, file: NewFile) -> Result<AddedFile> {
+        retry_conflicts(|| self.add_file_once(id, file.clone())).await
+    }
+
+    async fn add_file_once(&self, id: &VersionId, file: NewFile) -> Result<AddedFile> {
+        let _guard = self.write.lock().await;
+        let now = self.clock.now();
+        let mut tx = self.pool.begin().await?;
+        let mut last_seq = 0;
+        let state = match lock_version(&mut tx, id).await? {
+            Some(v) => v.state,
+            None => {
+                let seq = append_event(&mut tx, EventKind::VersionCreated, id, None, now).await?;
+                sqlx::query(
+                    "INSERT INTO versions (namespace, name, version, state, labels, created_at, created_seq) \
+                     VALUES ($1, $2, $3, 'open', '{}', $4, $5)",
+                )
+                .bind(id.namespace.as_str())
+                .bind(id.name.as_str())
+                .bind(id.version.as_str())
+                .bind(now.unix_millis())
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+                last_seq = seq;
+                VersionState::Open
+            }
+        };
+        if state == VersionState::Deleted {
+            return Err(Error::VersionDeleted);
+        }
+        let existing = sqlx::query(
+            "SELECT path, digest, size, media_type, created_at FROM files \
+             WHERE namespace = $1 AND name = $2 AND version = $3 AND path = $4",
+        )
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .bind(file.path.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(row) = existing {
+            let record = file_from_row(&row)?;
+            if record.digest != file.digest {
+                return Err(Error::FileConflict {
+                    existing: record.digest,
+                });
+            }
+            tx.rollback().await?; // nothing was written
+            return Ok(AddedFile {
+                record,
+                created: false,
+            });
+        }
+        if state == VersionState::Complete {
+            return Err(Error::VersionComplete);
+        }
+        sqlx::query(
+            "INSERT INTO files (namespace, name, version, path, digest, size, media_type, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .bind(file.path.as_str())
+        .bind(file.digest.to_string())
+        .bind(file.size as i64)
+        .bind(&file.media_type)
+        .bind(now.unix_millis())
+        .execute(&mut *tx)
+        .await?;
+        last_seq =
+            last_seq.max(append_event(&mut tx, EventKind::FileAdded, id, Some(&file), now).await?);
+        tx.commit().await?;
+        self.published(last_seq);
+        Ok(AddedFile {
+            record: FileEntry {
+                path: file.path.as_str().to_owned(),
+                digest: file.digest,
+                size: file.size,
+                media_type: file.media_type,
+                created_at: now,
+            },
+            created: true,
+        })
+    }
+
+    /// Freezes a version's file set (idempotent). `labels`, if given, are set first; on an
+    /// already complete version they must equal the stored ones.
+    pub async fn complete(
+        &self,
+        id: &VersionId,
+        labels: Option<BTreeMap<String, String>>,
+    ) -> Result<VersionRecord> {
+        retry_conflicts(|| self.complete_once(id, labels.clone())).await
+    }
+
+    async fn complete_once(
+        &self,
+        id: &VersionId,
+        labels: Option<BTreeMap<String, String>>,
+    ) -> Result<VersionRecord> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut v = lock_version(&mut tx, id)
+            .await?
+            .ok_or(Error::VersionNotFound)?;
+        match v.state {
+            VersionState::Deleted => return Err(Error::VersionDeleted),
+            VersionState::Complete => {
+                if labels.is_some_and(|l| l != v.labels) {
+                    return Err(Error::VersionComplete);
+                }
+                return Ok(v);
+            }
+            VersionState::Open => {}
+        }
+        let now = self.clock.now();
+        let seq = append_event(&mut tx, EventKind::VersionCompleted, id, None, now).await?;
+        if let Some(labels) = labels {
+            v.labels = labels;
+        }
+        sqlx::query(
+            "UPDATE versions SET state = 'complete', completed_at = $1, completed_seq = $2, labels = $3 \
+             WHERE namespace = $4 AND name = $5 AND version = $6",
+        )
+        .bind(now.unix_millis())
+        .bind(seq)
+        .bind(serde_json::to_string(&v.labels).expect("labels serialise"))
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.published(seq);
+        v.state = VersionState::Complete;
+        v.completed_at = Some(now);
+        Ok(v)
+    }
+
+    /// Replaces the labels of an open version.
+    pub async fn set_labels(
+        &self,
+        id: &VersionId,
+        labels: BTreeMap<String, String>,
+    ) -> Result<VersionRecord> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut v = lock_version(&mut tx, id)
+            .await?
+            .ok_or(Error::VersionNotFound)?;
+        match v.state {
+            VersionState::Deleted => return Err(Error::VersionDeleted),
+            VersionState::Complete if labels != v.labels => return Err(Error::VersionComplete),
+            VersionState::Complete => return Ok(v),
+            VersionState::Open => {}
+        }
+        sqlx::query(
+            "UPDATE versions SET labels = $1 WHERE namespace = $2 AND name = $3 AND version = $4",
+        )
+        .bind(serde_json::to_string(&labels).expect("labels serialise"))
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        v.labels = labels;
+        Ok(v)
+    }
+
+    /// Tombstones a version (idempotent). Its file rows stay, so its blobs stay referenced
+    /// until a garbage collector decides otherwise.
+    pub async fn delete_version(&self, id: &VersionId) -> Result<VersionRecord> {
+        retry_conflicts(|| self.delete_version_once(id)).await
+    }
+
+    async fn delete_version_once(&self, id: &VersionId) -> Result<VersionRecord> {
+        let _guard = self.write.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let mut v = lock_version(&mut tx, id)
+            .await?
+            .ok_or(Error::VersionNotFound)?;
+        if v.state == VersionState::Deleted {
+            return Ok(v);
+        }
+        let now = self.clock.now();
+        let seq = append_event(&mut tx, EventKind::VersionDeleted, id, None, now).await?;
+        sqlx::query(
+            "UPDATE versions SET state = 'deleted', deleted_at = $1 WHERE namespace = $2 AND name = $3 AND version = $4",
+        )
+        .bind(now.unix_millis())
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        self.published(seq);
+        v.state = VersionState::Deleted;
+        v.deleted_at = Some(now);
+        Ok(v)
+    }
+}

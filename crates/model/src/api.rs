@@ -1,0 +1,258 @@
+//! The JSON shapes of the artifact API, in one place: the server writes them, the CLI
+//! client and the tests read them. A field added here is added to all three.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Digest, Timestamp, VersionState};
+
+/// A file of a version, as manifests, listings and upload answers show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileEntry {
+    pub path: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+    pub created_at: Timestamp,
+}
+
+/// A version without its files.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    pub state: VersionState,
+    pub labels: BTreeMap<String, String>,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Timestamp>,
+}
+
+/// `GET /v1/artifacts/{ns}/{name}/{version}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    #[serde(flatten)]
+    pub version: VersionInfo,
+    pub file_count: usize,
+    pub total_size: u64,
+    pub files: Vec<FileEntry>,
+}
+
+/// The answer to a file upload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PutResult {
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    #[serde(flatten)]
+    pub file: FileEntry,
+    /// False when the same file was already stored at this path.
+    pub created: bool,
+}
+
+/// One page of a listing; pass `next_cursor` as `cursor` for the next one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+/// An item of the namespace and name listings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameItem {
+    pub name: String,
+}
+
+/// What happened, in the event log.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+)]
+pub enum EventKind {
+    #[serde(rename = "version.created")]
+    #[strum(serialize = "version.created")]
+    VersionCreated,
+    #[serde(rename = "file.added")]
+    #[strum(serialize = "file.added")]
+    FileAdded,
+    #[serde(rename = "version.completed")]
+    #[strum(serialize = "version.completed")]
+    VersionCompleted,
+    #[serde(rename = "version.deleted")]
+    #[strum(serialize = "version.deleted")]
+    VersionDeleted,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// One entry of the append-only event log. Carries names, digests and sizes only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: i64,
+    #[serde(rename = "type")]
+    pub kind: EventKind,
+    pub namespace: String,
+    pub name: String,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// When the event was recorded.
+    pub at: Timestamp,
+}
+
+/// `GET /v1/events`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsPage {
+    pub events: Vec<Event>,
+    /// Pass as `after` to get the next events.
+    pub next_after: i64,
+}
+
+/// The machine-readable word of an artifact API error. The string forms are derived
+/// from the variant names, so the answer, the metric label and the docs cannot drift.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::EnumIter,
+    strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
+pub enum ErrorCode {
+    BlobNotFound,
+    BodyIncomplete,
+    DigestMismatch,
+    FileConflict,
+    FileNotFound,
+    InternalError,
+    InvalidBody,
+    InvalidDigest,
+    InvalidLabels,
+    InvalidMediaType,
+    InvalidName,
+    InvalidPath,
+    InvalidQuery,
+    MethodNotAllowed,
+    NoCompleteVersion,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    RouteNotFound,
+    VersionComplete,
+    VersionDeleted,
+    VersionNotFound,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+}
+
+/// The one error envelope of both servers: `{"error": {"code", "message"}}`. The code is
+/// a string here so that readers keep working when a server learns a new one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        ErrorBody {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::IntoEnumIterator;
+
+    #[test]
+    fn event_kinds_spell_the_same_in_json_and_in_the_database() {
+        for kind in EventKind::iter() {
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{}\"", kind.as_str()));
+            assert_eq!(kind.as_str().parse::<EventKind>().unwrap(), kind);
+        }
+    }
+
+    #[test]
+    fn error_codes_are_snake_case_and_parse_back() {
+        assert_eq!(ErrorCode::InternalError.as_str(), "internal_error");
+        for code in ErrorCode::iter() {
+            let s = code.as_str();
+            assert!(
+                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
+            assert_eq!(s.parse::<ErrorCode>().unwrap(), code);
+        }
+    }
+
+    #[test]
+    fn manifest_round_trips() {
+        let m = Manifest {
+            version: VersionInfo {
+                namespace: "ci".into(),
+                name: "tck".into(),
+                version: "1".into(),
+                state: VersionState::Complete,
+                labels: BTreeMap::from([("branch".into(), "main".into())]),
+                created_at: Timestamp::from_unix_secs(1),
+                completed_at: Some(Timestamp::from_unix_secs(2)),
+                deleted_at: None,
+            },
+            file_count: 1,
+            total_size: 0,
+            files: vec![FileEntry {
+                path: "a".into(),
+                digest: Digest::of(b""),
+                size: 0,
+                media_type: "text/plain".into(),
+                created_at: Timestamp::from_unix_secs(1),
+            }],
+        };
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["completed_at"], "1970-01-01T00:00:02Z");
+        assert!(json.get("deleted_at").is_none());
+        assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), m);
+    }
+}
