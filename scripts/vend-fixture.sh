@@ -15,8 +15,11 @@ cd "$(dirname "$0")/.."
 [ "${1:-}" = "--" ] && shift
 [ -n "${ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL:-}" ] || { echo "vend-fixture: run inside scripts/s3-fixture.sh garage" >&2; exit 2; }
 [ -d tests/oidc/node_modules/oauth2-mock-server ] || npm ci --prefix tests/oidc --no-audit --no-fund --loglevel=error
-cargo build -q --locked -p artifactstore
-bin=target/debug/artifactstore
+# The binary the test build made (scripts/test.sh runs `cargo test` first): building it
+# here would be a third build configuration, since the test build's dev-dependency
+# features are not unified into a plain `cargo build`.
+bin=${ARTIFACTSTORE_BIN:-target/debug/artifactstore}
+[ -x "$bin" ] || { echo "vend-fixture: $bin not found; run 'cargo test --workspace' first or set ARTIFACTSTORE_BIN" >&2; exit 2; }
 
 dir=$(mktemp -d)
 chmod 700 "$dir"

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod clock;
+pub mod metrics;
 pub mod secret;
 
 pub use clock::{Clock, ManualClock, SystemClock, Timestamp};

@@ -53,8 +53,12 @@ pub trait Probe: Send + Sync {
     fn name(&self) -> &'static str;
     /// `Err` with a reason when the server cannot serve because of it.
     fn check(&self) -> Result<(), String>;
-    /// Prometheus text lines (with HELP and TYPE) appended to `/metrics`.
-    fn metrics(&self) -> String;
+    /// Its metrics, written at every scrape of `/metrics` through the shared renderer
+    /// (`artifactstore_model::metrics::const_gauge` and friends).
+    fn encode_metrics(
+        &self,
+        encoder: &mut artifactstore_model::metrics::prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result;
 }
 
 #[derive(Clone)]
@@ -78,6 +82,7 @@ impl AppState {
     }
 
     pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Self {
+        self.metrics.add_probe(probe.clone());
         self.probes.push(probe);
         self
     }
@@ -130,12 +135,9 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
     let resp = next.run(req).await;
-    let code = resp
-        .extensions()
-        .get::<error::ErrorCodeTag>()
-        .map(|c| c.0.as_str());
+    let code = resp.extensions().get::<error::ErrorCodeTag>().map(|c| c.0);
     st.metrics.observe(
-        method.as_str(),
+        &method,
         &route,
         resp.status().as_u16(),
         start.elapsed(),

@@ -1,172 +1,170 @@
-//! Prometheus text-format metrics, kept by hand: a few counters and one histogram do not
-//! justify a metrics framework.
+//! The artifact server's metrics, on the shared renderer (`artifactstore_model::metrics`).
+//!
+//! Every label value comes from a bounded set: methods outside the standard ones are
+//! `other`, routes are the router's templates (or `unmatched`), statuses are numbers
+//! and error codes are [`ErrorCode`]s. A client cannot create series.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use artifactstore_model::api::ErrorCode;
+use artifactstore_model::metrics::prometheus_client::collector::Collector;
+use artifactstore_model::metrics::prometheus_client::encoding::DescriptorEncoder;
+use artifactstore_model::metrics::prometheus_client::metrics::counter::Counter;
+use artifactstore_model::metrics::prometheus_client::metrics::family::Family;
+use artifactstore_model::metrics::prometheus_client::metrics::gauge::Gauge;
+use artifactstore_model::metrics::prometheus_client::metrics::histogram::Histogram;
+use artifactstore_model::metrics::prometheus_client::registry::Registry;
+use axum::http::Method;
+
+use crate::Probe;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
+type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(BUCKETS)
 }
 
-#[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    errors: Mutex<BTreeMap<&'static str, u64>>,
-    latency: Mutex<BTreeMap<String, Histogram>>,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    uploads_in_flight: AtomicU64,
+    registry: Mutex<Registry>,
+    requests: Family<Labels, Counter>,
+    errors: Family<Labels, Counter>,
+    latency: Family<Labels, Histogram, fn() -> Histogram>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    uploads_in_flight: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The label value of a request method: the standard methods by name, anything else
+/// `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let build = Family::<Labels, Gauge>::default();
+        build
+            .get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())])
+            .set(1);
+        registry.register("artifactstore_build_info", "Build information", build);
+        let requests = Family::<Labels, Counter>::default();
+        registry.register(
+            "artifactstore_http_requests",
+            "HTTP requests answered",
+            requests.clone(),
+        );
+        let errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "artifactstore_http_errors",
+            "Error answers by error code",
+            errors.clone(),
+        );
+        let latency = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        registry.register(
+            "artifactstore_http_request_duration_seconds",
+            "Time to answer a request (headers; streaming bodies continue)",
+            latency.clone(),
+        );
+        let bytes_in = Counter::default();
+        registry.register(
+            "artifactstore_bytes_received",
+            "Artifact bytes received in uploads",
+            bytes_in.clone(),
+        );
+        let bytes_out = Counter::default();
+        registry.register(
+            "artifactstore_bytes_sent",
+            "Artifact bytes sent in downloads",
+            bytes_out.clone(),
+        );
+        let uploads_in_flight = Gauge::default();
+        registry.register(
+            "artifactstore_uploads_in_flight",
+            "Uploads being received now",
+            uploads_in_flight.clone(),
+        );
+        Metrics {
+            registry: Mutex::new(registry),
+            requests,
+            errors,
+            latency,
+            bytes_in,
+            bytes_out,
+            uploads_in_flight,
+        }
+    }
+
+    /// Adds a probe's metrics (read at every scrape) to `/metrics`.
+    pub fn add_probe(&self, probe: Arc<dyn Probe>) {
+        self.registry
+            .lock()
+            .unwrap()
+            .register_collector(Box::new(ProbeCollector(probe)));
+    }
+
+    /// Counts one answered request. `route` must be a route template, never a raw path.
     pub fn observe(
         &self,
-        method: &str,
+        method: &Method,
         route: &str,
         status: u16,
         elapsed: Duration,
-        error: Option<&'static str>,
+        error: Option<ErrorCode>,
     ) {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry((method.to_owned(), route.to_owned(), status))
-            .or_default() += 1;
+        self.requests
+            .get_or_create(&vec![
+                ("method", method_label(method).to_owned()),
+                ("route", route.to_owned()),
+                ("status", status.to_string()),
+            ])
+            .inc();
         if let Some(code) = error {
-            *self.errors.lock().unwrap().entry(code).or_default() += 1;
+            self.errors
+                .get_or_create(&vec![("code", code.as_str().to_owned())])
+                .inc();
         }
-        let secs = elapsed.as_secs_f64();
-        let mut latency = self.latency.lock().unwrap();
-        let h = latency.entry(route.to_owned()).or_default();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.latency
+            .get_or_create(&vec![("route", route.to_owned())])
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn add_bytes_in(&self, n: u64) {
-        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+        self.bytes_in.inc_by(n);
     }
 
     pub fn add_bytes_out(&self, n: u64) {
-        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+        self.bytes_out.inc_by(n);
     }
 
     pub fn upload_started(&self) -> UploadGauge<'_> {
-        self.uploads_in_flight.fetch_add(1, Ordering::Relaxed);
+        self.uploads_in_flight.inc();
         UploadGauge(self)
     }
 
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP artifactstore_build_info Build information.");
-        let _ = writeln!(out, "# TYPE artifactstore_build_info gauge");
-        let _ = writeln!(
-            out,
-            "artifactstore_build_info{{version=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION")
-        );
-
-        let _ = writeln!(
-            out,
-            "# HELP artifactstore_http_requests_total HTTP requests answered."
-        );
-        let _ = writeln!(out, "# TYPE artifactstore_http_requests_total counter");
-        for ((method, route, status), n) in self.requests.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "artifactstore_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP artifactstore_http_errors_total Error answers by error code."
-        );
-        let _ = writeln!(out, "# TYPE artifactstore_http_errors_total counter");
-        for (code, n) in self.errors.lock().unwrap().iter() {
-            let _ = writeln!(
-                out,
-                "artifactstore_http_errors_total{{code=\"{code}\"}} {n}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP artifactstore_http_request_duration_seconds Time to answer a request (headers; streaming bodies continue)."
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE artifactstore_http_request_duration_seconds histogram"
-        );
-        for (route, h) in self.latency.lock().unwrap().iter() {
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "artifactstore_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{le}\"}} {}",
-                    h.counts[i]
-                );
-            }
-            let _ = writeln!(
-                out,
-                "artifactstore_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "artifactstore_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "artifactstore_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                h.count
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP artifactstore_bytes_received_total Artifact bytes received in uploads."
-        );
-        let _ = writeln!(out, "# TYPE artifactstore_bytes_received_total counter");
-        let _ = writeln!(
-            out,
-            "artifactstore_bytes_received_total {}",
-            self.bytes_in.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP artifactstore_bytes_sent_total Artifact bytes sent in downloads."
-        );
-        let _ = writeln!(out, "# TYPE artifactstore_bytes_sent_total counter");
-        let _ = writeln!(
-            out,
-            "artifactstore_bytes_sent_total {}",
-            self.bytes_out.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP artifactstore_uploads_in_flight Uploads being received now."
-        );
-        let _ = writeln!(out, "# TYPE artifactstore_uploads_in_flight gauge");
-        let _ = writeln!(
-            out,
-            "artifactstore_uploads_in_flight {}",
-            self.uploads_in_flight.load(Ordering::Relaxed)
-        );
-        out
+        artifactstore_model::metrics::render(&self.registry.lock().unwrap())
     }
 }
 
@@ -175,6 +173,71 @@ pub struct UploadGauge<'a>(&'a Metrics);
 
 impl Drop for UploadGauge<'_> {
     fn drop(&mut self) {
-        self.0.uploads_in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.uploads_in_flight.dec();
+    }
+}
+
+struct ProbeCollector(Arc<dyn Probe>);
+
+impl std::fmt::Debug for ProbeCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ProbeCollector({})", self.0.name())
+    }
+}
+
+impl Collector for ProbeCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.0.encode_metrics(&mut encoder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn junk_methods_add_no_series() {
+        let m = Metrics::new();
+        for i in 0..500 {
+            let method = Method::from_bytes(format!("JUNK{i}").as_bytes()).unwrap();
+            m.observe(&method, "unmatched", 405, Duration::from_millis(1), None);
+        }
+        let text = m.render();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("artifactstore_http_requests_total{"))
+            .collect();
+        assert_eq!(
+            series,
+            [
+                "artifactstore_http_requests_total{method=\"other\",route=\"unmatched\",status=\"405\"} 500"
+            ]
+        );
+        assert!(!text.contains("JUNK"));
+    }
+
+    #[test]
+    fn renders_the_documented_names() {
+        let m = Metrics::new();
+        m.observe(
+            &Method::GET,
+            "/v1/events",
+            404,
+            Duration::from_millis(3),
+            Some(ErrorCode::VersionNotFound),
+        );
+        m.add_bytes_in(7);
+        let _gauge = m.upload_started();
+        let text = m.render();
+        for want in [
+            "artifactstore_build_info{version=\"",
+            "artifactstore_http_errors_total{code=\"version_not_found\"} 1",
+            "artifactstore_http_request_duration_seconds_bucket{route=\"/v1/events\",le=\"0.005\"} 1",
+            "artifactstore_http_request_duration_seconds_count{route=\"/v1/events\"} 1",
+            "artifactstore_bytes_received_total 7",
+            "artifactstore_uploads_in_flight 1",
+        ] {
+            assert!(text.contains(want), "{want} missing from:\n{text}");
+        }
     }
 }

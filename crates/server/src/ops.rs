@@ -63,9 +63,9 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            artifactstore_model::metrics::CONTENT_TYPE,
         )],
-        st.metrics.render() + &st.probes.iter().map(|p| p.metrics()).collect::<String>(),
+        st.metrics.render(),
     )
         .into_response()
 }
