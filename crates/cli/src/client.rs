@@ -8,12 +8,16 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode, Url, header};
-use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use artifactstore_model::{Digest, Hasher};
+use artifactstore_model::api::{
+    ErrorBody, Event, EventsPage, Manifest, NameItem, Page, PutResult, VersionInfo,
+};
+use artifactstore_model::{Digest, Hasher, Timestamp};
 
 use crate::target::{self, Target};
 use crate::{exit, fail};
@@ -27,17 +31,6 @@ pub struct Client {
     http: reqwest::Client,
     json: bool,
     progress: bool,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct ErrorDetail {
-    code: String,
-    message: String,
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<Option<serde_json::Map<String, Value>>> {
@@ -168,7 +161,7 @@ impl Client {
         ))
     }
 
-    async fn get_json(&self, url: Url) -> anyhow::Result<Value> {
+    async fn get_json<T: DeserializeOwned>(&self, url: Url) -> anyhow::Result<T> {
         Ok(self.send(self.http.get(url)).await?.json().await?)
     }
 
@@ -200,7 +193,7 @@ impl Client {
         let labels = parse_labels(labels)?;
         let files = collect_sources(sources, as_path)?;
         let multi = MultiProgress::new();
-        let results: Vec<anyhow::Result<Value>> = futures::stream::iter(files)
+        let results: Vec<anyhow::Result<Uploaded>> = futures::stream::iter(files)
             .map(|(local, remote)| {
                 let (ns, name, version, multi) = (&ns, &name, &version, &multi);
                 async move {
@@ -218,17 +211,8 @@ impl Client {
             match r {
                 Ok(v) => {
                     if !self.json {
-                        let verb = if v["created"] == Value::Bool(true) {
-                            "added"
-                        } else {
-                            "unchanged"
-                        };
-                        println!(
-                            "{verb} {} {} {} bytes",
-                            v["path"].as_str().unwrap_or(""),
-                            v["digest"].as_str().unwrap_or(""),
-                            v["size"]
-                        );
+                        let verb = if v.created { "added" } else { "unchanged" };
+                        println!("{verb} {} {} {} bytes", v.path, v.digest, v.size);
                     }
                     uploaded.push(v);
                 }
@@ -241,19 +225,22 @@ impl Client {
         if let Some(e) = first_error {
             return Err(e.context("some uploads failed; the version was not completed"));
         }
-        let mut out = serde_json::json!({ "files": uploaded });
+        let mut out = PutOutput {
+            files: uploaded,
+            version: None,
+        };
         if complete {
             let manifest = self.post_complete(&ns, &name, &version, labels).await?;
             if !self.json {
                 println!(
                     "completed {ns}/{name}@{version}: {} files, {} bytes",
-                    manifest["file_count"], manifest["total_size"]
+                    manifest.file_count, manifest.total_size
                 );
             }
-            out["version"] = manifest;
+            out.version = Some(VersionOutput::Manifest(manifest));
         } else if let Some(labels) = labels {
             let url = self.url(&["v1", "artifacts", &ns, &name, &version]);
-            let manifest: Value = self
+            let info: VersionInfo = self
                 .send(
                     self.http
                         .patch(url)
@@ -262,7 +249,7 @@ impl Client {
                 .await?
                 .json()
                 .await?;
-            out["version"] = manifest;
+            out.version = Some(VersionOutput::Info(info));
         }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&out)?);
@@ -278,7 +265,7 @@ impl Client {
         local: &Path,
         remote: &str,
         multi: &MultiProgress,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Uploaded> {
         // Hash first: the server then refuses anything that changed on the way, and an
         // identical retry is answered without sending the bytes again.
         let path = local.to_owned();
@@ -298,10 +285,17 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     == Some(digest.to_string().as_str())
             {
-                return Ok(serde_json::json!({
-                    "namespace": ns, "name": name, "version": version, "path": remote,
-                    "digest": digest.to_string(), "size": size, "created": false,
-                }));
+                return Ok(Uploaded {
+                    namespace: ns.to_owned(),
+                    name: name.to_owned(),
+                    version: version.to_owned(),
+                    path: remote.to_owned(),
+                    digest,
+                    size,
+                    media_type: None,
+                    created_at: None,
+                    created: false,
+                });
             }
         }
         let file = tokio::fs::File::open(local)
@@ -321,7 +315,8 @@ impl Client {
             .body(reqwest::Body::wrap_stream(body));
         let result = self.send(req).await;
         bar.finish_and_clear();
-        Ok(result?.json().await?)
+        let put: PutResult = result?.json().await?;
+        Ok(put.into())
     }
 
     async fn post_complete(
@@ -330,7 +325,7 @@ impl Client {
         name: &str,
         version: &str,
         labels: Option<serde_json::Map<String, Value>>,
-    ) -> anyhow::Result<Value> {
+    ) -> anyhow::Result<Manifest> {
         let url = self.url(&["v1", "artifacts", ns, name, version, "complete"]);
         let mut req = self.http.post(url);
         if let Some(labels) = labels {
@@ -349,7 +344,7 @@ impl Client {
         } else {
             println!(
                 "completed {ns}/{name}@{version}: {} files, {} bytes",
-                manifest["file_count"], manifest["total_size"]
+                manifest.file_count, manifest.total_size
             );
         }
         Ok(0)
@@ -445,7 +440,7 @@ impl Client {
     }
 
     /// Follows `next_cursor` until the listing is exhausted.
-    async fn list_all(&self, segments: &[&str]) -> anyhow::Result<Vec<Value>> {
+    async fn list_all<T: DeserializeOwned>(&self, segments: &[&str]) -> anyhow::Result<Vec<T>> {
         let mut items = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -454,12 +449,10 @@ impl Client {
             if let Some(c) = &cursor {
                 url.query_pairs_mut().append_pair("cursor", c);
             }
-            let page = self.get_json(url).await?;
-            if let Some(a) = page["items"].as_array() {
-                items.extend(a.iter().cloned());
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = Some(c.to_owned()),
+            let page: Page<T> = self.get_json(url).await?;
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
                 None => return Ok(items),
             }
         }
@@ -469,24 +462,18 @@ impl Client {
         let t = target.map(target::parse).transpose()?;
         let (json, lines): (Value, Vec<String>) = match &t {
             None => {
-                let items = self.list_all(&["v1", "artifacts"]).await?;
-                let lines = items
-                    .iter()
-                    .map(|i| i["name"].as_str().unwrap_or("").to_owned())
-                    .collect();
-                (Value::Array(items), lines)
+                let items: Vec<NameItem> = self.list_all(&["v1", "artifacts"]).await?;
+                let lines = items.iter().map(|i| i.name.clone()).collect();
+                (serde_json::to_value(items)?, lines)
             }
             Some(Target {
                 namespace,
                 name: None,
                 ..
             }) => {
-                let items = self.list_all(&["v1", "artifacts", namespace]).await?;
-                let lines = items
-                    .iter()
-                    .map(|i| i["name"].as_str().unwrap_or("").to_owned())
-                    .collect();
-                (Value::Array(items), lines)
+                let items: Vec<NameItem> = self.list_all(&["v1", "artifacts", namespace]).await?;
+                let lines = items.iter().map(|i| i.name.clone()).collect();
+                (serde_json::to_value(items)?, lines)
             }
             Some(Target {
                 namespace,
@@ -494,19 +481,13 @@ impl Client {
                 version: None,
                 ..
             }) => {
-                let items = self.list_all(&["v1", "artifacts", namespace, name]).await?;
+                let items: Vec<VersionInfo> =
+                    self.list_all(&["v1", "artifacts", namespace, name]).await?;
                 let lines = items
                     .iter()
-                    .map(|v| {
-                        format!(
-                            "{:<30} {:<9} {}",
-                            v["version"].as_str().unwrap_or(""),
-                            v["state"].as_str().unwrap_or(""),
-                            v["created_at"].as_str().unwrap_or("")
-                        )
-                    })
+                    .map(|v| format!("{:<30} {:<9} {}", v.version, v.state.as_str(), v.created_at))
                     .collect();
-                (Value::Array(items), lines)
+                (serde_json::to_value(items)?, lines)
             }
             Some(Target {
                 namespace,
@@ -517,27 +498,22 @@ impl Client {
                 if path.is_some() {
                     return Err(fail(exit::USAGE, "ls takes NS, NS/NAME or NS/NAME@VERSION"));
                 }
-                let m = self
+                let m: Manifest = self
                     .get_json(self.url(&["v1", "artifacts", namespace, name, version]))
                     .await?;
                 let mut lines = vec![format!(
                     "{}/{}@{} ({}, {} files, {} bytes)",
                     namespace,
                     name,
-                    m["version"].as_str().unwrap_or(version),
-                    m["state"].as_str().unwrap_or(""),
-                    m["file_count"],
-                    m["total_size"]
+                    m.version.version,
+                    m.version.state.as_str(),
+                    m.file_count,
+                    m.total_size
                 )];
-                for f in m["files"].as_array().into_iter().flatten() {
-                    lines.push(format!(
-                        "{} {:>12} {}",
-                        f["digest"].as_str().unwrap_or(""),
-                        f["size"],
-                        f["path"].as_str().unwrap_or("")
-                    ));
+                for f in &m.files {
+                    lines.push(format!("{} {:>12} {}", f.digest, f.size, f.path));
                 }
-                (m, lines)
+                (serde_json::to_value(m)?, lines)
             }
         };
         if self.json {
@@ -552,7 +528,7 @@ impl Client {
 
     pub async fn rm(&self, target: &str) -> anyhow::Result<u8> {
         let (ns, name, version) = Target::version_only(target)?;
-        let v: Value = self
+        let v: VersionInfo = self
             .send(
                 self.http
                     .delete(self.url(&["v1", "artifacts", &ns, &name, &version])),
@@ -575,35 +551,85 @@ impl Client {
                 .append_pair("after", &after.to_string())
                 .append_pair("limit", "1000")
                 .append_pair("wait", if follow { "30" } else { "0" });
-            let page = self.get_json(url).await?;
-            let events = page["events"].as_array().cloned().unwrap_or_default();
-            for e in &events {
+            let page: EventsPage = self.get_json(url).await?;
+            for e in &page.events {
                 if self.json {
-                    println!("{e}");
+                    println!("{}", serde_json::to_string(e)?);
                 } else {
-                    let mut line = format!(
-                        "{:>8} {} {:<17} {}/{}@{}",
-                        e["seq"],
-                        e["at"],
-                        e["type"].as_str().unwrap_or(""),
-                        e["namespace"].as_str().unwrap_or(""),
-                        e["name"].as_str().unwrap_or(""),
-                        e["version"].as_str().unwrap_or("")
-                    );
-                    if let Some(p) = e["path"].as_str() {
-                        line.push_str(&format!(
-                            "/{p} {} {} bytes",
-                            e["digest"].as_str().unwrap_or(""),
-                            e["size"]
-                        ));
-                    }
-                    println!("{line}");
+                    println!("{}", event_line(e));
                 }
             }
-            after = page["next_after"].as_i64().unwrap_or(after);
+            after = page.next_after;
+            let events = page.events;
             if events.is_empty() && !follow {
                 return Ok(0);
             }
         }
     }
+}
+
+/// One line of `events` output.
+fn event_line(e: &Event) -> String {
+    let mut line = format!(
+        "{:>8} \"{}\" {:<17} {}/{}@{}",
+        e.seq,
+        e.at,
+        e.kind.as_str(),
+        e.namespace,
+        e.name,
+        e.version
+    );
+    if let Some(p) = &e.path {
+        let digest = e.digest.map(|d| d.to_string()).unwrap_or_default();
+        line.push_str(&format!("/{p} {digest} {} bytes", e.size.unwrap_or(0)));
+    }
+    line
+}
+
+/// What `put` reports per file: the server's answer, or the local facts of a file the
+/// server already held with the same bytes (then nothing was sent).
+#[derive(Serialize)]
+struct Uploaded {
+    namespace: String,
+    name: String,
+    version: String,
+    path: String,
+    digest: Digest,
+    size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<Timestamp>,
+    created: bool,
+}
+
+impl From<PutResult> for Uploaded {
+    fn from(p: PutResult) -> Self {
+        Uploaded {
+            namespace: p.namespace,
+            name: p.name,
+            version: p.version,
+            path: p.file.path,
+            digest: p.file.digest,
+            size: p.file.size,
+            media_type: Some(p.file.media_type),
+            created_at: Some(p.file.created_at),
+            created: p.created,
+        }
+    }
+}
+
+/// `put --json`.
+#[derive(Serialize)]
+struct PutOutput {
+    files: Vec<Uploaded>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    version: Option<VersionOutput>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum VersionOutput {
+    Manifest(Manifest),
+    Info(VersionInfo),
 }
