@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use artifactstore_blob::conformance::{self, chunked, unique_bytes};
-use artifactstore_blob::s3::{BackendErrorKind, S3BlobStore, S3Config, S3Credentials};
+use artifactstore_blob::s3::{BackendErrorKind, S3BlobStore, S3Config};
 use artifactstore_blob::{BlobStore, Error};
+use artifactstore_credentials::sources::StaticSource;
+use artifactstore_credentials::{RefreshPolicy, RefreshingCache};
 use artifactstore_model::secret::{Secret, SecretRef};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -71,12 +73,20 @@ fn config(endpoint: &str, bucket: &str, prefix: &str) -> S3Config {
     cfg
 }
 
-fn creds(ak: &str, sk: &str) -> S3Credentials {
-    S3Credentials {
-        access_key_id: ak.to_owned(),
-        secret_access_key: Secret::new(sk),
-        session_token: None,
-    }
+/// Long-lived keys behind the refreshing cache, as production wires the static source.
+fn creds(ak: &str, sk: &str) -> Arc<RefreshingCache> {
+    static_cache(Secret::new(ak), Secret::new(sk))
+}
+
+fn static_cache(access_key_id: Secret, secret_access_key: Secret) -> Arc<RefreshingCache> {
+    Arc::new(RefreshingCache::new(
+        Arc::new(StaticSource {
+            access_key_id,
+            secret_access_key,
+            session_token: None,
+        }),
+        RefreshPolicy::default(),
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -210,7 +220,7 @@ fn live_store(prefix: &str) -> Option<S3BlobStore> {
     let mut cfg = config(&endpoint, &var("ARTIFACTSTORE_S3_BUCKET"), prefix);
     cfg.region = std::env::var("ARTIFACTSTORE_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
     cfg.max_attempts = 3;
-    Some(S3BlobStore::new(cfg, creds(ak.expose(), sk.expose())).unwrap())
+    Some(S3BlobStore::new(cfg, static_cache(ak, sk)).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,8 +3,10 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context;
+use artifactstore_model::secret::SecretRef;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -84,6 +86,10 @@ pub enum CredentialsSource {
 }
 
 /// `[s3]`: an S3-compatible bucket. Credentials only as secret references.
+///
+/// This is the flat layer that files and `ARTIFACTSTORE_S3_<KEY>` variables are read
+/// into (documented keys, one namespace). The credential settings in it are turned once
+/// into the typed [`CredentialSourceConfig`] by [`S3Settings::credential_source`].
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Settings {
@@ -110,11 +116,14 @@ pub struct S3Settings {
     /// Keep it above the longest upload when several replicas share the bucket.
     pub stale_upload_age_secs: u64,
     /// `env:NAME` or `file:/path` of the access key id.
-    pub access_key_id_ref: Option<String>,
+    #[serde(skip_serializing)]
+    pub access_key_id_ref: Option<SecretRef>,
     /// `env:NAME` or `file:/path` of the secret access key.
-    pub secret_access_key_ref: Option<String>,
+    #[serde(skip_serializing)]
+    pub secret_access_key_ref: Option<SecretRef>,
     /// `env:NAME` or `file:/path` of a session token (temporary credentials).
-    pub session_token_ref: Option<String>,
+    #[serde(skip_serializing)]
+    pub session_token_ref: Option<SecretRef>,
     /// Where credentials come from (docs/CONFIG.md): `auto` (default), `static`,
     /// `web-identity`, `assume-role`, `container`, `process` or `file`.
     pub credentials_source: CredentialsSource,
@@ -122,7 +131,8 @@ pub struct S3Settings {
     pub web_identity_token_file: Option<PathBuf>,
     /// web-identity (optional) and assume-role (required): the role to assume.
     pub role_arn: Option<String>,
-    pub role_session_name: String,
+    /// web-identity and assume-role: `RoleSessionName` (default `artifactstore`).
+    pub role_session_name: Option<String>,
     /// web-identity and assume-role: the STS endpoint (default: the S3 endpoint).
     pub sts_endpoint_url: Option<String>,
     /// web-identity and assume-role: DurationSeconds to ask for (default: the STS's).
@@ -135,11 +145,12 @@ pub struct S3Settings {
     pub container_authorization_token_file: Option<PathBuf>,
     /// process: a credential_process command line, run with `sh -c`.
     pub credential_process: Option<String>,
-    pub credential_process_timeout_secs: u64,
+    /// process: the command is killed past this many seconds (default 30).
+    pub credential_process_timeout_secs: Option<u64>,
     /// file: a JSON file in credential_process format written by a sidecar.
     pub credentials_file: Option<PathBuf>,
     /// Refresh when less than this remains (default: the smaller of 5 min and a third
-    /// of the credential's lifetime).
+    /// of the credential's lifetime). Applies to every source.
     pub credentials_refresh_window_secs: Option<u64>,
     // Present only to refuse them with a message that says what to do instead.
     #[serde(skip_serializing)]
@@ -183,14 +194,14 @@ impl Default for S3Settings {
             credentials_source: CredentialsSource::Auto,
             web_identity_token_file: None,
             role_arn: None,
-            role_session_name: "artifactstore".into(),
+            role_session_name: None,
             sts_endpoint_url: None,
             credentials_duration_secs: None,
             session_policy: None,
             container_credentials_url: None,
             container_authorization_token_file: None,
             credential_process: None,
-            credential_process_timeout_secs: 30,
+            credential_process_timeout_secs: None,
             credentials_file: None,
             credentials_refresh_window_secs: None,
             access_key_id: None,
@@ -217,6 +228,282 @@ impl S3Settings {
             }
         }
         Ok(())
+    }
+}
+
+impl CredentialsSource {
+    /// The `[s3]` keys this source reads; the others are ignored when it is chosen.
+    fn keys(self) -> &'static [&'static str] {
+        const STATIC: &[&str] = &[
+            "access_key_id_ref",
+            "secret_access_key_ref",
+            "session_token_ref",
+        ];
+        match self {
+            CredentialsSource::Auto => &[],
+            CredentialsSource::Static => STATIC,
+            CredentialsSource::WebIdentity => &[
+                "web_identity_token_file",
+                "role_arn",
+                "role_session_name",
+                "sts_endpoint_url",
+                "credentials_duration_secs",
+            ],
+            CredentialsSource::AssumeRole => &[
+                "access_key_id_ref",
+                "secret_access_key_ref",
+                "session_token_ref",
+                "role_arn",
+                "role_session_name",
+                "sts_endpoint_url",
+                "credentials_duration_secs",
+                "session_policy",
+            ],
+            CredentialsSource::Container => &[
+                "container_credentials_url",
+                "container_authorization_token_file",
+            ],
+            CredentialsSource::Process => {
+                &["credential_process", "credential_process_timeout_secs"]
+            }
+            CredentialsSource::File => &["credentials_file"],
+        }
+    }
+}
+
+/// The S3 credential source chosen by `credentials_source` (or by `auto`), with
+/// exactly the settings it uses and their defaults applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSourceConfig {
+    Static(StaticKeys),
+    WebIdentity {
+        token_file: PathBuf,
+        /// Optional: MinIO's claim-based mode refuses one.
+        role_arn: Option<String>,
+        session_name: String,
+        /// `sts_endpoint_url`, else the S3 endpoint.
+        sts_endpoint: String,
+        duration_secs: Option<u64>,
+    },
+    AssumeRole {
+        /// The keys AssumeRole is signed with.
+        base: StaticKeys,
+        role_arn: String,
+        session_name: String,
+        sts_endpoint: String,
+        duration_secs: Option<u64>,
+        session_policy: Option<String>,
+    },
+    Container {
+        url: String,
+        authorization_token_file: Option<PathBuf>,
+    },
+    Process {
+        command: String,
+        timeout: Duration,
+    },
+    File {
+        path: PathBuf,
+    },
+}
+
+/// Long-lived keys, by reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StaticKeys {
+    pub access_key_id: SecretRef,
+    pub secret_access_key: SecretRef,
+    pub session_token: Option<SecretRef>,
+}
+
+/// The value of a setting the chosen source cannot do without.
+fn required<T: Clone>(value: &Option<T>, key: &str, kind: CredentialsSource) -> Result<T, String> {
+    value.clone().ok_or_else(|| {
+        format!(
+            "{} is required for credentials_source {}",
+            setting(key),
+            kind.name()
+        )
+    })
+}
+
+/// `s3.<key> (ARTIFACTSTORE_S3_<KEY>)`, as messages name a setting.
+fn setting(key: &str) -> String {
+    format!("s3.{key} (ARTIFACTSTORE_S3_{})", key.to_uppercase())
+}
+
+impl S3Settings {
+    /// The credential source these settings choose, typed, and the credential keys
+    /// given that it does not read (docs/CONFIG.md: an explicit choice ignores the
+    /// others — scripts export several sources' settings and pick one; the caller
+    /// warns about each). Errors name the missing setting and its variable.
+    pub fn credential_source(&self) -> Result<(CredentialSourceConfig, Vec<&'static str>), String> {
+        let kind = match self.credentials_source {
+            CredentialsSource::Auto => {
+                if self.web_identity_token_file.is_some() {
+                    CredentialsSource::WebIdentity
+                } else if self.container_credentials_url.is_some() {
+                    CredentialsSource::Container
+                } else if self.credential_process.is_some() {
+                    CredentialsSource::Process
+                } else if self.credentials_file.is_some() {
+                    CredentialsSource::File
+                } else if self.role_arn.is_some() && self.access_key_id_ref.is_some() {
+                    CredentialsSource::AssumeRole
+                } else {
+                    CredentialsSource::Static
+                }
+            }
+            other => other,
+        };
+        let used = kind.keys();
+        let ignored = self
+            .given_credential_keys()
+            .into_iter()
+            .filter(|k| !used.contains(k))
+            .collect();
+        let session_name = || {
+            self.role_session_name
+                .clone()
+                .unwrap_or_else(|| "artifactstore".into())
+        };
+        let sts_endpoint = || {
+            self.sts_endpoint_url
+                .clone()
+                .or_else(|| self.endpoint_url.clone())
+                .ok_or_else(|| format!("{} is needed to reach an STS", setting("sts_endpoint_url")))
+        };
+        let source = match kind {
+            CredentialsSource::Auto | CredentialsSource::Static => {
+                CredentialSourceConfig::Static(self.static_keys()?)
+            }
+            CredentialsSource::WebIdentity => CredentialSourceConfig::WebIdentity {
+                token_file: required(
+                    &self.web_identity_token_file,
+                    "web_identity_token_file",
+                    kind,
+                )?,
+                role_arn: self.role_arn.clone(),
+                session_name: session_name(),
+                sts_endpoint: sts_endpoint()?,
+                duration_secs: self.credentials_duration_secs,
+            },
+            CredentialsSource::AssumeRole => CredentialSourceConfig::AssumeRole {
+                role_arn: required(&self.role_arn, "role_arn", kind)?,
+                base: self.static_keys()?,
+                session_name: session_name(),
+                sts_endpoint: sts_endpoint()?,
+                duration_secs: self.credentials_duration_secs,
+                session_policy: self.session_policy.clone(),
+            },
+            CredentialsSource::Container => CredentialSourceConfig::Container {
+                url: required(
+                    &self.container_credentials_url,
+                    "container_credentials_url",
+                    kind,
+                )?,
+                authorization_token_file: self.container_authorization_token_file.clone(),
+            },
+            CredentialsSource::Process => CredentialSourceConfig::Process {
+                command: required(&self.credential_process, "credential_process", kind)?,
+                timeout: Duration::from_secs(
+                    self.credential_process_timeout_secs.unwrap_or(30).max(1),
+                ),
+            },
+            CredentialsSource::File => CredentialSourceConfig::File {
+                path: required(&self.credentials_file, "credentials_file", kind)?,
+            },
+        };
+        Ok((source, ignored))
+    }
+
+    fn static_keys(&self) -> Result<StaticKeys, String> {
+        let missing = |k: &str| {
+            format!(
+                "the s3 backend needs credentials: {} = env:NAME or file:/path, \
+                 or another s3.credentials_source (docs/CONFIG.md)",
+                setting(k)
+            )
+        };
+        Ok(StaticKeys {
+            access_key_id: self
+                .access_key_id_ref
+                .clone()
+                .ok_or_else(|| missing("access_key_id_ref"))?,
+            secret_access_key: self
+                .secret_access_key_ref
+                .clone()
+                .ok_or_else(|| missing("secret_access_key_ref"))?,
+            session_token: self.session_token_ref.clone(),
+        })
+    }
+
+    /// The credential settings given (in any layer), by key.
+    fn given_credential_keys(&self) -> Vec<&'static str> {
+        [
+            ("access_key_id_ref", self.access_key_id_ref.is_some()),
+            (
+                "secret_access_key_ref",
+                self.secret_access_key_ref.is_some(),
+            ),
+            ("session_token_ref", self.session_token_ref.is_some()),
+            (
+                "web_identity_token_file",
+                self.web_identity_token_file.is_some(),
+            ),
+            ("role_arn", self.role_arn.is_some()),
+            ("role_session_name", self.role_session_name.is_some()),
+            ("sts_endpoint_url", self.sts_endpoint_url.is_some()),
+            (
+                "credentials_duration_secs",
+                self.credentials_duration_secs.is_some(),
+            ),
+            ("session_policy", self.session_policy.is_some()),
+            (
+                "container_credentials_url",
+                self.container_credentials_url.is_some(),
+            ),
+            (
+                "container_authorization_token_file",
+                self.container_authorization_token_file.is_some(),
+            ),
+            ("credential_process", self.credential_process.is_some()),
+            (
+                "credential_process_timeout_secs",
+                self.credential_process_timeout_secs.is_some(),
+            ),
+            ("credentials_file", self.credentials_file.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, given)| given.then_some(k))
+        .collect()
+    }
+}
+
+impl CredentialSourceConfig {
+    /// `static`, `web-identity`, `assume-role`, `container`, `process` or `file`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            CredentialSourceConfig::Static(_) => "static",
+            CredentialSourceConfig::WebIdentity { .. } => "web-identity",
+            CredentialSourceConfig::AssumeRole { .. } => "assume-role",
+            CredentialSourceConfig::Container { .. } => "container",
+            CredentialSourceConfig::Process { .. } => "process",
+            CredentialSourceConfig::File { .. } => "file",
+        }
+    }
+}
+
+impl CredentialsSource {
+    fn name(self) -> &'static str {
+        match self {
+            CredentialsSource::Auto => "auto",
+            CredentialsSource::Static => "static",
+            CredentialsSource::WebIdentity => "web-identity",
+            CredentialsSource::AssumeRole => "assume-role",
+            CredentialsSource::Container => "container",
+            CredentialsSource::Process => "process",
+            CredentialsSource::File => "file",
+        }
     }
 }
 
@@ -338,6 +625,178 @@ mod tests {
                 load(Some(Path::new("bad.toml")), &ServeFlags::default()).unwrap_err()
             );
             assert!(err.contains("listen_port"), "{err}");
+            Ok(())
+        });
+    }
+
+    fn s3(toml: &str) -> S3Settings {
+        let cfg: ServeConfig = Figment::from(Serialized::defaults(ServeConfig::default()))
+            .merge(Toml::string(toml))
+            .extract()
+            .unwrap_or_else(|e| panic!("{toml}: {e}"));
+        cfg.s3
+    }
+
+    fn env_ref(name: &str) -> SecretRef {
+        SecretRef::Env(name.into())
+    }
+
+    #[test]
+    fn auto_picks_the_first_configured_source_in_the_documented_order() {
+        let pick = |toml: &str| s3(toml).credential_source().unwrap().0.name();
+        let keys = "access_key_id_ref = \"env:AK\"\nsecret_access_key_ref = \"env:SK\"\n";
+        let all = format!(
+            "[s3]\nweb_identity_token_file = \"/t\"\ncontainer_credentials_url = \"http://c\"\n\
+             credential_process = \"p\"\ncredentials_file = \"/f\"\nrole_arn = \"arn:r\"\n\
+             endpoint_url = \"http://s3\"\n{keys}"
+        );
+        assert_eq!(pick(&all), "web-identity");
+        let all = all.replace("web_identity_token_file = \"/t\"\n", "");
+        assert_eq!(pick(&all), "container");
+        let all = all.replace("container_credentials_url = \"http://c\"\n", "");
+        assert_eq!(pick(&all), "process");
+        let all = all.replace("credential_process = \"p\"\n", "");
+        assert_eq!(pick(&all), "file");
+        let all = all.replace("credentials_file = \"/f\"\n", "");
+        assert_eq!(pick(&all), "assume-role");
+        let all = all.replace("role_arn = \"arn:r\"\n", "");
+        assert_eq!(pick(&all), "static");
+    }
+
+    #[test]
+    fn each_source_gets_exactly_its_settings_with_defaults() {
+        let (source, ignored) =
+            s3("[s3]\naccess_key_id_ref = \"env:AK\"\nsecret_access_key_ref = \"file:/sk\"\n")
+                .credential_source()
+                .unwrap();
+        assert_eq!(
+            source,
+            CredentialSourceConfig::Static(StaticKeys {
+                access_key_id: env_ref("AK"),
+                secret_access_key: SecretRef::File("/sk".into()),
+                session_token: None,
+            })
+        );
+        assert!(ignored.is_empty());
+
+        let (source, _) = s3(
+            "[s3]\ncredentials_source = \"web-identity\"\nendpoint_url = \"http://s3\"\n\
+                              web_identity_token_file = \"/t\"\n",
+        )
+        .credential_source()
+        .unwrap();
+        assert_eq!(
+            source,
+            CredentialSourceConfig::WebIdentity {
+                token_file: "/t".into(),
+                role_arn: None,
+                session_name: "artifactstore".into(),
+                sts_endpoint: "http://s3".into(),
+                duration_secs: None,
+            },
+            "the STS defaults to the S3 endpoint"
+        );
+
+        let (source, _) = s3("[s3]\ncredentials_source = \"assume-role\"\nsts_endpoint_url = \"http://sts\"\n\
+                              role_arn = \"arn:r\"\nrole_session_name = \"me\"\naccess_key_id_ref = \"env:AK\"\n\
+                              secret_access_key_ref = \"env:SK\"\nsession_policy = \"{}\"\ncredentials_duration_secs = 900\n")
+        .credential_source()
+        .unwrap();
+        assert_eq!(
+            source,
+            CredentialSourceConfig::AssumeRole {
+                base: StaticKeys {
+                    access_key_id: env_ref("AK"),
+                    secret_access_key: env_ref("SK"),
+                    session_token: None,
+                },
+                role_arn: "arn:r".into(),
+                session_name: "me".into(),
+                sts_endpoint: "http://sts".into(),
+                duration_secs: Some(900),
+                session_policy: Some("{}".into()),
+            }
+        );
+
+        let (source, _) = s3("[s3]\ncredential_process = \"p\"\n")
+            .credential_source()
+            .unwrap();
+        assert_eq!(
+            source,
+            CredentialSourceConfig::Process {
+                command: "p".into(),
+                timeout: Duration::from_secs(30),
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_setting_is_named_with_its_variable() {
+        let err = |toml: &str| s3(toml).credential_source().unwrap_err();
+        let e = err("[s3]\ncredentials_source = \"container\"\n");
+        assert!(
+            e.contains("s3.container_credentials_url (ARTIFACTSTORE_S3_CONTAINER_CREDENTIALS_URL)"),
+            "{e}"
+        );
+        assert!(e.contains("container"), "{e}");
+        let e = err("[s3]\naccess_key_id_ref = \"env:AK\"\n");
+        assert!(e.contains("ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF"), "{e}");
+        let e =
+            err("[s3]\ncredentials_source = \"web-identity\"\nweb_identity_token_file = \"/t\"\n");
+        assert!(e.contains("ARTIFACTSTORE_S3_STS_ENDPOINT_URL"), "{e}");
+        let e = err("[s3]\ncredentials_source = \"assume-role\"\nendpoint_url = \"http://s3\"\n");
+        assert!(e.contains("s3.role_arn"), "{e}");
+    }
+
+    #[test]
+    fn an_explicit_source_reports_the_settings_it_ignores() {
+        // As scripts/vend-fixture.sh does: static keys stay exported, web identity chosen.
+        let (source, ignored) = s3("[s3]\ncredentials_source = \"web-identity\"\nendpoint_url = \"http://s3\"\n\
+                                    web_identity_token_file = \"/t\"\nrole_arn = \"arn:r\"\n\
+                                    access_key_id_ref = \"env:AK\"\nsecret_access_key_ref = \"env:SK\"\n\
+                                    credential_process_timeout_secs = 5\n")
+        .credential_source()
+        .unwrap();
+        assert_eq!(source.name(), "web-identity");
+        assert_eq!(
+            ignored,
+            [
+                "access_key_id_ref",
+                "secret_access_key_ref",
+                "credential_process_timeout_secs"
+            ]
+        );
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+    fn credential_settings_keep_their_environment_names_and_refs_are_typed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("ARTIFACTSTORE_S3_CREDENTIALS_SOURCE", "container");
+            jail.set_env(
+                "ARTIFACTSTORE_S3_CONTAINER_CREDENTIALS_URL",
+                "http://vend/v1/c",
+            );
+            jail.set_env(
+                "ARTIFACTSTORE_S3_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                "/tok",
+            );
+            jail.set_env("ARTIFACTSTORE_S3_CREDENTIALS_REFRESH_WINDOW_SECS", "7");
+            let c = load(None, &ServeFlags::default()).unwrap();
+            assert_eq!(c.s3.credentials_refresh_window_secs, Some(7));
+            assert_eq!(
+                c.s3.credential_source().unwrap().0,
+                CredentialSourceConfig::Container {
+                    url: "http://vend/v1/c".into(),
+                    authorization_token_file: Some("/tok".into()),
+                }
+            );
+            jail.set_env("ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF", "canary-not-a-ref");
+            let err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
+            assert!(err.contains("env:NAME or file:/path"), "{err}");
+            // figment names the key as the variable spelled it.
+            assert!(err.to_lowercase().contains("s3.secret_access_key_ref"), "{err}");
+            assert!(!err.contains("canary-not-a-ref"), "{err}");
             Ok(())
         });
     }

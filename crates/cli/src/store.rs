@@ -10,13 +10,16 @@ use serde::Serialize;
 use artifactstore_blob::s3::{ChecksumMode, S3BlobStore, S3Config};
 use artifactstore_blob::{BlobStore, FsBlobStore};
 use artifactstore_credentials::sources::{
-    AssumeRoleSource, ContainerSource, FileSource, ProcessSource, StaticSource, WebIdentitySource,
+    self, AssumeRoleSource, ContainerSource, FileSource, ProcessSource, StaticSource,
+    WebIdentitySource,
 };
-use artifactstore_credentials::{CredentialSource, RefreshPolicy, RefreshingCache, SdkProvider};
-use artifactstore_model::secret::SecretRef;
-use aws_sdk_s3::config::SharedCredentialsProvider;
+use artifactstore_credentials::{CredentialSource, RefreshPolicy, RefreshingCache};
+use artifactstore_model::Timestamp;
+use artifactstore_model::secret::{Secret, SecretRef};
 
-use crate::config::{Backend, Checksum, CredentialsSource, S3Settings, ServeConfig};
+use crate::config::{
+    Backend, Checksum, CredentialSourceConfig, S3Settings, ServeConfig, StaticKeys,
+};
 use crate::{exit, fail};
 
 /// Which credentials the store uses — kinds and expiry, never values.
@@ -53,12 +56,9 @@ impl CredentialInfo {
             .get()
             .await
             .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
-        self.expires = cache.expires_at().map(|t| {
-            let millis = t
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            artifactstore_server::rfc3339(millis)
-        });
+        self.expires = cache
+            .expires_at()
+            .map(|t| Timestamp::from_system_time(t).rfc3339());
         Ok(())
     }
 }
@@ -84,53 +84,54 @@ impl artifactstore_server::Probe for CredentialProbe {
         ))
     }
 
-    fn metrics(&self) -> String {
+    fn encode_metrics(
+        &self,
+        e: &mut artifactstore_model::metrics::prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use artifactstore_model::metrics::{const_counter, const_gauge};
         use std::sync::atomic::Ordering;
-        let source = self.0.source_name();
+        let labels = [("source", self.0.source_name())];
         let stats = &self.0.stats;
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: String| {
-            out.push_str(&format!(
-                "# HELP artifactstore_s3_credentials_{name} {help}\n# TYPE artifactstore_s3_credentials_{name} {kind}\nartifactstore_s3_credentials_{name}{{source=\"{source}\"}} {value}\n"
-            ));
-        };
         if let Some(exp) = self.0.expires_at() {
             let left = match exp.duration_since(std::time::SystemTime::now()) {
                 Ok(d) => d.as_secs_f64(),
                 Err(e) => -e.duration().as_secs_f64(),
             };
-            metric(
-                "expiry_seconds",
-                "gauge",
-                "Seconds until the held credential expires.",
-                format!("{left:.0}"),
-            );
+            const_gauge(
+                e,
+                "artifactstore_s3_credentials_expiry_seconds",
+                "Seconds until the held credential expires",
+                &labels,
+                left.round(),
+            )?;
         }
-        metric(
-            "valid",
-            "gauge",
-            "Whether a usable credential is held.",
-            u8::from(self.0.has_valid()).to_string(),
-        );
-        metric(
-            "refreshes_total",
-            "counter",
-            "Credentials fetched from the source.",
-            stats.refreshes.load(Ordering::Relaxed).to_string(),
-        );
-        metric(
-            "refresh_failures_total",
-            "counter",
-            "Failed fetches from the source.",
-            stats.failures.load(Ordering::Relaxed).to_string(),
-        );
-        metric(
-            "forced_refreshes_total",
-            "counter",
-            "Refreshes forced by the store refusing a credential.",
-            stats.forced.load(Ordering::Relaxed).to_string(),
-        );
-        out
+        const_gauge(
+            e,
+            "artifactstore_s3_credentials_valid",
+            "Whether a usable credential is held",
+            &labels,
+            f64::from(u8::from(self.0.has_valid())),
+        )?;
+        for (name, help, value) in [
+            (
+                "artifactstore_s3_credentials_refreshes",
+                "Credentials fetched from the source",
+                &stats.refreshes,
+            ),
+            (
+                "artifactstore_s3_credentials_refresh_failures",
+                "Failed fetches from the source",
+                &stats.failures,
+            ),
+            (
+                "artifactstore_s3_credentials_forced_refreshes",
+                "Refreshes forced by the store refusing a credential",
+                &stats.forced,
+            ),
+        ] {
+            const_counter(e, name, help, &labels, value.load(Ordering::Relaxed))?;
+        }
+        Ok(())
     }
 }
 
@@ -148,17 +149,16 @@ impl Opened {
     }
 }
 
+/// Reads the secret `reference` names (the setting `s3.<key>`).
 fn resolve(
-    name: &'static str,
-    reference: Option<&str>,
+    key: &'static str,
+    reference: &SecretRef,
     warnings: &mut Vec<String>,
-) -> anyhow::Result<Option<(artifactstore_model::secret::Secret, &'static str)>> {
-    let Some(r) = reference else { return Ok(None) };
-    let r = SecretRef::parse(r).map_err(|e| fail(exit::USAGE, format!("s3.{name}_ref: {e}")))?;
-    let secret = r
+) -> anyhow::Result<(Secret, &'static str)> {
+    let secret = reference
         .resolve(warnings)
-        .map_err(|e| fail(exit::USAGE, format!("s3.{name}_ref: {e}")))?;
-    Ok(Some((secret, r.kind())))
+        .map_err(|e| fail(exit::USAGE, format!("s3.{key}: {e}")))?;
+    Ok((secret, reference.kind()))
 }
 
 /// The configured credential source, as a source and what `storage verify` says of it.
@@ -166,156 +166,115 @@ fn credential_source(
     s: &S3Settings,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(Arc<dyn CredentialSource>, CredentialInfo)> {
-    let usage = |m: String| fail(exit::USAGE, m);
-    let kind = match s.credentials_source {
-        CredentialsSource::Auto => {
-            if s.web_identity_token_file.is_some() {
-                CredentialsSource::WebIdentity
-            } else if s.container_credentials_url.is_some() {
-                CredentialsSource::Container
-            } else if s.credential_process.is_some() {
-                CredentialsSource::Process
-            } else if s.credentials_file.is_some() {
-                CredentialsSource::File
-            } else if s.role_arn.is_some() && s.access_key_id_ref.is_some() {
-                CredentialsSource::AssumeRole
-            } else {
-                CredentialsSource::Static
-            }
-        }
-        other => other,
-    };
-    let info = |source: &'static str, detail: String| CredentialInfo {
-        source,
+    let (chosen, ignored) = s.credential_source().map_err(|m| fail(exit::USAGE, m))?;
+    for key in ignored {
+        warnings.push(format!(
+            "s3.{key} is ignored: the credentials source is {}",
+            chosen.name()
+        ));
+    }
+    let info = |detail: String| CredentialInfo {
+        source: chosen.name(),
         refs: Vec::new(),
         detail: Some(detail),
         expires: None,
     };
-    let sts_endpoint = || {
-        s.sts_endpoint_url
-            .clone()
-            .or_else(|| s.endpoint_url.clone())
-            .ok_or_else(|| usage("s3.sts_endpoint_url (ARTIFACTSTORE_S3_STS_ENDPOINT_URL) is needed to reach an STS".into()))
-    };
     let http = || {
-        reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(s.connect_timeout_secs))
-            .build()
-            .map_err(|e| fail(exit::FAILURE, format!("HTTP client: {e}")))
+        sources::http_client(Duration::from_secs(s.connect_timeout_secs))
+            .map_err(|e| fail(exit::FAILURE, e.to_string()))
     };
-    Ok(match kind {
-        CredentialsSource::Auto | CredentialsSource::Static => {
-            let (source, refs) = static_source(s, warnings)?;
+    Ok(match &chosen {
+        CredentialSourceConfig::Static(keys) => {
+            let (source, refs) = static_source(keys, warnings)?;
             (
                 Arc::new(source),
                 CredentialInfo {
-                    source: "static",
+                    source: chosen.name(),
                     refs,
                     detail: None,
                     expires: None,
                 },
             )
         }
-        CredentialsSource::WebIdentity => {
-            let token_file = s.web_identity_token_file.clone().ok_or_else(|| {
-                usage("s3.web_identity_token_file (ARTIFACTSTORE_S3_WEB_IDENTITY_TOKEN_FILE) is required for web-identity".into())
-            })?;
-            let endpoint = sts_endpoint()?;
-            let detail = format!("token file {}, STS {endpoint}", token_file.display());
-            (
-                Arc::new(WebIdentitySource {
-                    token_file,
-                    sts_endpoint: endpoint,
-                    role_arn: s.role_arn.clone(),
-                    session_name: s.role_session_name.clone(),
-                    duration_secs: s.credentials_duration_secs,
-                    http: http()?,
-                }),
-                info("web-identity", detail),
-            )
-        }
-        CredentialsSource::AssumeRole => {
-            let role_arn = s.role_arn.clone().ok_or_else(|| {
-                usage("s3.role_arn (ARTIFACTSTORE_S3_ROLE_ARN) is required for assume-role".into())
-            })?;
-            let (base, _) = static_source(s, warnings)?;
-            let endpoint = sts_endpoint()?;
-            let detail = format!("role {role_arn}, STS {endpoint}");
+        CredentialSourceConfig::WebIdentity {
+            token_file,
+            role_arn,
+            session_name,
+            sts_endpoint,
+            duration_secs,
+        } => (
+            Arc::new(WebIdentitySource {
+                token_file: token_file.clone(),
+                sts_endpoint: sts_endpoint.clone(),
+                role_arn: role_arn.clone(),
+                session_name: session_name.clone(),
+                duration_secs: *duration_secs,
+                http: http()?,
+            }),
+            info(format!(
+                "token file {}, STS {sts_endpoint}",
+                token_file.display()
+            )),
+        ),
+        CredentialSourceConfig::AssumeRole {
+            base,
+            role_arn,
+            session_name,
+            sts_endpoint,
+            duration_secs,
+            session_policy,
+        } => {
+            let (base, _) = static_source(base, warnings)?;
             (
                 Arc::new(AssumeRoleSource::new(
-                    &endpoint,
+                    sts_endpoint,
                     &s.region,
                     &base,
-                    role_arn,
-                    s.role_session_name.clone(),
-                    s.session_policy.clone(),
-                    s.credentials_duration_secs,
+                    role_arn.clone(),
+                    session_name.clone(),
+                    session_policy.clone(),
+                    *duration_secs,
                 )),
-                info("assume-role", detail),
+                info(format!("role {role_arn}, STS {sts_endpoint}")),
             )
         }
-        CredentialsSource::Container => {
-            let url = s.container_credentials_url.clone().ok_or_else(|| {
-                usage("s3.container_credentials_url (ARTIFACTSTORE_S3_CONTAINER_CREDENTIALS_URL) is required for container".into())
-            })?;
-            let detail = format!("endpoint {url}");
-            (
-                Arc::new(ContainerSource {
-                    url,
-                    token_file: s.container_authorization_token_file.clone(),
-                    http: http()?,
-                }),
-                info("container", detail),
-            )
-        }
-        CredentialsSource::Process => {
-            let command = s.credential_process.clone().ok_or_else(|| {
-                usage("s3.credential_process (ARTIFACTSTORE_S3_CREDENTIAL_PROCESS) is required for process".into())
-            })?;
-            (
-                Arc::new(ProcessSource {
-                    command,
-                    timeout: Duration::from_secs(s.credential_process_timeout_secs.max(1)),
-                }),
-                info("process", "credential_process command".into()),
-            )
-        }
-        CredentialsSource::File => {
-            let path = s.credentials_file.clone().ok_or_else(|| {
-                usage(
-                    "s3.credentials_file (ARTIFACTSTORE_S3_CREDENTIALS_FILE) is required for file"
-                        .into(),
-                )
-            })?;
-            let detail = format!("file {}", path.display());
-            (Arc::new(FileSource::new(path)), info("file", detail))
-        }
+        CredentialSourceConfig::Container {
+            url,
+            authorization_token_file,
+        } => (
+            Arc::new(ContainerSource {
+                url: url.clone(),
+                token_file: authorization_token_file.clone(),
+                http: http()?,
+            }),
+            info(format!("endpoint {url}")),
+        ),
+        CredentialSourceConfig::Process { command, timeout } => (
+            Arc::new(ProcessSource {
+                command: command.clone(),
+                timeout: *timeout,
+            }),
+            info("credential_process command".into()),
+        ),
+        CredentialSourceConfig::File { path } => (
+            Arc::new(FileSource::new(path.clone())),
+            info(format!("file {}", path.display())),
+        ),
     })
 }
 
+/// Resolves static keys, and says which kind of reference each came from.
 fn static_source(
-    s: &S3Settings,
+    keys: &StaticKeys,
     warnings: &mut Vec<String>,
 ) -> anyhow::Result<(StaticSource, Vec<(&'static str, &'static str)>)> {
-    let missing = |k: &str| {
-        fail(
-            exit::USAGE,
-            format!(
-                "the s3 backend needs credentials: s3.{k}_ref (ARTIFACTSTORE_S3_{}_REF) = env:NAME or file:/path, \
-                 or another s3.credentials_source (docs/CONFIG.md)",
-                k.to_uppercase()
-            ),
-        )
-    };
-    let (ak, ak_kind) = resolve("access_key_id", s.access_key_id_ref.as_deref(), warnings)?
-        .ok_or_else(|| missing("access_key_id"))?;
-    let (sk, sk_kind) = resolve(
-        "secret_access_key",
-        s.secret_access_key_ref.as_deref(),
-        warnings,
-    )?
-    .ok_or_else(|| missing("secret_access_key"))?;
-    let token = resolve("session_token", s.session_token_ref.as_deref(), warnings)?;
+    let (ak, ak_kind) = resolve("access_key_id_ref", &keys.access_key_id, warnings)?;
+    let (sk, sk_kind) = resolve("secret_access_key_ref", &keys.secret_access_key, warnings)?;
+    let token = keys
+        .session_token
+        .as_ref()
+        .map(|t| resolve("session_token_ref", t, warnings))
+        .transpose()?;
     let mut refs = vec![("access_key_id", ak_kind), ("secret_access_key", sk_kind)];
     if let Some((_, kind)) = &token {
         refs.push(("session_token", kind));
@@ -330,7 +289,9 @@ fn static_source(
     ))
 }
 
-/// The S3 store, what its credentials are, and the cache that holds them.
+/// The S3 store, what its credentials are, and the cache that holds them — the one
+/// credential handle, shared by the store (which signs from it and tells it of refused
+/// keys) and by `/readyz` and `/metrics`.
 pub fn s3_store(
     s: &S3Settings,
 ) -> anyhow::Result<(S3BlobStore, CredentialInfo, Arc<RefreshingCache>)> {
@@ -370,13 +331,8 @@ pub fn s3_store(
         concurrency: s.concurrency,
         max_attempts: s.max_attempts,
     };
-    let rejecting = cache.clone();
-    let store = S3BlobStore::with_provider(
-        cfg,
-        SharedCredentialsProvider::new(SdkProvider(cache.clone())),
-        Arc::new(move |key_id: &str| rejecting.reject(key_id)),
-    )
-    .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let store =
+        S3BlobStore::new(cfg, cache.clone()).map_err(|e| fail(exit::USAGE, e.to_string()))?;
     Ok((store, info, cache))
 }
 

@@ -1,7 +1,7 @@
 //! Credentials for the S3 backend: one [`CredentialSource`] trait, one
 //! [`RefreshingCache`] in front of every source, and the sources themselves (static
 //! secret references, web identity, AssumeRole, container endpoint, credential_process,
-//! a sidecar-written file).
+//! a sidecar-written file). Time is the model's [`Timestamp`] on a replaceable [`Clock`].
 //!
 //! The cache refreshes ahead of expiry: when less than a window remains (the smaller of
 //! 5 minutes and a third of the lifetime, unless configured), less a random part of a
@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use artifactstore_model::secret::Secret;
+use artifactstore_model::{Clock, Timestamp, random_below};
 
 pub mod sources;
 
@@ -26,7 +27,7 @@ pub struct Credential {
     pub secret_access_key: Secret,
     pub session_token: Option<Secret>,
     /// `None`: long-lived (never refreshed).
-    pub expires_at: Option<SystemTime>,
+    pub expires_at: Option<Timestamp>,
 }
 
 impl fmt::Debug for Credential {
@@ -68,19 +69,6 @@ pub trait CredentialSource: Send + Sync {
     }
 }
 
-/// The time, replaceable in tests.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> SystemTime;
-}
-
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> SystemTime {
-        SystemTime::now()
-    }
-}
-
 /// When to refresh.
 #[derive(Clone, Debug)]
 pub struct RefreshPolicy {
@@ -104,14 +92,14 @@ impl Default for RefreshPolicy {
 struct Entry {
     credential: Credential,
     /// When to start refreshing; `None` for long-lived credentials.
-    refresh_at: Option<SystemTime>,
+    refresh_at: Option<Timestamp>,
     /// Past this, the credential is not handed out (a little before its expiry, so a
     /// request signed with it does not arrive after it).
-    usable_until: Option<SystemTime>,
+    usable_until: Option<Timestamp>,
 }
 
 struct RefreshState {
-    not_before: Option<SystemTime>,
+    not_before: Option<Timestamp>,
     backoff: Duration,
     last_error: Option<SourceError>,
 }
@@ -135,23 +123,23 @@ pub struct RefreshingCache {
     pub stats: CacheStats,
 }
 
-fn random_below(n: u64) -> u64 {
-    if n == 0 {
-        return 0;
-    }
-    let mut b = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut b).expect("system randomness");
-    u64::from_le_bytes(b) % n
+/// How long before its expiry a credential living `lifetime` is renewed by default:
+/// the smaller of 5 minutes and a third of the lifetime. The one definition for every
+/// layer that hands out or renews expiring credentials.
+pub fn refresh_window(lifetime: Duration) -> Duration {
+    (lifetime / 3).min(Duration::from_secs(300))
 }
 
-/// The default refresh window for a credential living `lifetime`.
-pub fn default_window(lifetime: Duration) -> Duration {
-    (lifetime / 3).min(Duration::from_secs(300))
+/// `window` plus a random part of up to a fifth of it, so that replicas given
+/// credentials at the same moment do not all renew them at the same moment.
+pub fn with_jitter(window: Duration) -> Duration {
+    let fifth = u64::try_from(window.as_millis() / 5).unwrap_or(u64::MAX);
+    window + Duration::from_millis(random_below(fifth.saturating_add(1)))
 }
 
 impl RefreshingCache {
     pub fn new(source: Arc<dyn CredentialSource>, policy: RefreshPolicy) -> Self {
-        Self::with_clock(source, policy, Arc::new(SystemClock))
+        Self::with_clock(source, policy, artifactstore_model::clock::system_clock())
     }
 
     pub fn with_clock(
@@ -178,13 +166,15 @@ impl RefreshingCache {
         self.source.name()
     }
 
-    /// The expiry of the credential held now, if any and if it expires.
+    /// The expiry of the credential held now, if any and if it expires (a
+    /// `SystemTime`, for callers that compare it with the system's clock).
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.current
             .read()
             .unwrap()
             .as_ref()
             .and_then(|e| e.credential.expires_at)
+            .map(Timestamp::to_system_time)
     }
 
     /// Whether a usable credential is held right now.
@@ -205,22 +195,21 @@ impl RefreshingCache {
             .and_then(|s| s.last_error.clone())
     }
 
-    fn entry(&self, credential: Credential, now: SystemTime) -> Entry {
+    fn entry(&self, credential: Credential, now: Timestamp) -> Entry {
         let (refresh_at, usable_until) = match credential.expires_at {
             None => (None, None),
             Some(exp) => {
-                let lifetime = exp.duration_since(now).unwrap_or_default();
+                let lifetime = now.until(exp);
                 // A configured window is capped at three quarters of the lifetime, so
                 // that a credential is used for a while before it is renewed.
                 let window = self
                     .policy
                     .window
-                    .map_or_else(|| default_window(lifetime), |w| w.min(lifetime * 3 / 4));
-                let jitter = Duration::from_millis(random_below(window.as_millis() as u64 / 5 + 1));
+                    .map_or_else(|| refresh_window(lifetime), |w| w.min(lifetime * 3 / 4));
                 let margin = (lifetime / 10).min(Duration::from_secs(15));
                 (
-                    Some(exp.checked_sub(window + jitter).unwrap_or(now)),
-                    Some(exp.checked_sub(margin).unwrap_or(exp)),
+                    Some(exp.saturating_sub(with_jitter(window))),
+                    Some(exp.saturating_sub(margin)),
                 )
             }
         };
@@ -271,7 +260,7 @@ impl RefreshingCache {
     async fn refresh_locked(
         &self,
         mut state: tokio::sync::MutexGuard<'_, RefreshState>,
-        now: SystemTime,
+        now: Timestamp,
     ) -> Result<Credential, SourceError> {
         if let Some(nb) = state.not_before
             && now < nb
@@ -294,7 +283,7 @@ impl RefreshingCache {
                 self.stats.refreshes.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(
                     source = self.source.name(),
-                    expires_in = ?credential.expires_at.and_then(|e| e.duration_since(now).ok()),
+                    expires_in = ?credential.expires_at.map(|e| now.until(e)),
                     "credential refreshed"
                 );
                 Ok(credential)
@@ -306,7 +295,7 @@ impl RefreshingCache {
                 } else {
                     (state.backoff * 2).min(self.policy.max_backoff)
                 };
-                state.not_before = Some(now + state.backoff);
+                state.not_before = Some(now.saturating_add(state.backoff));
                 state.last_error = Some(err.clone());
                 tracing::warn!(source = self.source.name(), error = %err, retry_in = ?state.backoff, "credential refresh failed");
                 self.fallback(err, now)
@@ -315,7 +304,7 @@ impl RefreshingCache {
     }
 
     /// The cached credential while it is usable, else the error.
-    fn fallback(&self, err: SourceError, now: SystemTime) -> Result<Credential, SourceError> {
+    fn fallback(&self, err: SourceError, now: Timestamp) -> Result<Credential, SourceError> {
         match self.current.read().unwrap().as_ref() {
             Some(e) if e.usable_until.is_none_or(|u| now < u) => Ok(e.credential.clone()),
             _ => Err(err),
@@ -340,41 +329,6 @@ impl RefreshingCache {
         drop(current);
         self.stats.forced.fetch_add(1, Ordering::Relaxed);
         true
-    }
-}
-
-/// The cache as the AWS SDK's credentials provider. The SDK's own identity cache is
-/// turned off where this is used, so every request (and every part of a multipart
-/// upload) asks here and is signed with the current credential.
-#[derive(Clone)]
-pub struct SdkProvider(pub Arc<RefreshingCache>);
-
-impl fmt::Debug for SdkProvider {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "SdkProvider({})", self.0.source_name())
-    }
-}
-
-impl aws_credential_types::provider::ProvideCredentials for SdkProvider {
-    fn provide_credentials<'a>(
-        &'a self,
-    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
-    where
-        Self: 'a,
-    {
-        aws_credential_types::provider::future::ProvideCredentials::new(async move {
-            let c =
-                self.0.get().await.map_err(
-                    aws_credential_types::provider::error::CredentialsError::provider_error,
-                )?;
-            Ok(aws_credential_types::Credentials::new(
-                c.access_key_id,
-                c.secret_access_key.expose(),
-                c.session_token.as_ref().map(|t| t.expose().to_owned()),
-                c.expires_at,
-                self.0.source_name(),
-            ))
-        })
     }
 }
 

@@ -5,17 +5,24 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
+use artifactstore_model::Timestamp;
 use artifactstore_model::secret::Secret;
 use serde_json::Value;
 
 use crate::{Credential, CredentialSource, SourceError};
 
-fn parse_time(name: &'static str, s: &str) -> Result<SystemTime, SourceError> {
-    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
-        .map_err(|_| {
-        SourceError::new(name, format!("expiration {s:?} is not an RFC 3339 time"))
-    })?;
-    Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(t.unix_timestamp().max(0) as u64))
+fn parse_time(name: &'static str, s: &str) -> Result<Timestamp, SourceError> {
+    Timestamp::parse_rfc3339(s.trim())
+        .ok_or_else(|| SourceError::new(name, format!("expiration {s:?} is not an RFC 3339 time")))
+}
+
+/// The HTTP client of the sources that ask an endpoint (web-identity, container). Each
+/// request sets its own overall timeout; this bounds only the connection.
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, SourceError> {
+    reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .build()
+        .map_err(|e| SourceError::new("http", format!("cannot build the HTTP client: {e}")))
 }
 
 /// Why a request to an STS or credentials endpoint got no answer.
@@ -248,9 +255,7 @@ impl CredentialSource for AssumeRoleSource {
             access_key_id: c.access_key_id().to_owned(),
             secret_access_key: Secret::new(c.secret_access_key()),
             session_token: Some(Secret::new(c.session_token())),
-            expires_at: Some(
-                SystemTime::UNIX_EPOCH + Duration::from_secs(c.expiration().secs().max(0) as u64),
-            ),
+            expires_at: Some(Timestamp::from_unix_secs(c.expiration().secs().max(0))),
         })
     }
 }

@@ -1,25 +1,12 @@
-use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
+
+use artifactstore_model::ManualClock;
 
 use super::*;
 
-struct FakeClock(Mutex<SystemTime>);
-
-impl FakeClock {
-    fn advance(&self, d: Duration) {
-        *self.0.lock().unwrap() += d;
-    }
-}
-
-impl Clock for FakeClock {
-    fn now(&self) -> SystemTime {
-        *self.0.lock().unwrap()
-    }
-}
-
 /// Hands out `key-1`, `key-2`, ... living `lifetime` each; fails while `failing`.
 struct Counting {
-    clock: Arc<FakeClock>,
+    clock: Arc<ManualClock>,
     lifetime: Duration,
     calls: AtomicUsize,
     failing: AtomicBool,
@@ -43,7 +30,7 @@ impl CredentialSource for Counting {
             access_key_id: format!("key-{n}"),
             secret_access_key: Secret::new("s"),
             session_token: None,
-            expires_at: Some(self.clock.now() + self.lifetime),
+            expires_at: Some(self.clock.now().saturating_add(self.lifetime)),
         })
     }
 }
@@ -51,10 +38,8 @@ impl CredentialSource for Counting {
 fn setup(
     lifetime: Duration,
     delay: Duration,
-) -> (Arc<FakeClock>, Arc<Counting>, Arc<RefreshingCache>) {
-    let clock = Arc::new(FakeClock(Mutex::new(
-        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000),
-    )));
+) -> (Arc<ManualClock>, Arc<Counting>, Arc<RefreshingCache>) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_secs(1_000_000)));
     let source = Arc::new(Counting {
         clock: clock.clone(),
         lifetime,
@@ -176,4 +161,26 @@ async fn long_lived_credentials_are_fetched_once() {
     assert_eq!(cache.stats.refreshes.load(Ordering::SeqCst), 1);
     assert!(format!("{:?}", cache.get().await.unwrap()).contains("AK"));
     assert!(!format!("{:?}", cache.get().await.unwrap()).contains("SK"));
+}
+
+#[test]
+fn the_refresh_window_is_the_smaller_of_five_minutes_and_a_third() {
+    let secs = |s| refresh_window(Duration::from_secs(s)).as_secs();
+    assert_eq!(secs(3600), 300);
+    assert_eq!(secs(900), 300);
+    assert_eq!(secs(60), 20);
+    assert_eq!(secs(0), 0);
+}
+
+#[test]
+fn jitter_adds_at_most_a_fifth() {
+    let window = Duration::from_secs(100);
+    for _ in 0..100 {
+        let j = with_jitter(window);
+        assert!(
+            j >= window && j <= window + Duration::from_secs(20),
+            "{j:?}"
+        );
+    }
+    assert_eq!(with_jitter(Duration::ZERO), Duration::ZERO);
 }

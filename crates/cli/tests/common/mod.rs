@@ -47,7 +47,9 @@ pub fn block_on<T: Send + 'static>(f: impl std::future::Future<Output = T> + Sen
 
 /// A direct client of the live bucket under `prefix`, to look behind the server.
 pub fn s3_store(prefix: &str) -> artifactstore_blob::s3::S3BlobStore {
-    use artifactstore_blob::s3::{S3BlobStore, S3Config, S3Credentials};
+    use artifactstore_blob::s3::{S3BlobStore, S3Config};
+    use artifactstore_credentials::sources::StaticSource;
+    use artifactstore_credentials::{RefreshPolicy, RefreshingCache};
     use artifactstore_model::secret::SecretRef;
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let mut w = Vec::new();
@@ -58,15 +60,13 @@ pub fn s3_store(prefix: &str) -> artifactstore_blob::s3::S3BlobStore {
     cfg.endpoint_url = Some(var("ARTIFACTSTORE_S3_ENDPOINT_URL"));
     cfg.region = std::env::var("ARTIFACTSTORE_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
     cfg.prefix = prefix.to_owned();
-    S3BlobStore::new(
-        cfg,
-        S3Credentials {
-            access_key_id: ak.expose().to_owned(),
-            secret_access_key: sk,
-            session_token: None,
-        },
-    )
-    .unwrap()
+    let source = StaticSource {
+        access_key_id: ak,
+        secret_access_key: sk,
+        session_token: None,
+    };
+    let cache = RefreshingCache::new(std::sync::Arc::new(source), RefreshPolicy::default());
+    S3BlobStore::new(cfg, std::sync::Arc::new(cache)).unwrap()
 }
 
 impl Server {

@@ -1,0 +1,228 @@
+//! What runs at start-up and for `storage verify`: the bucket check, the probe for
+//! `If-None-Match: *`, the sweep of stale uploads, and counts for tests.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_s3::primitives::ByteStream as SdkBody;
+
+use super::S3BlobStore;
+use super::error::{BackendErrorKind, classify, is_precondition_failed, status};
+use crate::{Error, Result};
+
+// `S3BlobStore::conditional_create`, as one atomic byte.
+pub(super) const COND_UNKNOWN: u8 = 0;
+const COND_YES: u8 = 1;
+const COND_NO: u8 = 2;
+
+impl S3BlobStore {
+    /// Proves the bucket exists and the credentials may use it.
+    pub async fn head_bucket(&self) -> Result<()> {
+        let Err(e) = self.client.head_bucket().bucket(&self.bucket).send().await else {
+            return Ok(());
+        };
+        let head_error = self.err("HeadBucket", None, e);
+        if !matches!(
+            &head_error,
+            Error::Backend {
+                kind: BackendErrorKind::AccessDenied | BackendErrorKind::Other,
+                ..
+            }
+        ) {
+            return Err(head_error);
+        }
+        // Answers to HEAD carry no error body, so a 403 or 404 does not say why. Ask again
+        // with a GET, whose answer names the cause (signature, key id, bucket).
+        match self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(1)
+            .send()
+            .await
+        {
+            Err(e) => Err(self.err("ListObjectsV2", None, e)),
+            Ok(_) => Err(head_error),
+        }
+    }
+
+    /// Probes once whether the store honours `If-None-Match: *` on PutObject (it must
+    /// refuse the second of two conditional writes of one key), and remembers it.
+    /// Stores that answer 501 or 400, or silently overwrite, get HEAD-then-PUT instead.
+    pub async fn probe(&self) -> Result<bool> {
+        let key = format!(
+            "{}probe/conditional-{}",
+            self.prefix,
+            self.staging_key().rsplit('/').next().unwrap_or("x")
+        );
+        let put = || {
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .if_none_match("*")
+                .body(SdkBody::from_static(b"artifactstore probe"))
+                .send()
+        };
+        let supported = match put().await {
+            Err(e) => {
+                let (kind, _) = classify(&e);
+                if kind == BackendErrorKind::NotImplemented || matches!(status(&e), Some(400 | 501))
+                {
+                    Ok(false)
+                } else {
+                    Err(self.err("PutObject (probe)", Some(&key), e))
+                }
+            }
+            Ok(_) => match put().await {
+                Err(e) if is_precondition_failed(&e) => Ok(true),
+                Ok(_) => Ok(false),
+                Err(e) => Err(self.err("PutObject (probe)", Some(&key), e)),
+            },
+        };
+        // The probe object is removed whatever the result.
+        let _ = self.delete_key(&key).await;
+        let supported = supported?;
+        self.conditional_create.store(
+            if supported { COND_YES } else { COND_NO },
+            Ordering::Relaxed,
+        );
+        tracing::info!(
+            bucket = %self.bucket,
+            endpoint = %self.endpoint,
+            conditional_create = supported,
+            "probed the S3 store"
+        );
+        Ok(supported)
+    }
+
+    /// Whether conditional create is in use (`None` before [`probe`](Self::probe)).
+    pub fn conditional_create(&self) -> Option<bool> {
+        match self.conditional_create.load(Ordering::Relaxed) {
+            COND_YES => Some(true),
+            COND_NO => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Aborts multipart uploads and deletes staging objects under our prefix that are
+    /// older than `older_than`. Returns (uploads aborted, staging objects deleted).
+    pub async fn sweep_stale(&self, older_than: Duration) -> Result<(usize, usize)> {
+        let cutoff = SystemTime::now()
+            .checked_sub(older_than)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let is_stale = |t: Option<&aws_smithy_types::DateTime>| {
+            t.and_then(|t| SystemTime::try_from(*t).ok())
+                .is_some_and(|t| t <= cutoff)
+        };
+        let mut aborted = 0;
+        let (mut key_marker, mut id_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = match self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(&self.prefix)
+                .set_key_marker(key_marker.clone())
+                .set_upload_id_marker(id_marker.clone())
+                .send()
+                .await
+                .map_err(|e| self.err("ListMultipartUploads", None, e))
+            {
+                Ok(page) => page,
+                Err(Error::Backend {
+                    kind: BackendErrorKind::NotImplemented,
+                    ..
+                }) => {
+                    tracing::warn!(bucket = %self.bucket, "the store cannot list multipart uploads; abandoned uploads cannot be swept");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
+            for upload in page.uploads() {
+                if let (Some(key), Some(id)) = (upload.key(), upload.upload_id())
+                    && (key.starts_with(&self.blobs_prefix())
+                        || key.starts_with(&self.staging_prefix()))
+                    && is_stale(upload.initiated())
+                {
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await
+                        .map_err(|e| self.err("AbortMultipartUpload", Some(key), e))?;
+                    aborted += 1;
+                }
+            }
+            if page.is_truncated() != Some(true) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            id_marker = page.next_upload_id_marker().map(str::to_owned);
+            if key_marker.is_none() {
+                break;
+            }
+        }
+        let mut deleted = 0;
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(self.staging_prefix())
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(|e| self.err("ListObjectsV2", None, e))?;
+            for obj in page.contents() {
+                if let Some(key) = obj.key()
+                    && is_stale(obj.last_modified())
+                {
+                    self.delete_key(key).await?;
+                    deleted += 1;
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        if aborted + deleted > 0 {
+            tracing::info!(aborted, deleted, bucket = %self.bucket, "swept stale uploads");
+        }
+        Ok((aborted, deleted))
+    }
+
+    /// Multipart uploads in progress under our prefix (for tests and `storage verify`).
+    pub async fn multipart_uploads_in_progress(&self) -> Result<usize> {
+        let page = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .send()
+            .await
+            .map_err(|e| self.err("ListMultipartUploads", None, e))?;
+        Ok(page.uploads().len())
+    }
+
+    /// Keys of staging objects under our prefix (for tests and diagnostics).
+    pub async fn staging_objects(&self) -> Result<Vec<String>> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.staging_prefix())
+            .send()
+            .await
+            .map_err(|e| self.err("ListObjectsV2", None, e))?;
+        Ok(page
+            .contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect())
+    }
+}
