@@ -27,6 +27,7 @@ mod ops;
 
 pub use artifacts::{DIGEST_HEADER, VERSION_HEADER};
 pub use metrics::Metrics;
+pub use ops::OPENAPI;
 
 /// Settings of the service itself (not of where it listens).
 #[derive(Clone, Debug)]
