@@ -1099,3 +1099,89 @@ async fn two_replicas_share_postgresql_and_the_bucket() {
         1
     );
 }
+
+/// A replica that starts on a shared PostgreSQL database (running migrations and its
+/// start-up work) leaves another replica's upload in flight alone: the upload, half
+/// sent when the second replica starts, completes and is visible through both. The
+/// database keeps no per-upload rows that a start-up could wipe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_starting_replica_leaves_an_upload_in_flight_alone() {
+    let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") else {
+        eprintln!("ARTIFACTSTORE_TEST_POSTGRES_URL not set: replica start-up test not run");
+        return;
+    };
+    let db = format!("replica_start_{}", std::process::id());
+    let psql = |url: &str, sql: &str| {
+        let out = std::process::Command::new("psql")
+            .arg(url)
+            .args(["-qtAc", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    psql(&admin, &format!("CREATE DATABASE {db}"));
+    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let a = Server::start_replica(&dir.path().join("a"), &shared, &["--database-url", &url]);
+
+    let data = bytes(256 * 1024, 7);
+    let addr = a.url.trim_start_matches("http://").to_owned();
+    let head = format!(
+        "PUT /v1/artifacts/shared/run/1/in-flight.bin HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nX-Artifact-Digest: {}\r\nConnection: close\r\n\r\n",
+        data.len(),
+        digest(&data)
+    );
+    let mut conn = TcpStream::connect(&addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    conn.write_all(head.as_bytes()).unwrap();
+    conn.write_all(&data[..data.len() / 2]).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // A is now inside the upload
+
+    let b = Server::start_replica(&dir.path().join("b"), &shared, &["--database-url", &url]);
+    assert_eq!(
+        http()
+            .get(format!("{}/readyz", b.url))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+
+    conn.write_all(&data[data.len() / 2..]).unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+
+    let got = http()
+        .get(a.artifacts("shared/run/1/in-flight.bin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice());
+    let m = json(
+        http()
+            .get(b.artifacts("shared/run/1"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(m["files"][0]["path"], "in-flight.bin");
+    assert_eq!(m["files"][0]["digest"], digest(&data));
+    assert_eq!(
+        psql(
+            &url,
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'uploads'"
+        ),
+        "0",
+        "the per-upload table is gone"
+    );
+}

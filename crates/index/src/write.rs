@@ -33,7 +33,7 @@ where
     for _ in 0..7 {
         match attempt().await {
             Err(e) if is_write_conflict(&e) => {
-                let jitter = Duration::from_micros(random_below(7) * 300);
+                let jitter = Duration::from_micros(artifactstore_model::random_below(7) * 300);
                 tokio::time::sleep(pause + jitter).await;
                 pause *= 2;
             }
@@ -41,15 +41,6 @@ where
         }
     }
     attempt().await
-}
-
-/// A small random number, to spread out the retries of racing replicas.
-fn random_below(n: u64) -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-        % n
 }
 
 /// Appends an event inside `tx` and returns its sequence number.
