@@ -19,8 +19,8 @@ use artifactstore_model::api::{
 };
 use artifactstore_model::{Digest, Hasher, Timestamp};
 
+use crate::exit::{self, fail};
 use crate::target::{self, Target};
-use crate::{exit, fail};
 
 /// Files at least this large are looked up with HEAD before they are sent, so that
 /// re-running a `put` does not send unchanged large files again.

@@ -12,44 +12,12 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod client;
 mod config;
+mod exit;
 mod serve;
 mod store;
 mod target;
 mod vend;
 mod verify;
-
-/// Exit codes, documented in docs/CLI.md.
-pub mod exit {
-    pub const FAILURE: u8 = 1;
-    pub const USAGE: u8 = 2;
-    pub const NOT_FOUND: u8 = 3;
-    pub const CONFLICT: u8 = 4;
-    pub const INTEGRITY: u8 = 5;
-    pub const UNREACHABLE: u8 = 6;
-}
-
-/// An error that knows which exit code it means.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: u8,
-    pub message: String,
-}
-
-impl std::fmt::Display for Failure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Failure {}
-
-pub fn fail(code: u8, message: impl Into<String>) -> anyhow::Error {
-    Failure {
-        code,
-        message: message.into(),
-    }
-    .into()
-}
 
 #[derive(Parser)]
 #[command(
@@ -178,7 +146,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let code = e
-                .downcast_ref::<Failure>()
+                .downcast_ref::<exit::Failure>()
                 .map_or(exit::FAILURE, |f| f.code);
             eprintln!("artifactstore: {e:#}");
             ExitCode::from(code)

@@ -11,7 +11,7 @@ use artifactstore_index::Index;
 use artifactstore_server::{AppState, ServiceConfig};
 
 use crate::config::{self, LogFormat, ServeConfig, ServeFlags};
-use crate::{exit, fail};
+use crate::exit::{self, fail};
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {

@@ -20,7 +20,7 @@ use artifactstore_model::secret::{Secret, SecretRef};
 use crate::config::{
     Backend, Checksum, CredentialSourceConfig, S3Settings, ServeConfig, StaticKeys,
 };
-use crate::{exit, fail};
+use crate::exit::{self, fail};
 
 /// Which credentials the store uses — kinds and expiry, never values.
 #[derive(Clone, Debug, Serialize)]

@@ -1,6 +1,6 @@
 //! Parsing of `NS/NAME@VERSION/PATH` arguments.
 
-use crate::{exit, fail};
+use crate::exit::{self, fail};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Target {

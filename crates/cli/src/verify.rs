@@ -11,9 +11,9 @@ use artifactstore_blob::{BlobStore, FsBlobStore};
 use artifactstore_model::Digest;
 
 use crate::config::{self, Backend, ServeFlags};
+use crate::exit::{self, fail};
 use crate::serve::StoreArgs;
 use crate::store::{CredentialInfo, s3_store};
-use crate::{exit, fail};
 
 #[derive(Serialize)]
 struct Check {
