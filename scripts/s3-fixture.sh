@@ -161,7 +161,11 @@ build_into_cache() {
   fi
   if [ ! -x "$dest" ]; then
     say "building $crate $version into $dest (this takes a long time; output follows)"
-    run_child cargo install "$crate@$version" --locked "$@" \
+    # A test fixture needs a working server, not the fastest one: a lower opt-level,
+    # no LTO, many codegen units and no debug info roughly halve the build on 2 cores.
+    run_child env CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=off \
+      CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_DEBUG=0 CARGO_INCREMENTAL=0 \
+      cargo install "$crate@$version" --locked "$@" \
       --root "$CACHE/install/$crate-$version" --target-dir "$CACHE/build/$crate" >&2
     install -m 755 "$CACHE/install/$crate-$version/bin/$crate" "$dest.tmp.$$"
     mv -f "$dest.tmp.$$" "$dest"

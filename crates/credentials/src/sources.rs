@@ -35,16 +35,15 @@ fn unreachable(e: &reqwest::Error) -> &'static str {
 }
 
 fn read_file(name: &'static str, path: &PathBuf, what: &str) -> Result<String, SourceError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| SourceError::new(name, format!("{what} {}: {e}", path.display())))?;
-    let text = text.trim().to_owned();
-    if text.is_empty() {
-        return Err(SourceError::new(
-            name,
-            format!("{what} {} is empty", path.display()),
-        ));
-    }
-    Ok(text)
+    artifactstore_model::secret::read_trimmed_file(path).map_err(|e| match e {
+        artifactstore_model::secret::SecretError::FileEmpty(_) => {
+            SourceError::new(name, format!("{what} {} is empty", path.display()))
+        }
+        artifactstore_model::secret::SecretError::File { source, .. } => {
+            SourceError::new(name, format!("{what} {}: {source}", path.display()))
+        }
+        other => SourceError::new(name, format!("{what}: {other}")),
+    })
 }
 
 /// The text of the first `<name>` element of an XML document.

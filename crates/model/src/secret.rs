@@ -62,6 +62,21 @@ pub enum SecretError {
     FileEmpty(PathBuf),
 }
 
+/// The trimmed text of a file that holds one secret or token (a key, a JWT). The one
+/// reader of such files: every caller gets the same trimming and the same refusal of
+/// an empty file. The error names the path, never the content.
+pub fn read_trimmed_file(path: &std::path::Path) -> Result<String, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+        path: path.to_owned(),
+        source,
+    })?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(SecretError::FileEmpty(path.to_owned()));
+    }
+    Ok(text.to_owned())
+}
+
 impl SecretRef {
     pub fn parse(s: &str) -> Result<Self, SecretError> {
         if let Some(name) = s.strip_prefix("env:")
@@ -102,12 +117,7 @@ impl SecretRef {
                         ));
                     }
                 }
-                let value = std::fs::read_to_string(path).map_err(err)?;
-                let value = value.trim();
-                if value.is_empty() {
-                    return Err(SecretError::FileEmpty(path.clone()));
-                }
-                Ok(Secret::new(value))
+                Ok(Secret::new(&read_trimmed_file(path)?))
             }
         }
     }
