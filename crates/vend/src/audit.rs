@@ -8,7 +8,10 @@
 
 use std::io::{BufRead, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use artifactstore_model::{Clock, Timestamp};
 
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
@@ -60,7 +63,7 @@ pub struct AuditRecord {
 #[derive(Serialize)]
 struct Line<'a> {
     seq: u64,
-    time: String,
+    time: Timestamp,
     #[serde(flatten)]
     record: &'a AuditRecord,
     prev: &'a str,
@@ -75,6 +78,8 @@ pub struct AuditLog {
     path: PathBuf,
     chain: std::sync::Arc<std::sync::Mutex<Chain>>,
     hmac_key: aws_lc_rs::hmac::Key,
+    /// Stamps each line's `time`.
+    clock: Arc<dyn Clock>,
     healthy: AtomicBool,
     pub failures: AtomicU64,
 }
@@ -101,7 +106,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 impl AuditLog {
     /// Opens (creating, mode 0600) the log and continues its chain. A last line cut
     /// short by a crash was never acknowledged; it is removed.
-    pub fn open(path: &Path, hmac_key: &[u8]) -> Result<Self, AuditError> {
+    pub fn open(path: &Path, hmac_key: &[u8], clock: Arc<dyn Clock>) -> Result<Self, AuditError> {
         let io = |source| AuditError::Io {
             path: path.to_owned(),
             source,
@@ -151,6 +156,7 @@ impl AuditLog {
             path: path.to_owned(),
             chain: std::sync::Arc::new(std::sync::Mutex::new(Chain { seq, prev })),
             hmac_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, hmac_key),
+            clock,
             healthy: AtomicBool::new(true),
             failures: AtomicU64::new(0),
         })
@@ -184,9 +190,11 @@ impl AuditLog {
         let chain = self.chain.clone();
         let path = self.path.clone();
         let record = record.clone();
-        let written = tokio::task::spawn_blocking(move || append_line(&chain, &path, &record))
-            .await
-            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+        let clock = self.clock.clone();
+        let written =
+            tokio::task::spawn_blocking(move || append_line(&chain, &path, &*clock, &record))
+                .await
+                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         match written {
             Ok(()) => {
                 self.healthy.store(true, Ordering::Relaxed);
@@ -210,12 +218,14 @@ impl AuditLog {
 fn append_line(
     chain: &std::sync::Mutex<Chain>,
     path: &Path,
+    clock: &dyn Clock,
     record: &AuditRecord,
 ) -> std::io::Result<()> {
     let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
+    // Read under the chain's lock, so lines' times follow their order.
     let line = Line {
         seq: chain.seq + 1,
-        time: artifactstore_model::rfc3339(artifactstore_index::now_millis()),
+        time: clock.now(),
         record,
         prev: &chain.prev,
     };
@@ -336,11 +346,11 @@ mod tests {
     async fn the_chain_survives_a_restart_and_detects_edits() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path, b"k").unwrap();
+        let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
         log.append(&record("decision")).await.unwrap();
         log.append(&record("lease.issued")).await.unwrap();
         drop(log);
-        let log = AuditLog::open(&path, b"k").unwrap();
+        let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
         log.append(&record("decision")).await.unwrap();
         let report = verify(&path).unwrap();
         assert_eq!(report.lines, 3);
@@ -364,7 +374,9 @@ mod tests {
     async fn requests_dropped_mid_append_do_not_break_the_chain() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = std::sync::Arc::new(AuditLog::open(&path, b"k").unwrap());
+        let log = std::sync::Arc::new(
+            AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap(),
+        );
         // Clients hanging up: the awaiting futures are dropped at once, some before
         // and some after their line was written.
         for _ in 0..50 {
@@ -381,10 +393,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn lines_carry_the_time_of_the_injected_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let clock = Arc::new(artifactstore_model::ManualClock::new(
+            Timestamp::from_unix_millis(1_764_633_600_250),
+        ));
+        let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+        log.append(&record("decision")).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"time\":\"2025-12-02T00:00:00.25Z\""),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
     async fn a_torn_last_line_is_dropped_at_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path, b"k").unwrap();
+        let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
         log.append(&record("decision")).await.unwrap();
         drop(log);
         let mut f = std::fs::OpenOptions::new()
@@ -394,7 +422,7 @@ mod tests {
         f.write_all(b"{\"seq\":2,\"ti").unwrap();
         drop(f);
         assert!(verify(&path).is_err());
-        let log = AuditLog::open(&path, b"k").unwrap();
+        let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
         log.append(&record("decision")).await.unwrap();
         assert_eq!(verify(&path).unwrap().lines, 2);
     }
@@ -403,7 +431,7 @@ mod tests {
     async fn an_unwritable_log_fails_the_append() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.log");
-        let log = AuditLog::open(&path, b"k").unwrap();
+        let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
         std::fs::remove_file(&path).unwrap();
         std::fs::create_dir(&path).unwrap();
         assert!(log.append(&record("decision")).await.is_err());

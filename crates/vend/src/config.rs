@@ -14,9 +14,24 @@ use crate::roles::{Action, Matcher, PrefixTemplate};
 pub const MIN_LEASE_SECS: u64 = 900;
 /// The longest lease any role may hand out.
 pub const MAX_LEASE_SECS: u64 = 43_200;
-/// Test-only: lowers [`MIN_LEASE_SECS`] so that expiry can be watched in a test run.
-/// Never set it in a deployment.
-pub const TEST_MIN_LEASE_ENV: &str = "ARTIFACTSTORE_TEST_MIN_LEASE_SECS";
+/// Test hook (feature `test-lease-floor`, which only test builds enable): lowers
+/// [`MIN_LEASE_SECS`] so that live tests can watch leases expire. A build without the
+/// feature has neither this constant nor any code that reads the variable.
+#[cfg(feature = "test-lease-floor")]
+pub const TEST_HOOK_LEASE_FLOOR_ENV: &str = "ARTIFACTSTORE_TEST_HOOK_LEASE_FLOOR_SECS";
+
+/// The shortest `min_duration_secs` a role may have.
+#[cfg(not(feature = "test-lease-floor"))]
+fn lease_floor(_env: &dyn Fn(&str) -> Option<String>) -> u64 {
+    MIN_LEASE_SECS
+}
+
+#[cfg(feature = "test-lease-floor")]
+fn lease_floor(env: &dyn Fn(&str) -> Option<String>) -> u64 {
+    env(TEST_HOOK_LEASE_FLOOR_ENV)
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(MIN_LEASE_SECS)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -274,9 +289,7 @@ impl VendConfig {
                 ));
             }
         }
-        let floor = env(TEST_MIN_LEASE_ENV)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(MIN_LEASE_SECS);
+        let floor = lease_floor(env);
         let mut names = BTreeSet::new();
         if self.roles.is_empty() {
             return invalid("no [[roles]]: every request would be refused".into());
@@ -487,6 +500,22 @@ mod tests {
         let text = BASE.replace("rules =", "min_duration_secs = 60\n rules =");
         let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
         assert!(e.to_string().contains("durations"), "{e}");
+    }
+
+    /// Without the test hook, no environment variable lowers the floor; this crate's
+    /// own tests are built without it.
+    #[cfg(not(feature = "test-lease-floor"))]
+    #[test]
+    fn no_variable_lowers_the_lease_floor() {
+        let text = BASE.replace("rules =", "min_duration_secs = 5\n rules =");
+        let hook = |name: &str| match name {
+            "ARTIFACTSTORE_TEST_HOOK_LEASE_FLOOR_SECS" | "ARTIFACTSTORE_TEST_MIN_LEASE_SECS" => {
+                Some("1".to_owned())
+            }
+            other => env(other),
+        };
+        let e = VendConfig::parse(&text, Path::new("t.toml"), &hook).unwrap_err();
+        assert!(e.to_string().contains("900 <= min (5)"), "{e}");
     }
 
     #[test]

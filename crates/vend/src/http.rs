@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::reason::{Denial, Reason};
-use crate::service::{Format, Issued, Refused, RevokeTarget, Service, VendRequest, rfc3339};
+use crate::service::{Format, Issued, Refused, RevokeTarget, Service, VendRequest};
 
 /// Requests larger than this are refused before they are read: a token is at most
 /// `token.max_bytes` (16 KiB by default) and a session policy 2048 characters.
@@ -129,7 +129,7 @@ fn sts_success(issued: &Issued) -> Response {
         akid = xml_escape(&issued.access_key_id),
         secret = xml_escape(issued.secret_access_key.expose()),
         token = xml_escape(issued.session_token.expose()),
-        exp = rfc3339(issued.expires_at),
+        exp = issued.expires_at.rfc3339(),
         sub = xml_escape(&issued.subject),
         aud = xml_escape(&issued.audience),
         iss = xml_escape(&issued.issuer),
@@ -334,8 +334,8 @@ async fn credentials_json(
                 "access_key_id": i.access_key_id,
                 "secret_access_key": i.secret_access_key.expose(),
                 "session_token": i.session_token.expose(),
-                "expiration": rfc3339(i.expires_at),
-                "refresh_after": rfc3339(i.refresh_after),
+                "expiration": i.expires_at,
+                "refresh_after": i.refresh_after,
                 "bucket": i.scope.bucket,
                 "prefixes": i.scope.prefixes,
                 "actions": i.scope.actions,
@@ -397,7 +397,7 @@ async fn container_credentials(
                 "AccessKeyId": i.access_key_id,
                 "SecretAccessKey": i.secret_access_key.expose(),
                 "Token": i.session_token.expose(),
-                "Expiration": rfc3339(i.expires_at),
+                "Expiration": i.expires_at,
                 "RoleArn": format!("arn:aws:iam::000000000000:role/{}", i.role),
             }))
             .into_response(),
@@ -453,7 +453,14 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
 
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
     let text = crate::metrics::render(&service).await;
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            artifactstore_model::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// The answer of an admin route that failed: `{"error": {"code", "message"}}`.
@@ -575,7 +582,7 @@ async fn admin_leases(
     if let Err(r) = admin_allowed(&service, &headers) {
         return *r;
     }
-    let filter = artifactstore_index::LeaseFilter {
+    let filter = crate::leases::LeaseFilter {
         issuer: q.issuer,
         subject: q.subject,
         role: q.role,

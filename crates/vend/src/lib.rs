@@ -4,19 +4,21 @@
 //!
 //! Layers, each in its own module: [`oidc`] (token checks and the JWKS cache),
 //! [`roles`] and [`policy`] (what a token may get), [`driver`] (minting upstream),
-//! [`audit`], [`service`] (the one decision path) and [`http`] (wire formats).
+//! [`audit`], [`leases`] (the lease store: vend's own database and migrations),
+//! [`service`] (the one decision path) and [`http`] (wire formats).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use artifactstore_index::Index;
 use artifactstore_model::secret::{Secret, SecretRef};
+use artifactstore_model::{Clock, SystemClock};
 
 pub mod audit;
 pub mod config;
 pub mod driver;
 pub mod http;
+pub mod leases;
 pub mod metrics;
 pub mod oidc;
 pub mod policy;
@@ -40,9 +42,9 @@ pub enum StartError {
         source: artifactstore_model::secret::SecretError,
     },
     #[error("lease store {url}: {source}")]
-    Index {
+    LeaseStore {
         url: String,
-        source: artifactstore_index::Error,
+        source: leases::StoreError,
     },
     #[error("{0}")]
     Audit(#[from] audit::AuditError),
@@ -90,6 +92,14 @@ fn resolve(r: &SecretRef, what: &str, warnings: &mut Vec<String>) -> Result<Secr
 /// lease store and the audit log. Warnings (e.g. group-readable secret files) are
 /// returned for the caller to print.
 pub async fn build(config: VendConfig) -> Result<(Arc<Service>, Vec<String>), StartError> {
+    build_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`build`], with the clock that times leases, token checks and audit lines.
+pub async fn build_with_clock(
+    config: VendConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<(Arc<Service>, Vec<String>), StartError> {
     let mut warnings = Vec::new();
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
@@ -166,10 +176,10 @@ pub async fn build(config: VendConfig) -> Result<(Arc<Service>, Vec<String>), St
             k
         }
     };
-    let audit = audit::AuditLog::open(&config.audit.path, &hmac_key)?;
-    let index = Index::open(&config.database_url)
+    let audit = audit::AuditLog::open(&config.audit.path, &hmac_key, clock.clone())?;
+    let index = leases::LeaseStore::open(&config.database_url)
         .await
-        .map_err(|source| StartError::Index {
+        .map_err(|source| StartError::LeaseStore {
             url: without_password(&config.database_url),
             source,
         })?;
@@ -179,7 +189,7 @@ pub async fn build(config: VendConfig) -> Result<(Arc<Service>, Vec<String>), St
         .as_ref()
         .map(|r| resolve(r, "admin.token_ref", &mut warnings))
         .transpose()?;
-    let verifier = oidc::TokenVerifier::new(&config.issuers, config.token, http);
+    let verifier = oidc::TokenVerifier::new(&config.issuers, config.token, http, clock.clone());
     let service = Arc::new(Service {
         verifier,
         roles,
@@ -188,6 +198,7 @@ pub async fn build(config: VendConfig) -> Result<(Arc<Service>, Vec<String>), St
         audit,
         counters: Default::default(),
         admin_token,
+        clock,
     });
     Ok((service, warnings))
 }
@@ -211,13 +222,6 @@ pub async fn background(service: Arc<Service>, reaper_interval: Duration) {
             }
         }
     };
-    let reaper = async move {
-        loop {
-            tokio::time::sleep(reaper_interval).await;
-            if let Err(e) = service.reap_once().await {
-                tracing::warn!(error = %e, "lease reaper");
-            }
-        }
-    };
+    let reaper = async move { service.reap_every(reaper_interval).await };
     tokio::join!(keys, reaper);
 }

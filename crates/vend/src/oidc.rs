@@ -7,7 +7,9 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
+
+use artifactstore_model::{Clock, Timestamp};
 
 use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
@@ -75,6 +77,12 @@ impl IssuerKeys {
 
     pub fn last_error(&self) -> Option<String> {
         self.last_error.read().unwrap().clone()
+    }
+
+    /// Installs a key set without fetching it, for in-process tests of the service.
+    #[cfg(test)]
+    pub(crate) fn install_jwks(&self, doc: &Value) {
+        *self.keys.write().unwrap() = Some(Arc::new(parse_jwks(doc).unwrap()));
     }
 
     pub fn key_count(&self) -> usize {
@@ -278,8 +286,8 @@ pub struct VerifiedToken {
     pub audience: String,
     pub subject: String,
     pub claims: Map<String, Value>,
-    /// `exp`, Unix seconds.
-    pub expires_at: i64,
+    /// `exp`.
+    pub expires_at: Timestamp,
 }
 
 /// What an audit line may say about a token that was refused: its claimed issuer and
@@ -295,12 +303,8 @@ pub struct TokenVerifier {
     config: TokenConfig,
     algorithms: Vec<Algorithm>,
     http: reqwest::Client,
-}
-
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
+    /// Judges `exp`, `nbf`, `iat` and `max_age_secs`.
+    clock: Arc<dyn Clock>,
 }
 
 fn truncate(s: &str, max: usize) -> String {
@@ -308,7 +312,12 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 impl TokenVerifier {
-    pub fn new(issuers: &[IssuerConfig], config: TokenConfig, http: reqwest::Client) -> Self {
+    pub fn new(
+        issuers: &[IssuerConfig],
+        config: TokenConfig,
+        http: reqwest::Client,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         let algorithms = config
             .algorithms
             .iter()
@@ -327,6 +336,7 @@ impl TokenVerifier {
             config,
             algorithms,
             http,
+            clock,
         }
     }
 
@@ -413,28 +423,19 @@ impl TokenVerifier {
                 "token algorithm does not match its key's algorithm",
             );
         }
+        // The signature, and that `exp`, `iss` and `aud` are present, are checked by
+        // jsonwebtoken; the times and the audience are checked below against our own
+        // clock (jsonwebtoken would read the system's), in the documented order:
+        // exp, nbf, iat, aud, max age.
         let mut validation = Validation::new(key.alg);
-        validation.leeway = self.config.leeway_secs;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.validate_aud = true;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
         validation.set_issuer(&[&issuer.issuer]);
-        validation.set_audience(&[&issuer.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
             .map_err(|e| {
                 let (reason, msg) = match e.kind() {
-                    ErrorKind::ExpiredSignature => {
-                        (Reason::TokenExpired, "token has expired".into())
-                    }
-                    ErrorKind::ImmatureSignature => (
-                        Reason::TokenNotYetValid,
-                        "token is not valid yet (nbf)".into(),
-                    ),
-                    ErrorKind::InvalidAudience => (
-                        Reason::AudienceMismatch,
-                        format!("audience {:?} is not in the token's aud", issuer.audience),
-                    ),
                     ErrorKind::MissingRequiredClaim(c) if c == "aud" => (
                         Reason::AudienceMismatch,
                         "token has no aud claim".to_owned(),
@@ -454,22 +455,50 @@ impl TokenVerifier {
                 Denial::new(reason, msg)
             })?;
         let claims = data.claims;
-        let now = unix_now();
-        let leeway = self.config.leeway_secs as i64;
-        let iat = claims.get("iat").and_then(Value::as_i64);
-        if let Some(iat) = iat
-            && iat > now + leeway
-        {
+        let now = self.clock.now().unix_secs();
+        let leeway = i64::try_from(self.config.leeway_secs).unwrap_or(i64::MAX);
+        let seconds = |name: &str| -> Result<Option<i64>, Denial> {
+            match claims.get(name) {
+                None | Some(Value::Null) => Ok(None),
+                Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                    Denial::new(
+                        Reason::TokenInvalid,
+                        format!("token claim {name} is not a number of seconds"),
+                    )
+                }),
+            }
+        };
+        let exp = seconds("exp")?.unwrap_or(0);
+        if exp < now.saturating_sub(leeway) {
+            return deny(Reason::TokenExpired, "token has expired");
+        }
+        if seconds("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+            return deny(Reason::TokenNotYetValid, "token is not valid yet (nbf)");
+        }
+        let iat = seconds("iat")?;
+        if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
             return deny(
                 Reason::TokenNotYetValid,
                 "token is issued in the future (iat)",
+            );
+        }
+        let audience_ok = match claims.get("aud") {
+            Some(Value::String(a)) => *a == issuer.audience,
+            Some(Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(&issuer.audience)),
+            _ => false,
+        };
+        if !audience_ok {
+            return deny(
+                Reason::AudienceMismatch,
+                &format!("audience {:?} is not in the token's aud", issuer.audience),
             );
         }
         if let Some(max_age) = self.config.max_age_secs {
             let Some(iat) = iat else {
                 return deny(Reason::ClaimMissing, "token has no iat claim");
             };
-            if now - iat > max_age as i64 + leeway {
+            let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
+            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
                 return deny(
                     Reason::TokenTooOld,
                     &format!("token was issued more than {max_age} s ago"),
@@ -486,7 +515,7 @@ impl TokenVerifier {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let expires_at = claims.get("exp").and_then(Value::as_i64).unwrap_or(0);
+        let expires_at = Timestamp::from_unix_secs(exp);
         Ok(VerifiedToken {
             issuer: issuer.issuer.clone(),
             audience: issuer.audience.clone(),

@@ -308,7 +308,8 @@ impl Vend {
             let loaded = m
                 .lines()
                 .filter(|l| l.starts_with("artifactstore_vend_jwks_loaded{"))
-                .all(|l| l.ends_with(" 1"));
+                // The value as a number: a gauge may be rendered `1` or `1.0`.
+                .all(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(1.0));
             if loaded {
                 return;
             }

@@ -229,7 +229,7 @@ interval_secs = 2
         setup(
             "examples/vend-garage.toml",
             extra,
-            &[("ARTIFACTSTORE_TEST_MIN_LEASE_SECS", "5".into())],
+            &[("ARTIFACTSTORE_TEST_HOOK_LEASE_FLOOR_SECS", "5".into())],
         ),
     );
     let token = issuer.token(json!({"sub": "job-7", "aud": AUDIENCE, "groups": ["short-lived"]}));

@@ -392,7 +392,7 @@ fn keys_are_cached_refreshed_at_most_every_30_s_and_kept_when_the_issuer_is_down
         let (_, m) = get_text(&format!("{}/metrics", vend.url));
         m.lines()
             .filter(|l| l.starts_with("artifactstore_vend_jwks_refreshes_total{"))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
             .sum()
     };
     let before = refreshes(&vend);
@@ -484,7 +484,12 @@ rules = [{ groups = { contains = "bounded" } }]
         "upstream_unavailable"
     );
     let lease = &vend.leases()[0];
-    let lifetime = lease["expires_at"].as_i64().unwrap() - lease["issued_at"].as_i64().unwrap();
+    // Lease times are RFC 3339 on the wire.
+    let at = |field: &str| {
+        let text = lease[field].as_str().unwrap();
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap()
+    };
+    let lifetime = (at("expires_at") - at("issued_at")).whole_milliseconds();
     assert!((1_190_000..=1_200_000).contains(&lifetime), "{lease}");
     // Less left than the role's minimum: refused.
     assert_eq!(

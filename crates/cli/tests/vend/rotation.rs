@@ -11,7 +11,9 @@ use crate::common::{BIN, block_on};
 use crate::helpers::*;
 use crate::live::{bootstrap_moto, setup, start_moto, write_token};
 
-/// A role whose leases live 10 s (test-only floor), for watching rotations.
+/// A role whose leases live 10 s, for watching rotations: below the 900 s floor, which
+/// only test builds (feature `test-lease-floor` of artifactstore-vend) let the
+/// hook variable lower.
 const ROTATING: &str = r#"
 [[roles]]
 name = "rotating"
@@ -41,7 +43,7 @@ fn rotating_vend(issuer: &Issuer, g: &Garage, listen: Option<String>) -> Vend {
     let mut s = setup(
         "examples/vend-garage.toml",
         ROTATING,
-        &[("ARTIFACTSTORE_TEST_MIN_LEASE_SECS", "5".into())],
+        &[("ARTIFACTSTORE_TEST_HOOK_LEASE_FLOOR_SECS", "5".into())],
     );
     s.listen = listen;
     Vend::start(issuer, Some(g), s)

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use artifactstore_model::Timestamp;
 use artifactstore_model::secret::Secret;
 
 use crate::policy::Scope;
@@ -18,8 +19,8 @@ pub struct MintRequest<'a> {
     pub role: &'a str,
     pub scope: &'a Scope,
     pub duration: Duration,
-    /// Unix seconds: when the credential must stop working.
-    pub expires_at: i64,
+    /// When the credential must stop working.
+    pub expires_at: Timestamp,
 }
 
 /// A minted credential. The secret halves leave this process only in the answer to
@@ -30,8 +31,8 @@ pub struct Minted {
     pub secret_access_key: Secret,
     /// Absent for drivers whose keys need none (Garage).
     pub session_token: Option<Secret>,
-    /// Unix seconds; the upstream's own expiry is believed over the requested one.
-    pub expires_at: i64,
+    /// The upstream's own expiry is believed over the requested one.
+    pub expires_at: Timestamp,
 }
 
 /// What revoking upstream achieved.

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use artifactstore_model::Timestamp;
 use artifactstore_model::secret::Secret;
 use aws_sdk_sts::config::http::HttpResponse;
 use aws_sdk_sts::config::{
@@ -154,7 +155,7 @@ impl MintDriver for StsDriver {
             access_key_id: c.access_key_id().to_owned(),
             secret_access_key: Secret::new(c.secret_access_key()),
             session_token: Some(Secret::new(c.session_token())),
-            expires_at: c.expiration().secs(),
+            expires_at: Timestamp::from_unix_secs(c.expiration().secs()),
         })
     }
 

@@ -1,10 +1,59 @@
-//! Credential leases and revocations of the vending service.
+//! The lease store: the credential leases the service handed out and the standing
+//! revocations of subjects and roles, in the service's own database (SQLite or
+//! PostgreSQL, one code path through the sqlx Any driver: portable SQL only, TEXT and
+//! BIGINT columns, `$n` placeholders; times are [`Timestamp`]s stored as BIGINT Unix
+//! milliseconds).
+//!
+//! The schema is vend's alone: `crates/vend/migrations`, tracked in its own table
+//! [`MIGRATIONS_TABLE`], never in `_sqlx_migrations` (the artifact index's). So a new
+//! vend database holds no artifact tables, and vend and the artifact index may share
+//! one PostgreSQL database without either migrator seeing the other's migrations.
+//!
+//! Databases of the previous layout, where these tables were migration 2 of the
+//! artifact index, are adopted in place: vend's first migration creates its tables
+//! only if they do not exist yet, with the very columns and indexes of that old
+//! migration, so existing leases and revocations stay as they are. What the old layout
+//! left behind — the artifact tables in a vend database, the `_sqlx_migrations` rows —
+//! is left alone: in a shared database those belong to the artifact index.
 
+use std::time::Duration;
+
+use artifactstore_model::Timestamp;
 use serde::Serialize;
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor, Row};
+use tokio::sync::Mutex;
 
-use crate::{Error, Index, Result};
+/// The table in which vend records which of its migrations ran.
+pub const MIGRATIONS_TABLE: &str = "_artifactstore_vend_migrations";
+
+fn migrator() -> Migrator {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("lease store holds a value it cannot read back: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+        )
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -14,7 +63,7 @@ pub enum LeaseState {
     Active,
     Revoked,
     Expired,
-    /// The driver could not mint; nothing was handed out.
+    /// Nothing was handed out: the mint failed, or the issue was abandoned.
     Failed,
 }
 
@@ -29,6 +78,10 @@ impl LeaseState {
         }
     }
 
+    pub fn is_live(self) -> bool {
+        matches!(self, LeaseState::Pending | LeaseState::Active)
+    }
+
     fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "pending" => LeaseState::Pending,
@@ -36,12 +89,12 @@ impl LeaseState {
             "revoked" => LeaseState::Revoked,
             "expired" => LeaseState::Expired,
             "failed" => LeaseState::Failed,
-            other => return Err(Error::Corrupt(format!("lease state {other:?}"))),
+            other => return Err(StoreError::Corrupt(format!("lease state {other:?}"))),
         })
     }
 }
 
-/// One lease. Times are Unix milliseconds.
+/// One lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Lease {
     pub id: String,
@@ -50,10 +103,10 @@ pub struct Lease {
     pub role: String,
     pub driver: String,
     pub access_key_id: Option<String>,
-    pub issued_at: i64,
-    pub expires_at: i64,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
     pub state: LeaseState,
-    pub ended_at: Option<i64>,
+    pub ended_at: Option<Timestamp>,
     pub end_reason: Option<String>,
 }
 
@@ -91,6 +144,7 @@ macro_rules! lease_columns {
 
 fn lease_from_row(row: &AnyRow) -> Result<Lease> {
     let state: String = row.try_get("state")?;
+    let ended_at: Option<i64> = row.try_get("ended_at")?;
     Ok(Lease {
         id: row.try_get("id")?,
         issuer: row.try_get("issuer")?,
@@ -98,15 +152,75 @@ fn lease_from_row(row: &AnyRow) -> Result<Lease> {
         role: row.try_get("role")?,
         driver: row.try_get("driver")?,
         access_key_id: row.try_get("access_key_id")?,
-        issued_at: row.try_get("issued_at")?,
-        expires_at: row.try_get("expires_at")?,
+        issued_at: Timestamp::from_unix_millis(row.try_get("issued_at")?),
+        expires_at: Timestamp::from_unix_millis(row.try_get("expires_at")?),
         state: LeaseState::parse(&state)?,
-        ended_at: row.try_get("ended_at")?,
+        ended_at: ended_at.map(Timestamp::from_unix_millis),
         end_reason: row.try_get("end_reason")?,
     })
 }
 
-impl Index {
+pub struct LeaseStore {
+    pool: AnyPool,
+    backend: &'static str,
+    /// Serialises writers inside this process: SQLite allows one writer at a time, and
+    /// queueing here beats its lock-and-sleep. Across processes (a shared PostgreSQL),
+    /// the conditional updates below do the same job.
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for LeaseStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseStore")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LeaseStore {
+    /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies vend's
+    /// migrations, adopting the lease tables of a database of the previous layout.
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let is_sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if is_sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if is_sqlite {
+                        // FULL: a lease row survives power loss, so a credential that
+                        // was handed out can always be found and revoked.
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(url)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(LeaseStore {
+            pool,
+            backend: if is_sqlite { "sqlite" } else { "postgres" },
+            write: Mutex::new(()),
+        })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
+    /// A cheap query that proves the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     /// Records a new lease (normally `Pending`, before the driver mints).
     pub async fn insert_lease(&self, lease: &Lease) -> Result<()> {
         let _guard = self.write.lock().await;
@@ -121,10 +235,10 @@ impl Index {
         .bind(&lease.role)
         .bind(&lease.driver)
         .bind(lease.access_key_id.clone())
-        .bind(lease.issued_at)
-        .bind(lease.expires_at)
+        .bind(lease.issued_at.unix_millis())
+        .bind(lease.expires_at.unix_millis())
         .bind(lease.state.as_str())
-        .bind(lease.ended_at)
+        .bind(lease.ended_at.map(Timestamp::unix_millis))
         .bind(lease.end_reason.clone())
         .execute(&self.pool)
         .await?;
@@ -137,7 +251,7 @@ impl Index {
         &self,
         id: &str,
         access_key_id: &str,
-        expires_at: i64,
+        expires_at: Timestamp,
     ) -> Result<bool> {
         let _guard = self.write.lock().await;
         let done = sqlx::query(
@@ -146,7 +260,7 @@ impl Index {
         )
         .bind(id)
         .bind(access_key_id)
-        .bind(expires_at)
+        .bind(expires_at.unix_millis())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -160,7 +274,7 @@ impl Index {
         id: &str,
         state: LeaseState,
         reason: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<Option<Lease>> {
         let _guard = self.write.lock().await;
         let before = self.lease(id).await?;
@@ -170,7 +284,7 @@ impl Index {
         )
         .bind(id)
         .bind(state.as_str())
-        .bind(at)
+        .bind(at.unix_millis())
         .bind(reason)
         .execute(&self.pool)
         .await?
@@ -211,14 +325,14 @@ impl Index {
     }
 
     /// Live (pending or active) leases whose expiry is at or before `now`.
-    pub async fn leases_past_expiry(&self, now: i64, limit: u32) -> Result<Vec<Lease>> {
+    pub async fn leases_past_expiry(&self, now: Timestamp, limit: u32) -> Result<Vec<Lease>> {
         let rows = sqlx::query(concat!(
             "SELECT ",
             lease_columns!(),
             " FROM leases WHERE state IN ('pending', 'active') AND expires_at <= $1 \
              ORDER BY expires_at LIMIT $2"
         ))
-        .bind(now)
+        .bind(now.unix_millis())
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -231,36 +345,33 @@ impl Index {
                 .fetch_one(&self.pool)
                 .await?
                 .try_get("n")?;
-        Ok(n as u64)
+        Ok(n.max(0) as u64)
     }
 
-    /// Records a standing revocation (idempotent: the first reason is kept).
+    /// Records a standing revocation. Idempotent, also between processes on one
+    /// database: the first reason is kept (`ON CONFLICT DO NOTHING`, which SQLite and
+    /// PostgreSQL both speak).
     pub async fn add_revocation(
         &self,
         kind: RevocationKind,
         issuer: &str,
         value: &str,
         reason: &str,
-        at: i64,
+        at: Timestamp,
     ) -> Result<()> {
         let _guard = self.write.lock().await;
-        crate::retry_conflicts(|| async {
-            if !self.is_revoked(kind, issuer, value).await? {
-                sqlx::query(
-                    "INSERT INTO revocations (kind, issuer, value, reason, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(kind.as_str())
-                .bind(issuer)
-                .bind(value)
-                .bind(reason)
-                .bind(at)
-                .execute(&self.pool)
-                .await?;
-            }
-            Ok(())
-        })
-        .await
+        sqlx::query(
+            "INSERT INTO revocations (kind, issuer, value, reason, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (kind, issuer, value) DO NOTHING",
+        )
+        .bind(kind.as_str())
+        .bind(issuer)
+        .bind(value)
+        .bind(reason)
+        .bind(at.unix_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Lifts a standing revocation; returns whether one existed.
@@ -300,3 +411,6 @@ impl Index {
         Ok(row.is_some())
     }
 }
+
+#[cfg(test)]
+mod tests;

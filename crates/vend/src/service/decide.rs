@@ -1,0 +1,158 @@
+//! The decision: everything after the token checks and before anything is written —
+//! standing revocations, the role, its scope narrowed by a session policy, the
+//! duration.
+
+use crate::leases::{RevocationKind, StoreError};
+use crate::oidc::VerifiedToken;
+use crate::policy::Scope;
+use crate::reason::{Denial, Reason};
+use crate::roles::{RenderError, rule_matches};
+
+use super::{Role, Service, VendRequest, short};
+
+impl Service {
+    /// Everything after the token: revocations, role, scope, policy, duration.
+    #[allow(clippy::type_complexity)]
+    pub(super) async fn decide(
+        &self,
+        token: &VerifiedToken,
+        request: &VendRequest,
+    ) -> Result<(&Role, Scope, u64), (Option<String>, Denial)> {
+        let db = |e: StoreError| {
+            (
+                None,
+                Denial::new(Reason::Internal, format!("lease store: {e}")),
+            )
+        };
+        if self
+            .index
+            .is_revoked(RevocationKind::Subject, &token.issuer, &token.subject)
+            .await
+            .map_err(db)?
+        {
+            return Err((
+                None,
+                Denial::new(
+                    Reason::SubjectRevoked,
+                    "this subject's access has been revoked",
+                ),
+            ));
+        }
+        let role = match &request.role {
+            Some(asked) => {
+                let name = asked.rsplit('/').next().unwrap_or(asked);
+                let Some(role) = self.roles.iter().find(|r| r.config.name == name) else {
+                    return Err((
+                        Some(short(name)),
+                        Denial::new(
+                            Reason::RoleNotPermitted,
+                            format!("no role named {:?}", short(name)),
+                        ),
+                    ));
+                };
+                if !role
+                    .config
+                    .rules
+                    .iter()
+                    .any(|r| rule_matches(r, &token.claims))
+                {
+                    return Err((
+                        Some(name.to_owned()),
+                        Denial::new(
+                            Reason::RoleNotPermitted,
+                            format!("the token's claims do not match role {name:?}"),
+                        ),
+                    ));
+                }
+                role
+            }
+            None => self
+                .roles
+                .iter()
+                .find(|r| {
+                    r.config
+                        .rules
+                        .iter()
+                        .any(|rule| rule_matches(rule, &token.claims))
+                })
+                .ok_or_else(|| {
+                    (
+                        None,
+                        Denial::new(Reason::NoMatchingRole, "no role matches the token's claims"),
+                    )
+                })?,
+        };
+        let name = Some(role.config.name.clone());
+        if self
+            .index
+            .is_revoked(RevocationKind::Role, "", &role.config.name)
+            .await
+            .map_err(db)?
+        {
+            return Err((
+                name,
+                Denial::new(Reason::RoleRevoked, "this role has been revoked"),
+            ));
+        }
+        let mut prefixes = Vec::new();
+        for t in &role.templates {
+            match t.render(&token.claims) {
+                Ok(p) => prefixes.push(p),
+                Err(e @ RenderError::Missing(_)) => {
+                    return Err((name, Denial::new(Reason::ClaimMissing, e.to_string())));
+                }
+                Err(e @ RenderError::Unsafe(_)) => {
+                    return Err((name, Denial::new(Reason::ClaimInvalid, e.to_string())));
+                }
+            }
+        }
+        let mut scope = Scope {
+            bucket: role.config.bucket.clone(),
+            prefixes,
+            actions: role.config.actions.iter().copied().collect(),
+        };
+        if let Some(policy) = &request.policy {
+            let narrowed = scope
+                .narrow(policy)
+                .map_err(|e| (name.clone(), Denial::new(Reason::PolicyInvalid, e)))?;
+            if let Err(why) = role.driver.can_enforce(&narrowed, &scope) {
+                return Err((name, Denial::new(Reason::PolicyInvalid, why)));
+            }
+            scope = narrowed;
+        }
+        let c = &role.config;
+        let default = c.default_duration_secs.unwrap_or(c.max_duration_secs);
+        let mut duration = request.duration_secs.unwrap_or(default);
+        if duration < c.min_duration_secs || duration > c.max_duration_secs {
+            return Err((
+                name,
+                Denial::new(
+                    Reason::DurationOutOfBounds,
+                    format!(
+                        "DurationSeconds {duration} is outside {}..={} for role {:?}",
+                        c.min_duration_secs, c.max_duration_secs, c.name
+                    ),
+                ),
+            ));
+        }
+        if c.bound_to_token {
+            let left = self.clock.now().until(token.expires_at).as_secs();
+            if duration > left {
+                if request.duration_secs.is_some() || left < c.min_duration_secs {
+                    return Err((
+                        name,
+                        Denial::new(
+                            Reason::DurationOutOfBounds,
+                            format!(
+                                "role {:?} may not outlive its token, which expires in {left} s",
+                                c.name
+                            ),
+                        ),
+                    ));
+                }
+                duration = left;
+            }
+        }
+        Ok((role, scope, duration))
+    }
+}

@@ -1,0 +1,286 @@
+//! The one decision path behind every wire format: token → revocations → role →
+//! scope → duration → audit → lease → mint → audit → answer.
+//!
+//! One job per file: [`decide`] (everything after the token, before anything is
+//! written), [`issue`] (the mint saga and its compensation), [`revoke`] (ending
+//! leases and standing revocations), [`reaper`] (ending expired leases).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use artifactstore_model::secret::Secret;
+use artifactstore_model::{Clock, Timestamp};
+
+use crate::audit::{AuditLog, AuditRecord};
+use crate::config::RoleConfig;
+use crate::driver::MintDriver;
+use crate::leases::{Lease, LeaseStore};
+use crate::oidc::TokenVerifier;
+use crate::policy::Scope;
+use crate::reason::{Denial, Reason};
+use crate::roles::PrefixTemplate;
+
+mod decide;
+mod issue;
+mod reaper;
+mod revoke;
+#[cfg(test)]
+mod tests;
+
+pub use revoke::{RevokeOutcome, RevokeTarget, RevokedLease};
+
+/// Which wire format a request came in on (for audit lines and metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Sts,
+    Json,
+    Container,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Sts => "sts",
+            Format::Json => "json",
+            Format::Container => "container",
+        }
+    }
+}
+
+/// A request for credentials, whatever its wire format.
+#[derive(Debug)]
+pub struct VendRequest {
+    pub token: Secret,
+    /// A role name, or an ARN whose last path segment is one.
+    pub role: Option<String>,
+    pub duration_secs: Option<u64>,
+    /// A session policy that may only narrow the role.
+    pub policy: Option<String>,
+    pub client: Option<String>,
+    pub format: Format,
+}
+
+/// Credentials handed out.
+#[derive(Debug)]
+pub struct Issued {
+    pub request_id: String,
+    pub lease_id: String,
+    pub role: String,
+    pub driver: String,
+    pub issuer: String,
+    pub subject: String,
+    pub audience: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    /// For drivers without session tokens (Garage): `artifactstore-lease-<id>`, which
+    /// upstreams ignore and which ties S3 request logs back to the lease.
+    pub session_token: Secret,
+    pub issued_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// When a client should fetch new credentials: before expiry by a window (the
+    /// smaller of 5 min and a third of the lifetime), less up to a fifth of it at
+    /// random so that many clients do not come back at once.
+    pub refresh_after: Timestamp,
+    pub scope: Scope,
+}
+
+/// A refusal, with the request id that its audit line carries.
+#[derive(Debug)]
+pub struct Refused {
+    pub request_id: String,
+    pub denial: Denial,
+}
+
+pub struct Role {
+    pub config: RoleConfig,
+    templates: Vec<PrefixTemplate>,
+    driver: Arc<dyn MintDriver>,
+}
+
+impl Role {
+    pub fn new(config: RoleConfig, driver: Arc<dyn MintDriver>) -> Result<Self, String> {
+        let templates = config
+            .prefixes
+            .iter()
+            .map(|p| PrefixTemplate::parse(p))
+            .collect::<Result<_, _>>()?;
+        Ok(Role {
+            config,
+            templates,
+            driver,
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct Counters {
+    pub decisions: std::sync::Mutex<BTreeMap<&'static str, u64>>,
+    pub issued: AtomicU64,
+    pub mint_failures: AtomicU64,
+    pub mint_micros: AtomicU64,
+    pub reaped: AtomicU64,
+    pub revoked: AtomicU64,
+}
+
+impl Counters {
+    fn decision(&self, reason: Reason) {
+        *self
+            .decisions
+            .lock()
+            .unwrap()
+            .entry(reason.as_str())
+            .or_default() += 1;
+    }
+}
+
+pub struct Service {
+    pub verifier: TokenVerifier,
+    pub roles: Vec<Role>,
+    pub drivers: BTreeMap<String, Arc<dyn MintDriver>>,
+    /// The lease store (vend's own database; the field keeps its old name for the
+    /// modules that read it).
+    pub index: LeaseStore,
+    pub audit: AuditLog,
+    pub counters: Counters,
+    pub admin_token: Option<Secret>,
+    /// Lease times, the reaper's "now" and token expiry checks (through the verifier,
+    /// which shares it).
+    pub clock: Arc<dyn Clock>,
+}
+
+pub fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    aws_lc_rs::rand::fill(&mut buf).expect("system randomness");
+    hex::encode(buf)
+}
+
+pub(crate) fn random_below(n: u64) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    let mut buf = [0u8; 8];
+    aws_lc_rs::rand::fill(&mut buf).expect("system randomness");
+    u64::from_le_bytes(buf) % n
+}
+
+/// How long before expiry a credential of `lifetime` should be renewed: the smaller
+/// of 5 min and a third of the lifetime.
+pub fn refresh_window(lifetime: std::time::Duration) -> std::time::Duration {
+    (lifetime / 3).min(std::time::Duration::from_secs(300))
+}
+
+/// Claims in audit lines and error messages are cut to this length.
+fn short(s: &str) -> String {
+    s.chars().take(256).collect()
+}
+
+impl Service {
+    fn deny(&self, record: &mut AuditRecord, denial: &Denial) {
+        record.decision = Some("deny");
+        record.reason = Some(denial.reason);
+        record.detail = Some(denial.message.clone());
+    }
+
+    /// Writes a deny line and builds the refusal. A deny is a deny even when the
+    /// audit log is down; the failure is logged and counted.
+    async fn refuse(&self, mut record: AuditRecord, denial: Denial) -> Refused {
+        self.deny(&mut record, &denial);
+        self.counters.decision(denial.reason);
+        let _ = self.audit.append(&record).await;
+        Refused {
+            request_id: record.request_id.unwrap_or_default(),
+            denial,
+        }
+    }
+
+    /// Takes an `Arc` because an issue abandoned midway (a client hanging up while the
+    /// driver mints) finishes its compensation in a task of its own.
+    pub async fn vend(self: &Arc<Self>, request: VendRequest) -> Result<Issued, Refused> {
+        let request_id = random_hex(8);
+        let mut record = AuditRecord {
+            event: "decision",
+            request_id: Some(request_id.clone()),
+            client: request.client.clone(),
+            format: Some(request.format.as_str()),
+            ..Default::default()
+        };
+        let token = match self.verifier.verify(request.token.expose()).await {
+            Ok(t) => t,
+            Err(denial) => {
+                let claimed = self.verifier.claimed_identity(request.token.expose());
+                record.issuer = claimed.issuer;
+                record.subject = claimed.subject;
+                record.identity_verified = Some(false);
+                return Err(self.refuse(record, denial).await);
+            }
+        };
+        record.issuer = Some(token.issuer.clone());
+        record.subject = Some(short(&token.subject));
+        record.audience = Some(token.audience.clone());
+        record.identity_verified = Some(true);
+        match self.decide(&token, &request).await {
+            Ok((role, scope, duration)) => {
+                record.role = Some(role.config.name.clone());
+                record.driver = Some(role.driver.kind().to_owned());
+                self.issue(record, &token, role, scope, duration).await
+            }
+            Err((role, denial)) => {
+                record.role = role;
+                Err(self.refuse(record, denial).await)
+            }
+        }
+    }
+
+    /// Token checks and the decision, without auditing or minting: the role, scope and
+    /// duration that [`vend`](Self::vend) would issue. For benchmarks and dry runs.
+    pub async fn evaluate(&self, request: &VendRequest) -> Result<(String, Scope, u64), Denial> {
+        let token = self.verifier.verify(request.token.expose()).await?;
+        self.decide(&token, request)
+            .await
+            .map(|(role, scope, duration)| (role.config.name.clone(), scope, duration))
+            .map_err(|(_, denial)| denial)
+    }
+
+    async fn lease_line(
+        &self,
+        event: &'static str,
+        lease: &Lease,
+        upstream: Option<&str>,
+        detail: Option<String>,
+    ) -> bool {
+        let record = AuditRecord {
+            event,
+            issuer: Some(lease.issuer.clone()),
+            subject: Some(short(&lease.subject)),
+            role: Some(lease.role.clone()),
+            driver: Some(lease.driver.clone()),
+            lease_id: Some(lease.id.clone()),
+            access_key_hmac: lease
+                .access_key_id
+                .as_deref()
+                .map(|k| self.audit.key_hmac(k)),
+            expiration: Some(lease.expires_at.rfc3339()),
+            detail: match (upstream, detail) {
+                (Some(u), Some(d)) => Some(format!("upstream: {u}; {d}")),
+                (Some(u), None) => Some(format!("upstream: {u}")),
+                (None, d) => d,
+            },
+            ..Default::default()
+        };
+        self.audit.append(&record).await.is_ok()
+    }
+
+    fn driver_of(&self, lease: &Lease) -> Option<Arc<dyn MintDriver>> {
+        self.roles
+            .iter()
+            .find(|r| r.config.name == lease.role)
+            .map(|r| r.driver.clone())
+            .or_else(|| {
+                self.drivers
+                    .values()
+                    .find(|d| d.kind() == lease.driver)
+                    .cloned()
+            })
+    }
+}
