@@ -19,6 +19,7 @@ use artifactstore_model::secret::Secret;
 use artifactstore_model::{Clock, Timestamp, random_below};
 
 pub mod sources;
+pub mod sts_xml;
 
 /// One set of credentials. Secrets stay [`Secret`]s until the signer needs them.
 #[derive(Clone)]

@@ -46,22 +46,6 @@ fn read_file(name: &'static str, path: &PathBuf, what: &str) -> Result<String, S
     })
 }
 
-/// The text of the first `<name>` element of an XML document.
-fn xml_tag<'a>(body: &'a str, name: &str) -> Option<&'a str> {
-    let open = format!("<{name}>");
-    let start = body.find(&open)? + open.len();
-    let end = body[start..].find(&format!("</{name}>"))? + start;
-    Some(&body[start..end])
-}
-
-fn xml_unescape(s: &str) -> String {
-    s.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&apos;", "'")
-        .replace("&amp;", "&")
-}
-
 /// Long-lived keys from secret references.
 pub struct StaticSource {
     pub access_key_id: Secret,
@@ -136,29 +120,33 @@ impl CredentialSource for WebIdentitySource {
             )
         })?;
         if !status.is_success() {
+            let (code, message) = crate::sts_xml::parse_error(&body).map_or_else(
+                || ("error".to_owned(), String::new()),
+                |e| (e.code, e.message),
+            );
             return Err(SourceError::new(
                 name,
                 format!(
-                    "STS at {endpoint}: HTTP {status} {}: {}",
-                    xml_tag(&body, "Code").unwrap_or("error"),
-                    xml_unescape(xml_tag(&body, "Message").unwrap_or(""))
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
+                    "STS at {endpoint}: HTTP {status} {code}: {}",
+                    message.chars().take(300).collect::<String>()
                 ),
             ));
         }
-        let field = |tag: &str| {
-            xml_tag(&body, tag).map(xml_unescape).ok_or_else(|| {
-                SourceError::new(name, format!("STS at {endpoint}: the answer has no {tag}"))
-            })
-        };
-        let session_token = field("SessionToken")?;
+        // The parser's own message is not shown: it could quote a credential.
+        let doc = crate::sts_xml::parse_web_identity_response(&body).map_err(|_| {
+            SourceError::new(
+                name,
+                format!(
+                    "STS at {endpoint}: the answer is not an AssumeRoleWithWebIdentity response"
+                ),
+            )
+        })?;
+        let c = doc.result.credentials;
         Ok(Credential {
-            access_key_id: field("AccessKeyId")?,
-            secret_access_key: Secret::new(field("SecretAccessKey")?),
-            session_token: (!session_token.is_empty()).then(|| Secret::new(session_token)),
-            expires_at: Some(parse_time(name, &field("Expiration")?)?),
+            expires_at: Some(parse_time(name, &c.expiration)?),
+            session_token: (!c.session_token.is_empty()).then(|| Secret::new(c.session_token)),
+            secret_access_key: Secret::new(c.secret_access_key),
+            access_key_id: c.access_key_id,
         })
     }
 }
@@ -450,17 +438,6 @@ impl CredentialSource for FileSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xml_fields() {
-        let body = "<R><Credentials><AccessKeyId>AK</AccessKeyId><SecretAccessKey>a&amp;b</SecretAccessKey></Credentials></R>";
-        assert_eq!(xml_tag(body, "AccessKeyId"), Some("AK"));
-        assert_eq!(
-            xml_unescape(xml_tag(body, "SecretAccessKey").unwrap()),
-            "a&b"
-        );
-        assert_eq!(xml_tag(body, "SessionToken"), None);
-    }
 
     #[tokio::test]
     async fn process_output_and_failures() {
