@@ -795,7 +795,10 @@ mod tests {
             let err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
             assert!(err.contains("env:NAME or file:/path"), "{err}");
             // figment names the key as the variable spelled it.
-            assert!(err.to_lowercase().contains("s3.secret_access_key_ref"), "{err}");
+            assert!(
+                err.to_lowercase().contains("s3.secret_access_key_ref"),
+                "{err}"
+            );
             assert!(!err.contains("canary-not-a-ref"), "{err}");
             Ok(())
         });

@@ -9,8 +9,8 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use crate::config::LogFormat;
+use crate::exit::{self, fail};
 use crate::serve::{init_logs, shutdown_signal};
-use crate::{exit, fail};
 
 #[derive(Subcommand)]
 pub enum VendCommand {
@@ -117,7 +117,7 @@ async fn serve(path: &Path, listen: Option<String>, log_format: LogFormat) -> an
     let background = tokio::spawn(artifactstore_vend::background(service.clone(), reaper));
     artifactstore_vend::http::run(listener, service.clone(), shutdown_signal()).await?;
     background.abort();
-    service.index.close().await;
+    service.leases.close().await;
     Ok(())
 }
 
@@ -150,16 +150,8 @@ fn audit_verify(file: &Path, json_out: bool) -> anyhow::Result<u8> {
 }
 
 fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(exit::USAGE, format!("{what} {}: {e}", path.display())))?;
-    let text = text.trim().to_owned();
-    if text.is_empty() {
-        return Err(fail(
-            exit::USAGE,
-            format!("{what} {} is empty", path.display()),
-        ));
-    }
-    Ok(text)
+    artifactstore_model::secret::read_trimmed_file(path)
+        .map_err(|e| fail(exit::USAGE, format!("{what}: {e}")))
 }
 
 fn http() -> anyhow::Result<reqwest::Client> {

@@ -3,7 +3,6 @@
 //! goes through [`Service::vend`].
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -16,6 +15,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+
+use artifactstore_credentials::sts_xml;
+use artifactstore_model::api::ErrorBody;
 
 use crate::reason::{Denial, Reason};
 use crate::service::{Format, Issued, Refused, RevokeTarget, Service, VendRequest};
@@ -62,23 +64,6 @@ fn no_store(mut resp: Response) -> Response {
     resp
 }
 
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-const STS_NS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
-
 fn sts_error(request_id: &str, denial: &Denial) -> Response {
     let code = denial.sts_code.unwrap_or(denial.reason.sts_code());
     let status = match code {
@@ -92,12 +77,15 @@ fn sts_error(request_id: &str, denial: &Denial) -> Response {
     } else {
         "Sender"
     };
-    let body = format!(
-        "<ErrorResponse xmlns=\"{STS_NS}\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{}: {}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
-        denial.reason.as_str(),
-        xml_escape(&denial.message),
-        xml_escape(request_id)
-    );
+    let body = sts_xml::to_xml(&sts_xml::ErrorResponse {
+        xmlns: Some(sts_xml::STS_NS.to_owned()),
+        error: sts_xml::StsError {
+            kind: kind.to_owned(),
+            code: code.to_owned(),
+            message: format!("{}: {}", denial.reason.as_str(), denial.message),
+        },
+        request_id: request_id.to_owned(),
+    });
     let mut resp = (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
     reason_header(&mut resp, denial.reason);
     resp
@@ -112,29 +100,30 @@ fn reason_header(resp: &mut Response, reason: Reason) {
 
 fn sts_success(issued: &Issued) -> Response {
     let session = format!("lease-{}", issued.lease_id);
-    let mut body = String::new();
-    let _ = write!(
-        body,
-        "<AssumeRoleWithWebIdentityResponse xmlns=\"{STS_NS}\"><AssumeRoleWithWebIdentityResult>\
-         <AssumedRoleUser><Arn>arn:aws:sts::000000000000:assumed-role/{role}/{session}</Arn>\
-         <AssumeRoleId>{lease}:{session}</AssumeRoleId></AssumedRoleUser>\
-         <Credentials><AccessKeyId>{akid}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>\
-         <SessionToken>{token}</SessionToken><Expiration>{exp}</Expiration></Credentials>\
-         <SubjectFromWebIdentityToken>{sub}</SubjectFromWebIdentityToken>\
-         <Audience>{aud}</Audience><Provider>{iss}</Provider>\
-         </AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>{rid}</RequestId></ResponseMetadata>\
-         </AssumeRoleWithWebIdentityResponse>",
-        role = xml_escape(&issued.role),
-        lease = xml_escape(&issued.lease_id),
-        akid = xml_escape(&issued.access_key_id),
-        secret = xml_escape(issued.secret_access_key.expose()),
-        token = xml_escape(issued.session_token.expose()),
-        exp = issued.expires_at.rfc3339(),
-        sub = xml_escape(&issued.subject),
-        aud = xml_escape(&issued.audience),
-        iss = xml_escape(&issued.issuer),
-        rid = xml_escape(&issued.request_id),
-    );
+    let body = sts_xml::to_xml(&sts_xml::AssumeRoleWithWebIdentityResponse {
+        xmlns: Some(sts_xml::STS_NS.to_owned()),
+        result: sts_xml::AssumeRoleWithWebIdentityResult {
+            assumed_role_user: Some(sts_xml::AssumedRoleUser {
+                arn: format!(
+                    "arn:aws:sts::000000000000:assumed-role/{}/{session}",
+                    issued.role
+                ),
+                assume_role_id: format!("{}:{session}", issued.lease_id),
+            }),
+            credentials: sts_xml::Credentials {
+                access_key_id: issued.access_key_id.clone(),
+                secret_access_key: issued.secret_access_key.expose().to_owned(),
+                session_token: issued.session_token.expose().to_owned(),
+                expiration: issued.expires_at.rfc3339(),
+            },
+            subject: Some(issued.subject.clone()),
+            audience: Some(issued.audience.clone()),
+            provider: Some(issued.issuer.clone()),
+        },
+        metadata: sts_xml::ResponseMetadata {
+            request_id: issued.request_id.clone(),
+        },
+    });
     no_store((StatusCode::OK, [(header::CONTENT_TYPE, "text/xml")], body).into_response())
 }
 
@@ -258,10 +247,10 @@ fn json_error(request_id: &str, denial: &Denial) -> Response {
         StatusCode::from_u16(denial.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = (
         status,
-        Json(json!({
-            "error": { "code": denial.reason.as_str(), "message": denial.message },
-            "request_id": request_id,
-        })),
+        Json(
+            ErrorBody::new(denial.reason.as_str(), denial.message.clone())
+                .with_request_id(request_id),
+        ),
     )
         .into_response();
     reason_header(&mut resp, denial.reason);
@@ -437,7 +426,7 @@ async fn readyz(State(service): State<Arc<Service>>) -> Response {
             service.audit.path().display()
         ));
     }
-    if let Err(e) = service.index.ping().await {
+    if let Err(e) = service.leases.ping().await {
         problems.push(format!("lease store: {e}"));
     }
     if problems.is_empty() {
@@ -465,11 +454,7 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
 
 /// The answer of an admin route that failed: `{"error": {"code", "message"}}`.
 fn admin_error(status: StatusCode, code: &str, message: impl std::fmt::Display) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": message.to_string()}})),
-    )
-        .into_response()
+    (status, Json(ErrorBody::new(code, message.to_string()))).into_response()
 }
 
 fn internal(e: impl std::fmt::Display) -> Response {
@@ -589,7 +574,7 @@ async fn admin_leases(
         live_only: q.live,
     };
     match service
-        .index
+        .leases
         .leases(&filter, q.limit.unwrap_or(1000).min(10_000))
         .await
     {
@@ -606,7 +591,7 @@ async fn admin_lease(
     if let Err(r) = admin_allowed(&service, &headers) {
         return *r;
     }
-    match service.index.lease(&id).await {
+    match service.leases.lease(&id).await {
         Ok(Some(lease)) => Json(lease).into_response(),
         Ok(None) => admin_error(StatusCode::NOT_FOUND, "not_found", "no such lease"),
         Err(e) => internal(e),

@@ -194,7 +194,7 @@ pub async fn build_with_clock(
         verifier,
         roles,
         drivers,
-        index,
+        leases: index,
         audit,
         counters: Default::default(),
         admin_token,

@@ -52,7 +52,7 @@ pub async fn render(service: &Service) -> String {
         revoked: c.revoked.load(Ordering::Relaxed),
         audit_failures: service.audit.failures.load(Ordering::Relaxed),
         mint_seconds: c.mint_micros.load(Ordering::Relaxed) as f64 / 1e6,
-        live: service.index.live_lease_count().await.unwrap_or(0),
+        live: service.leases.live_lease_count().await.unwrap_or(0),
         audit_writable: service.audit.healthy(),
         issuers: service
             .verifier

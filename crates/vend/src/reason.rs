@@ -155,7 +155,10 @@ mod tests {
         assert_eq!(Reason::all().count(), 20);
         for reason in Reason::all() {
             let word = reason.as_str();
-            assert_eq!(serde_json::to_string(&reason).unwrap(), format!("\"{word}\""));
+            assert_eq!(
+                serde_json::to_string(&reason).unwrap(),
+                format!("\"{word}\"")
+            );
             assert_eq!(reason.to_string(), word);
             assert_eq!(word.parse::<Reason>().unwrap(), reason);
             assert!(

@@ -25,7 +25,7 @@ impl Service {
             )
         };
         if self
-            .index
+            .leases
             .is_revoked(RevocationKind::Subject, &token.issuer, &token.subject)
             .await
             .map_err(db)?
@@ -84,7 +84,7 @@ impl Service {
         };
         let name = Some(role.config.name.clone());
         if self
-            .index
+            .leases
             .is_revoked(RevocationKind::Role, "", &role.config.name)
             .await
             .map_err(db)?

@@ -28,7 +28,7 @@ use crate::oidc::VerifiedToken;
 use crate::policy::Scope;
 use crate::reason::{Denial, Reason};
 
-use super::{Issued, Refused, Role, Service, random_below, random_hex, refresh_window};
+use super::{Issued, Refused, Role, Service, random_hex};
 
 /// A lease recorded pending and not yet handed out. It takes itself back — key
 /// deleted upstream, row ended as failed — unless [`commit`](Self::commit)ted.
@@ -57,7 +57,7 @@ impl PendingLease {
         lease: Lease,
         driver: Arc<dyn MintDriver>,
     ) -> Result<Self, crate::leases::StoreError> {
-        service.index.insert_lease(&lease).await?;
+        service.leases.insert_lease(&lease).await?;
         Ok(PendingLease {
             service: service.clone(),
             lease,
@@ -147,7 +147,7 @@ async fn take_back(
     }
     let now = service.clock.now();
     if let Err(e) = service
-        .index
+        .leases
         .end_lease(&lease.id, LeaseState::Failed, why.end_reason, now)
         .await
     {
@@ -164,10 +164,10 @@ impl Service {
     /// Whether a standing revocation now covers the token's subject or the role.
     async fn revoked_now(&self, token: &VerifiedToken, role: &str) -> Option<Reason> {
         match (
-            self.index
+            self.leases
                 .is_revoked(RevocationKind::Subject, &token.issuer, &token.subject)
                 .await,
-            self.index.is_revoked(RevocationKind::Role, "", role).await,
+            self.leases.is_revoked(RevocationKind::Role, "", role).await,
         ) {
             (Ok(false), Ok(false)) => None,
             (Ok(true), _) => Some(Reason::SubjectRevoked),
@@ -291,7 +291,7 @@ impl Service {
         };
         pending.minted(&minted.access_key_id);
         match self
-            .index
+            .leases
             .activate_lease(&lease_id, &minted.access_key_id, minted.expires_at)
             .await
         {
@@ -340,8 +340,10 @@ impl Service {
         pending.commit();
         self.counters.decision(Reason::Allow);
         self.counters.issued.fetch_add(1, Ordering::Relaxed);
-        let window = refresh_window(issued_at.until(minted.expires_at));
-        let jitter = Duration::from_millis(random_below(window.as_millis() as u64 / 5 + 1));
+        // The same window and jitter as the credential cache that will hold it.
+        let renew_before = artifactstore_credentials::with_jitter(
+            artifactstore_credentials::refresh_window(issued_at.until(minted.expires_at)),
+        );
         Ok(Issued {
             request_id,
             lease_id: lease_id.clone(),
@@ -358,7 +360,7 @@ impl Service {
                 .unwrap_or_else(|| Secret::new(format!("artifactstore-lease-{lease_id}"))),
             issued_at,
             expires_at: minted.expires_at,
-            refresh_after: minted.expires_at.saturating_sub(window + jitter),
+            refresh_after: minted.expires_at.saturating_sub(renew_before),
             scope,
         })
     }

@@ -140,7 +140,7 @@ pub struct Service {
     pub drivers: BTreeMap<String, Arc<dyn MintDriver>>,
     /// The lease store (vend's own database; the field keeps its old name for the
     /// modules that read it).
-    pub index: LeaseStore,
+    pub leases: LeaseStore,
     pub audit: AuditLog,
     pub counters: Counters,
     pub admin_token: Option<Secret>,
@@ -153,21 +153,6 @@ pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     aws_lc_rs::rand::fill(&mut buf).expect("system randomness");
     hex::encode(buf)
-}
-
-pub(crate) fn random_below(n: u64) -> u64 {
-    if n == 0 {
-        return 0;
-    }
-    let mut buf = [0u8; 8];
-    aws_lc_rs::rand::fill(&mut buf).expect("system randomness");
-    u64::from_le_bytes(buf) % n
-}
-
-/// How long before expiry a credential of `lifetime` should be renewed: the smaller
-/// of 5 min and a third of the lifetime.
-pub fn refresh_window(lifetime: std::time::Duration) -> std::time::Duration {
-    (lifetime / 3).min(std::time::Duration::from_secs(300))
 }
 
 /// Claims in audit lines and error messages are cut to this length.

@@ -11,7 +11,11 @@ impl Service {
     /// many were ended.
     pub async fn reap_once(&self) -> Result<u64, StoreError> {
         let mut n = 0;
-        for lease in self.index.leases_past_expiry(self.clock.now(), 500).await? {
+        for lease in self
+            .leases
+            .leases_past_expiry(self.clock.now(), 500)
+            .await?
+        {
             let r = self.end(&lease, LeaseState::Expired, "expired").await;
             if r.error.is_none() {
                 n += 1;

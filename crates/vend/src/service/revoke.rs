@@ -60,7 +60,7 @@ impl Service {
         // next revocation) tries again.
         if out.error.is_none() {
             match self
-                .index
+                .leases
                 .end_lease(&lease.id, state, reason, self.clock.now())
                 .await
             {
@@ -89,7 +89,7 @@ impl Service {
     ) -> Result<RevokeOutcome, StoreError> {
         let (filter, standing) = match target {
             RevokeTarget::Lease { id } => {
-                let lease = self.index.lease(id).await?;
+                let lease = self.leases.lease(id).await?;
                 let leases = lease
                     .filter(|l| l.state.is_live())
                     .into_iter()
@@ -108,7 +108,7 @@ impl Service {
                 });
             }
             RevokeTarget::Subject { issuer, subject } => {
-                self.index
+                self.leases
                     .add_revocation(
                         RevocationKind::Subject,
                         issuer,
@@ -128,7 +128,7 @@ impl Service {
                 )
             }
             RevokeTarget::Role { role } => {
-                self.index
+                self.leases
                     .add_revocation(RevocationKind::Role, "", role, reason, self.clock.now())
                     .await?;
                 (
@@ -151,7 +151,7 @@ impl Service {
             .await
             .is_ok();
         let mut out = Vec::new();
-        for lease in self.index.leases(&filter, 10_000).await? {
+        for lease in self.leases.leases(&filter, 10_000).await? {
             out.push(self.end(&lease, LeaseState::Revoked, reason).await);
         }
         self.counters
@@ -169,12 +169,12 @@ impl Service {
         let removed = match target {
             RevokeTarget::Lease { .. } => false,
             RevokeTarget::Subject { issuer, subject } => {
-                self.index
+                self.leases
                     .remove_revocation(RevocationKind::Subject, issuer, subject)
                     .await?
             }
             RevokeTarget::Role { role } => {
-                self.index
+                self.leases
                     .remove_revocation(RevocationKind::Role, "", role)
                     .await?
             }

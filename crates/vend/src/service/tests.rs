@@ -22,10 +22,19 @@ use crate::leases::{LeaseFilter, LeaseState};
 #[test]
 fn the_refresh_window_is_the_smaller_of_five_minutes_and_a_third() {
     let secs = std::time::Duration::from_secs;
-    assert_eq!(refresh_window(secs(3600)), secs(300));
-    assert_eq!(refresh_window(secs(900)), secs(300));
-    assert_eq!(refresh_window(secs(60)), secs(20));
-    assert_eq!(refresh_window(secs(0)), secs(0));
+    assert_eq!(
+        artifactstore_credentials::refresh_window(secs(3600)),
+        secs(300)
+    );
+    assert_eq!(
+        artifactstore_credentials::refresh_window(secs(900)),
+        secs(300)
+    );
+    assert_eq!(
+        artifactstore_credentials::refresh_window(secs(60)),
+        secs(20)
+    );
+    assert_eq!(artifactstore_credentials::refresh_window(secs(0)), secs(0));
 }
 
 #[test]
@@ -200,7 +209,7 @@ async fn harness() -> Harness {
         verifier,
         roles,
         drivers: BTreeMap::from([("fake".to_owned(), as_driver)]),
-        index,
+        leases: index,
         audit,
         counters: Default::default(),
         admin_token: None,
@@ -242,7 +251,7 @@ impl Harness {
 
     async fn leases(&self) -> Vec<Lease> {
         self.service
-            .index
+            .leases
             .leases(&LeaseFilter::default(), 100)
             .await
             .unwrap()
@@ -313,7 +322,7 @@ async fn an_allowed_request_is_audited_recorded_minted_and_activated() {
     assert!(issued.refresh_after < issued.expires_at.saturating_sub(Duration::from_secs(299)));
     let lease = h
         .service
-        .index
+        .leases
         .lease(&issued.lease_id)
         .await
         .unwrap()
@@ -457,7 +466,7 @@ async fn a_failed_mint_fails_the_lease() {
         (lease.state, lease.end_reason.as_deref()),
         (LeaseState::Failed, Some("mint failed"))
     );
-    assert_eq!(h.service.index.live_lease_count().await.unwrap(), 0);
+    assert_eq!(h.service.leases.live_lease_count().await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -473,7 +482,7 @@ async fn a_request_cancelled_while_minting_leaves_no_live_lease() {
     assert!(vend.await.unwrap_err().is_cancelled());
     // The guard's compensation runs in a task of its own.
     for _ in 0..200 {
-        if h.service.index.live_lease_count().await.unwrap() == 0 {
+        if h.service.leases.live_lease_count().await.unwrap() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -496,7 +505,7 @@ async fn token_times_and_lease_expiry_follow_the_injected_clock() {
     assert_eq!(h.service.reap_once().await.unwrap(), 1);
     let lease = h
         .service
-        .index
+        .leases
         .lease(&issued.lease_id)
         .await
         .unwrap()
