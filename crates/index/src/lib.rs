@@ -11,11 +11,9 @@
 //!   seen `seq = n` has seen everything before it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use artifactstore_model::{Clock, Digest, SystemClock};
-use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Row};
 use tokio::sync::{Mutex, watch};
 
 /// The columns [`version_from_row`] reads, as a literal so queries stay `&'static str`.
@@ -95,15 +93,7 @@ impl std::fmt::Debug for Index {
     }
 }
 
-/// The SQLite URL of an index file inside `dir`.
-pub fn sqlite_url(path: &std::path::Path) -> String {
-    let p = path
-        .to_string_lossy()
-        .replace('%', "%25")
-        .replace('?', "%3F")
-        .replace('#', "%23");
-    format!("sqlite://{p}?mode=rwc")
-}
+pub use artifactstore_db::sqlite_url;
 
 impl Index {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies migrations.
@@ -113,24 +103,14 @@ impl Index {
 
     /// [`open`](Self::open), with the clock that stamps rows and events.
     pub async fn open_with_clock(url: &str, clock: Arc<dyn Clock>) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let is_sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
-            .max_connections(if is_sqlite { 8 } else { 16 })
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if is_sqlite {
-                        // FULL: a committed row survives power loss, which is what an
-                        // acknowledged upload promises.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        let (pool, backend) = artifactstore_db::connect(
+            url,
+            artifactstore_db::PoolSize {
+                sqlite: 8,
+                postgres: 16,
+            },
+        )
+        .await?;
         migrator().run(&pool).await?;
         let last: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS last FROM events")
             .fetch_one(&pool)
@@ -139,7 +119,7 @@ impl Index {
         let (last_seq, _) = watch::channel(last);
         Ok(Index {
             pool,
-            backend: if is_sqlite { "sqlite" } else { "postgres" },
+            backend: backend.as_str(),
             write: Mutex::new(()),
             last_seq,
             clock,

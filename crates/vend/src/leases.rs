@@ -16,13 +16,11 @@
 //! left behind — the artifact tables in a vend database, the `_sqlx_migrations` rows —
 //! is left alone: in a shared database those belong to the artifact index.
 
-use std::time::Duration;
-
 use artifactstore_model::Timestamp;
 use serde::Serialize;
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::any::AnyRow;
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor, Row};
+use sqlx::{AnyPool, Row};
 use tokio::sync::Mutex;
 
 /// The table in which vend records which of its migrations ran.
@@ -181,28 +179,18 @@ impl LeaseStore {
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies vend's
     /// migrations, adopting the lease tables of a database of the previous layout.
     pub async fn open(url: &str) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let is_sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
-            .max_connections(if is_sqlite { 4 } else { 8 })
-            .acquire_timeout(Duration::from_secs(30))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if is_sqlite {
-                        // FULL: a lease row survives power loss, so a credential that
-                        // was handed out can always be found and revoked.
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000;")
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
+        let (pool, backend) = artifactstore_db::connect(
+            url,
+            artifactstore_db::PoolSize {
+                sqlite: 4,
+                postgres: 8,
+            },
+        )
+        .await?;
         migrator().run(&pool).await?;
         Ok(LeaseStore {
             pool,
-            backend: if is_sqlite { "sqlite" } else { "postgres" },
+            backend: backend.as_str(),
             write: Mutex::new(()),
         })
     }

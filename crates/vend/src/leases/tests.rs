@@ -219,7 +219,7 @@ async fn old_layout(url: &str) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/old-layout");
     let old = Migrator::new(dir.as_path()).await.unwrap();
     assert_eq!(old.iter().map(|m| m.version).collect::<Vec<_>>(), [1, 2]);
-    let pool = AnyPoolOptions::new().connect(url).await.unwrap();
+    let pool = sqlx::any::AnyPoolOptions::new().connect(url).await.unwrap();
     old.run(&pool).await.unwrap();
     pool.close().await;
 }
