@@ -104,9 +104,7 @@ impl Client {
     pub fn new(server: &str, json: bool) -> anyhow::Result<Self> {
         let base = Url::parse(server)
             .map_err(|e| fail(exit::USAGE, format!("--server {server:?}: {e}")))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("artifactstore/", env!("CARGO_PKG_VERSION")))
+        let http = artifactstore_credentials::sources::http_client_builder(Duration::from_secs(10))
             .build()?;
         Ok(Client {
             base,

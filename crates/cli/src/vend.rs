@@ -155,10 +155,11 @@ fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {
 }
 
 fn http() -> anyhow::Result<reqwest::Client> {
-    Ok(reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
-        .build()?)
+    Ok(
+        artifactstore_credentials::sources::http_client_builder(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()?,
+    )
 }
 
 /// The message of an error answer of the vending service (its messages never

@@ -86,7 +86,7 @@ async fn read_all(
 /// MinIO (and RustFS) answer `/minio/health/live`; other stores do not.
 async fn minio_health(endpoint: &str) -> Option<String> {
     let url = format!("{}/minio/health/live", endpoint.trim_end_matches('/'));
-    let client = reqwest::Client::builder()
+    let client = artifactstore_credentials::sources::http_client_builder(Duration::from_secs(5))
         .timeout(Duration::from_secs(5))
         .build()
         .ok()?;

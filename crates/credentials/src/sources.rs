@@ -16,11 +16,19 @@ fn parse_time(name: &'static str, s: &str) -> Result<Timestamp, SourceError> {
         .ok_or_else(|| SourceError::new(name, format!("expiration {s:?} is not an RFC 3339 time")))
 }
 
-/// The HTTP client of the sources that ask an endpoint (web-identity, container). Each
-/// request sets its own overall timeout; this bounds only the connection.
-pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, SourceError> {
+/// The one HTTP client builder of the workspace (credential sources, vend's issuer and
+/// driver calls, the CLI): a connect timeout, so that an unreachable endpoint fails
+/// fast, and a user agent naming the version. Callers add an overall timeout where a
+/// request must not hang; each source's requests set their own.
+pub fn http_client_builder(connect_timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(connect_timeout)
+        .user_agent(concat!("artifactstore/", env!("CARGO_PKG_VERSION")))
+}
+
+/// The HTTP client of the sources that ask an endpoint (web-identity, container).
+pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, SourceError> {
+    http_client_builder(connect_timeout)
         .build()
         .map_err(|e| SourceError::new("http", format!("cannot build the HTTP client: {e}")))
 }

@@ -101,8 +101,7 @@ pub async fn build_with_clock(
     clock: Arc<dyn Clock>,
 ) -> Result<(Arc<Service>, Vec<String>), StartError> {
     let mut warnings = Vec::new();
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
+    let http = artifactstore_credentials::sources::http_client_builder(Duration::from_secs(5))
         .build()
         .map_err(|e| StartError::Invalid(format!("HTTP client: {e}")))?;
     let mut drivers: BTreeMap<String, Arc<dyn MintDriver>> = BTreeMap::new();
