@@ -92,3 +92,55 @@ mod tests {
         );
     }
 }
+
+/// Whether a database error may pass by itself (a full pool, a broken connection), so
+/// that the operation is worth trying again.
+pub fn is_transient(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
+}
+
+/// Databases for tests (feature `testing`, enabled only by dev-dependencies).
+#[cfg(feature = "testing")]
+pub mod testing {
+    use sqlx::Connection;
+
+    /// Creates a fresh, uniquely named database on the PostgreSQL server that
+    /// `admin_url` reaches and returns its URL.
+    pub async fn create_postgres_database(admin_url: &str, prefix: &str) -> String {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        sqlx::any::install_default_drivers();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let db = format!(
+            "{prefix}{}_{nanos}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut conn = sqlx::AnyConnection::connect(admin_url)
+            .await
+            .expect("connect to the test PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+            .execute(&mut conn)
+            .await
+            .expect("create a test database");
+        let base = admin_url.rsplit_once('/').expect("URL has a database").0;
+        format!("{base}/{db}")
+    }
+
+    /// The databases every storage test runs on, each fresh: a SQLite file in a new
+    /// temporary directory (which must outlive the URL), and a new PostgreSQL database
+    /// when `ARTIFACTSTORE_TEST_POSTGRES_URL` names a server (CI starts one with
+    /// scripts/with-postgres.sh).
+    pub async fn databases(prefix: &str) -> Vec<(tempfile::TempDir, String)> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let sqlite = super::sqlite_url(&dir.path().join(format!("{prefix}.db")));
+        let mut urls = vec![(dir, sqlite)];
+        if let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") {
+            let url = create_postgres_database(&admin, prefix).await;
+            urls.push((tempfile::tempdir().expect("a temporary directory"), url));
+        }
+        urls
+    }
+}

@@ -63,10 +63,7 @@ pub enum Error {
 
 impl Error {
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
-        )
+        matches!(self, Error::Db(e) if artifactstore_db::is_transient(e))
     }
 }
 

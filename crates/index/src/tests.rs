@@ -1,5 +1,5 @@
 use super::*;
-use artifactstore_model::{Clock, FilePath, Name, Namespace, Version, VersionState};
+use artifactstore_model::{FilePath, Name, Namespace, Version, VersionState};
 
 fn id(v: &str) -> VersionId {
     VersionId {
@@ -18,34 +18,9 @@ fn file(path: &str, data: &[u8]) -> NewFile {
     }
 }
 
-/// Every test runs on SQLite, and also on PostgreSQL when
-/// `ARTIFACTSTORE_TEST_POSTGRES_URL` names a server (CI starts one with
-/// scripts/with-postgres.sh): one fresh database per test.
+/// Every test runs on SQLite, and on PostgreSQL too when CI provides one.
 async fn databases() -> Vec<(tempfile::TempDir, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = sqlite_url(&dir.path().join("index.db"));
-    let mut urls = vec![(dir, sqlite)];
-    if let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let db = format!(
-            "t{}_{}_{}",
-            std::process::id(),
-            SystemClock.now().unix_millis(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let mut conn = sqlx::AnyConnection::connect(&admin)
-            .await
-            .expect("connect to test PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').expect("URL has a database").0;
-        urls.push((tempfile::tempdir().unwrap(), format!("{base}/{db}")));
-    }
-    urls
+    artifactstore_db::testing::databases("index").await
 }
 
 async fn each_database<F, Fut>(test: F)

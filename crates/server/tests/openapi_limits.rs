@@ -20,19 +20,6 @@ fn doc() -> Value {
     serde_json::from_str(artifactstore_server::OPENAPI).unwrap()
 }
 
-fn resolve<'a>(doc: &'a Value, v: &'a Value) -> &'a Value {
-    match v.get("$ref").and_then(Value::as_str) {
-        Some(r) => {
-            let mut at = doc;
-            for part in r.trim_start_matches("#/").split('/') {
-                at = &at[part];
-            }
-            at
-        }
-        None => v,
-    }
-}
-
 /// Whether `schema` admits the string `s` (the keywords the document uses for strings).
 fn admits(schema: &Value, s: &str) -> bool {
     let chars = s.chars().count() as u64;

@@ -44,10 +44,7 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            StoreError::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_))
-        )
+        matches!(self, StoreError::Db(e) if artifactstore_db::is_transient(e))
     }
 }
 

@@ -6,33 +6,9 @@ use super::*;
 
 const ISSUER: &str = "https://issuer.example";
 
-/// A fresh database per call: SQLite always, and PostgreSQL too when
-/// `ARTIFACTSTORE_TEST_POSTGRES_URL` names a server (scripts/with-postgres.sh).
-/// The temporary directory must outlive the SQLite URL.
+/// Every test runs on SQLite, and on PostgreSQL too when CI provides one.
 pub(crate) async fn databases() -> Vec<(tempfile::TempDir, String)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = format!("sqlite://{}?mode=rwc", dir.path().join("vend.db").display());
-    let mut urls = vec![(dir, sqlite)];
-    if let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") {
-        sqlx::any::install_default_drivers();
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let db = format!(
-            "vend{}_{}_{}",
-            std::process::id(),
-            artifactstore_model::Clock::now(&artifactstore_model::SystemClock).unix_millis(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        let mut conn = sqlx::AnyConnection::connect(&admin)
-            .await
-            .expect("connect to test PostgreSQL");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        let base = admin.rsplit_once('/').expect("URL has a database").0;
-        urls.push((tempfile::tempdir().unwrap(), format!("{base}/{db}")));
-    }
-    urls
+    artifactstore_db::testing::databases("vend").await
 }
 
 fn shown(url: &str) -> &str {
