@@ -42,7 +42,11 @@ fn unreachable(e: &reqwest::Error) -> &'static str {
     }
 }
 
-fn read_file(name: &'static str, path: &std::path::Path, what: &str) -> Result<String, SourceError> {
+fn read_file(
+    name: &'static str,
+    path: &std::path::Path,
+    what: &str,
+) -> Result<String, SourceError> {
     artifactstore_model::secret::read_trimmed_file(path).map_err(|e| match e {
         artifactstore_model::secret::SecretError::FileEmpty(_) => {
             SourceError::new(name, format!("{what} {} is empty", path.display()))
