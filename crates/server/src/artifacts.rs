@@ -7,7 +7,7 @@ use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -344,16 +344,33 @@ fn if_none_match_hits(headers: &HeaderMap, digest: &Digest) -> bool {
         .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == ours)
 }
 
+/// What a download sends, and how a browser may present it.
+struct Download<'a> {
+    digest: Digest,
+    size: u64,
+    media_type: &'a str,
+    cache_control: &'static str,
+    /// The name an attachment is saved under.
+    file_name: &'a str,
+    /// `?inline=1`: shown in the browser (still sandboxed) rather than saved.
+    inline: bool,
+}
+
 /// Streams a blob (or a range of it) with the headers every download carries.
 async fn send_blob(
     st: &AppState,
     method: &Method,
     headers: &HeaderMap,
-    digest: Digest,
-    size: u64,
-    media_type: &str,
-    cache_control: &'static str,
+    d: Download<'_>,
 ) -> ApiResult<Response> {
+    let Download {
+        digest,
+        size,
+        media_type,
+        cache_control,
+        file_name,
+        inline,
+    } = d;
     let mut resp = Response::builder()
         .header(header::ETAG, etag(&digest))
         .header(DIGEST_HEADER, digest.to_string())
@@ -390,6 +407,9 @@ async fn send_blob(
         }
     };
     resp = resp.status(status).header(header::CONTENT_LENGTH, len);
+    if let Some(h) = resp.headers_mut() {
+        crate::download::protect(h, media_type, file_name, inline);
+    }
     if method == Method::HEAD {
         return Ok(resp.body(Body::empty()).expect("valid response"));
     }
@@ -413,31 +433,42 @@ async fn send_blob(
 pub async fn get_file(
     State(st): State<AppState>,
     method: Method,
+    uri: Uri,
     params: Result<Path<FileParams>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
-    get_file_at(
-        st,
-        method,
-        &p.namespace,
-        &p.name,
-        &p.version,
-        &p.path,
-        headers,
-    )
-    .await
+    let inline = crate::download::inline_requested(&uri);
+    let url = FileUrl {
+        namespace: &p.namespace,
+        name: &p.name,
+        version: &p.version,
+        path: &p.path,
+    };
+    get_file_at(st, method, url, headers, inline).await
+}
+
+/// A file as a URL names it, before validation.
+struct FileUrl<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    version: &'a str,
+    path: &'a str,
 }
 
 async fn get_file_at(
     st: AppState,
     method: Method,
-    namespace: &str,
-    name: &str,
-    version: &str,
-    path: &str,
+    url: FileUrl<'_>,
     headers: HeaderMap,
+    inline: bool,
 ) -> ApiResult<Response> {
+    let FileUrl {
+        namespace,
+        name,
+        version,
+        path,
+    } = url;
     let path = FilePath::parse(path)?;
     let is_alias = version == artifactstore_model::LATEST;
     let (id, record) = resolve(&st, namespace, name, version).await?;
@@ -457,10 +488,14 @@ async fn get_file_at(
         &st,
         &method,
         &headers,
-        file.digest,
-        file.size,
-        &file.media_type,
-        cache,
+        Download {
+            digest: file.digest,
+            size: file.size,
+            media_type: &file.media_type,
+            cache_control: cache,
+            file_name: path.as_str().rsplit('/').next().unwrap_or(path.as_str()),
+            inline,
+        },
     )
     .await?;
     if let Ok(v) = HeaderValue::from_str(id.version.as_str()) {
@@ -474,18 +509,23 @@ async fn get_file_at(
 pub async fn get_file_named_complete(
     State(st): State<AppState>,
     method: Method,
+    uri: Uri,
     params: Result<Path<VersionParams>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
+    let url = FileUrl {
+        namespace: &p.namespace,
+        name: &p.name,
+        version: &p.version,
+        path: "complete",
+    };
     get_file_at(
         st,
         method,
-        &p.namespace,
-        &p.name,
-        &p.version,
-        "complete",
+        url,
         headers,
+        crate::download::inline_requested(&uri),
     )
     .await
 }
@@ -510,6 +550,7 @@ pub async fn put_file_named_complete(
 pub async fn get_blob(
     State(st): State<AppState>,
     method: Method,
+    uri: Uri,
     params: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -520,14 +561,19 @@ pub async fn get_blob(
             format!("no artifact holds blob {digest}"),
         )
     })?;
+    let file_name = digest.to_string().replace(':', "-");
     send_blob(
         &st,
         &method,
         &headers,
-        digest,
-        size,
-        &media_type,
-        "public, max-age=31536000, immutable",
+        Download {
+            digest,
+            size,
+            media_type: &media_type,
+            cache_control: "public, max-age=31536000, immutable",
+            file_name: &file_name,
+            inline: crate::download::inline_requested(&uri),
+        },
     )
     .await
 }

@@ -18,6 +18,7 @@ use artifactstore_blob::BlobStore;
 use artifactstore_index::Index;
 
 mod artifacts;
+mod download;
 pub mod error;
 mod events;
 pub mod fsck;
@@ -135,7 +136,12 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    // A browser must never guess a type: an uploaded file is what its media type says.
+    resp.headers_mut().insert(
+        axum::http::header::X_CONTENT_TYPE_OPTIONS,
+        axum::http::HeaderValue::from_static("nosniff"),
+    );
     let code = resp.extensions().get::<error::ErrorCodeTag>().map(|c| c.0);
     st.metrics.observe(
         &method,

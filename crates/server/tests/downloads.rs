@@ -1,0 +1,154 @@
+//! Uploaded bodies never run as part of the server's origin: an HTML report comes back
+//! sandboxed and as an attachment (inline only when asked, still sandboxed), and no
+//! answer lets a browser sniff a type.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use tower::ServiceExt;
+
+use artifactstore_server::{AppState, ServiceConfig};
+
+async fn app() -> (Router, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = artifactstore_blob::FsBlobStore::open(dir.path().join("blobs")).unwrap();
+    let index = artifactstore_index::Index::open(&artifactstore_index::sqlite_url(
+        &dir.path().join("index.db"),
+    ))
+    .await
+    .unwrap();
+    let state = AppState::new(Arc::new(blobs), Arc::new(index), ServiceConfig::default());
+    (artifactstore_server::app(state), dir)
+}
+
+async fn send(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    ct: Option<&str>,
+    body: &'static str,
+) -> (StatusCode, HeaderMap) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(ct) = ct {
+        req = req.header("content-type", ct);
+    }
+    let resp = app
+        .clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    (resp.status(), resp.headers().clone())
+}
+
+const PAGE: &str = "<html><script>fetch('/v1/artifacts')</script></html>";
+
+#[tokio::test]
+async fn html_is_a_sandboxed_attachment_unless_inline_and_nothing_is_sniffed() {
+    let (app, _dir) = app().await;
+    let (status, headers) = send(
+        &app,
+        Method::PUT,
+        "/v1/artifacts/ci/site/1/reports/index.html",
+        Some("text/html"),
+        PAGE,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        headers["x-content-type-options"], "nosniff",
+        "JSON answers too"
+    );
+    send(
+        &app,
+        Method::PUT,
+        "/v1/artifacts/ci/site/1/logo.svg",
+        Some("image/svg+xml"),
+        "<svg/>",
+    )
+    .await;
+    send(
+        &app,
+        Method::PUT,
+        "/v1/artifacts/ci/site/1/log.txt",
+        Some("text/plain"),
+        "ok",
+    )
+    .await;
+
+    for method in [Method::GET, Method::HEAD] {
+        let (status, h) = send(
+            &app,
+            method.clone(),
+            "/v1/artifacts/ci/site/1/reports/index.html",
+            None,
+            "",
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(h["content-type"], "text/html");
+        assert_eq!(h["content-security-policy"], "sandbox");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(
+            h["content-disposition"], "attachment; filename*=UTF-8''index.html",
+            "{method}"
+        );
+    }
+    let (_, h) = send(
+        &app,
+        Method::GET,
+        "/v1/artifacts/ci/site/1/logo.svg",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(
+        h["content-disposition"],
+        "attachment; filename*=UTF-8''logo.svg"
+    );
+
+    // Asked inline: shown, but still sandboxed.
+    let (status, h) = send(
+        &app,
+        Method::GET,
+        "/v1/artifacts/ci/site/1/reports/index.html?inline=1",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h["content-security-policy"], "sandbox");
+    assert!(h.get("content-disposition").is_none());
+
+    // Plain text is shown inline as it always was, sandboxed too.
+    let (_, h) = send(
+        &app,
+        Method::GET,
+        "/v1/artifacts/ci/site/1/log.txt",
+        None,
+        "",
+    )
+    .await;
+    assert!(h.get("content-disposition").is_none());
+    assert_eq!(h["content-security-policy"], "sandbox");
+
+    // By digest: the same rules.
+    let digest = artifactstore_model::Digest::of(PAGE.as_bytes());
+    let (status, h) = send(&app, Method::GET, &format!("/v1/blobs/{digest}"), None, "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h["content-security-policy"], "sandbox");
+    assert!(
+        h["content-disposition"]
+            .to_str()
+            .unwrap()
+            .starts_with("attachment")
+    );
+
+    // Errors and operational answers carry nosniff as well.
+    let (status, h) = send(&app, Method::GET, "/v1/nothing-here", None, "").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    let (_, h) = send(&app, Method::GET, "/metrics", None, "").await;
+    assert_eq!(h["x-content-type-options"], "nosniff");
+}
