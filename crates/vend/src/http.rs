@@ -128,13 +128,25 @@ fn sts_success(issued: &Issued) -> Response {
 }
 
 /// `POST /`: the STS query protocol. Parameters come in the form body (what SDKs
-/// send) or the query string.
+/// send) or the query string; the token only in the body.
 async fn sts(
     State(service): State<Arc<Service>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
     body: Bytes,
 ) -> Response {
+    // A token in the URL ends up in access logs and proxies' histories: refuse it
+    // before anything else looks at it.
+    if query.contains_key("WebIdentityToken") {
+        return sts_error(
+            "",
+            &Denial::new(
+                Reason::RequestInvalid,
+                "WebIdentityToken must be sent in the POST body, never in the URL",
+            )
+            .with_sts_code("InvalidParameterValue"),
+        );
+    }
     let mut params: HashMap<String, String> = query;
     match serde_urlencoded_pairs(&body) {
         Some(pairs) => params.extend(pairs),

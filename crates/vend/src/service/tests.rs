@@ -541,3 +541,56 @@ async fn token_times_and_lease_expiry_follow_the_injected_clock() {
     );
     assert_eq!(denial.reason, Reason::TokenNotYetValid);
 }
+
+/// The STS endpoint refuses a token in the URL (it would reach access logs) and
+/// answers one in the body with a document the shared STS model reads back.
+#[tokio::test]
+async fn sts_takes_the_token_only_from_the_body() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let h = harness().await;
+    let token = h.token("alice", Duration::from_secs(3600));
+    let app = crate::http::app(h.service.clone());
+    let send = |uri: String, body: String| {
+        let app = app.clone();
+        async move {
+            let mut req = axum::http::Request::post(uri)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(body))
+                .unwrap();
+            req.extensions_mut()
+                .insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let reason = resp.headers().get("x-artifactstore-reason").cloned();
+            let text = String::from_utf8(
+                resp.into_body()
+                    .collect()
+                    .await
+                    .unwrap()
+                    .to_bytes()
+                    .to_vec(),
+            )
+            .unwrap();
+            (status, reason, text)
+        }
+    };
+    let form = "Action=AssumeRoleWithWebIdentity&Version=2011-06-15";
+    let (status, reason, text) =
+        send(format!("/?{form}&WebIdentityToken={token}"), String::new()).await;
+    assert_eq!(status, 400);
+    assert_eq!(reason.unwrap(), "request_invalid");
+    let error = artifactstore_credentials::sts_xml::parse_error(&text).unwrap();
+    assert_eq!(error.code, "InvalidParameterValue");
+    assert!(!text.contains(&token));
+    assert_eq!(h.driver.mints.load(Ordering::SeqCst), 0, "nothing minted");
+
+    let (status, _, text) = send("/".into(), format!("{form}&WebIdentityToken={token}")).await;
+    assert_eq!(status, 200, "{text}");
+    let doc = artifactstore_credentials::sts_xml::parse_web_identity_response(&text).unwrap();
+    assert!(!doc.result.credentials.access_key_id.is_empty());
+    assert_eq!(doc.result.subject.as_deref(), Some("alice"));
+}
