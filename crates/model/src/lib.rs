@@ -220,7 +220,7 @@ name_type!(
 name_type!(
     /// A file inside a version: `/`-separated segments of printable UTF-8, at most 1024 bytes
     /// in all and 255 per segment; no empty, `.` or `..` segment, no leading or trailing `/`,
-    /// no backslash and no control character.
+    /// no backslash, no control character and no invisible formatting character (bidi controls, zero-width characters, BOM).
     FilePath,
     "path",
     check_path
@@ -248,6 +248,11 @@ fn check_path(s: &str) -> Result<(), NameError> {
     if s.chars().any(char::is_control) {
         return Err(NameError::BadPath("must not contain control characters"));
     }
+    if s.chars().any(is_format_char) {
+        return Err(NameError::BadPath(
+            "must not contain invisible formatting characters (bidi controls, zero-width characters, BOM)",
+        ));
+    }
     for seg in s.split('/') {
         match seg {
             "" => return Err(NameError::BadPath("must not contain empty segments")),
@@ -259,6 +264,36 @@ fn check_path(s: &str) -> Result<(), NameError> {
         }
     }
     Ok(())
+}
+
+/// Unicode's format characters (general category Cf): bidirectional controls,
+/// zero-width characters, the BOM and their kin. They are invisible, so a path holding
+/// one can pass for another (`report\u{202E}lmth.exe`); paths refuse them all.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{0600}'..='\u{0605}'
+            | '\u{061C}'
+            | '\u{06DD}'
+            | '\u{070F}'
+            | '\u{0890}'..='\u{0891}'
+            | '\u{08E2}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+            | '\u{110BD}'
+            | '\u{110CD}'
+            | '\u{13430}'..='\u{1343F}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0001}'
+            | '\u{E0020}'..='\u{E007F}'
+    )
 }
 
 /// What a version selector in a URL names: a concrete version or the `latest` alias.
@@ -377,6 +412,21 @@ mod tests {
             assert!(FilePath::parse(bad).is_err(), "{bad:?}");
         }
         assert!(FilePath::parse(&format!("{}/b", "a".repeat(256))).is_err());
+        for invisible in [
+            '\u{202E}',
+            '\u{200B}',
+            '\u{FEFF}',
+            '\u{2066}',
+            '\u{E0041}',
+            '\u{00AD}',
+        ] {
+            let p = format!("reports/sum{invisible}mary.md");
+            assert!(
+                matches!(FilePath::parse(&p), Err(NameError::BadPath(m)) if m.contains("invisible")),
+                "{p:?}"
+            );
+        }
+        assert!(FilePath::parse("reports/ünïcödé/日本語.md").is_ok());
         assert!(FilePath::parse(&"a/".repeat(600)).is_err());
     }
 }

@@ -120,7 +120,7 @@ async fn the_schema_states_the_limits_the_server_enforces() {
         "a\\b",
         "x\u{7f}y",
         "x\u{85}y",
-        "tab\there",
+        "tab\there", "sum\u{202E}mary.md", "zero\u{200B}width", "\u{FEFF}bom",
         "ünï/cödé",
         "a.",
         ".hidden",
