@@ -138,6 +138,11 @@ pub struct IssuerConfig {
     /// `<issuer>/.well-known/openid-configuration`.
     #[serde(default)]
     pub jwks_url: Option<String>,
+    /// Fetch discovery and keys over plain `http://` from a host that is not loopback.
+    /// Off by default: keys fetched without TLS can be swapped by anyone on the path,
+    /// and with them every token. Logged as a warning when on.
+    #[serde(default)]
+    pub allow_insecure_http: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +282,13 @@ impl VendConfig {
                     "issuer {:?}: must be an http(s) URL",
                     issuer.issuer
                 ));
+            }
+            let fetched = match &issuer.jwks_url {
+                Some(jwks) => jwks,
+                None => &issuer.issuer,
+            };
+            if let Err(e) = crate::oidc::check_fetch_url(fetched, issuer.allow_insecure_http) {
+                return invalid(format!("issuer {:?}: {e}", issuer.issuer));
             }
             if issuer.audience.is_empty() {
                 return invalid(format!("issuer {:?}: audience is empty", issuer.issuer));
@@ -464,6 +476,36 @@ mod tests {
         assert_eq!(c.issuers[0].issuer, "https://issuer.example");
         assert_eq!(c.roles[0].bucket, "artifacts");
         assert_eq!(c.audit.path, PathBuf::from("/tmp/audit.log"));
+    }
+
+    #[test]
+    fn issuers_on_plain_http_elsewhere_than_loopback_need_allow_insecure_http() {
+        fn with(iss: &'static str) -> impl Fn(&str) -> Option<String> {
+            move |name: &str| match name {
+                "ISS" => Some(iss.to_owned()),
+                other => env(other),
+            }
+        }
+        let e = VendConfig::parse(BASE, Path::new("t.toml"), &with("http://issuer.example"))
+            .unwrap_err();
+        assert!(e.to_string().contains("allow_insecure_http"), "{e}");
+        assert!(VendConfig::parse(BASE, Path::new("t.toml"), &with("http://127.0.0.1:9")).is_ok());
+        let allowed = BASE.replace(
+            "audience = \"vend\"",
+            "audience = \"vend\"\nallow_insecure_http = true",
+        );
+        let c = VendConfig::parse(
+            &allowed,
+            Path::new("t.toml"),
+            &with("http://issuer.example"),
+        )
+        .unwrap();
+        assert!(c.issuers[0].allow_insecure_http);
+        let jwks = BASE.replace(
+            "audience = \"vend\"",
+            "audience = \"vend\"\njwks_url = \"http://keys.example/jwks\"",
+        );
+        assert!(VendConfig::parse(&jwks, Path::new("t.toml"), &env).is_err());
     }
 
     #[test]

@@ -188,7 +188,16 @@ pub async fn build_with_clock(
         .as_ref()
         .map(|r| resolve(r, "admin.token_ref", &mut warnings))
         .transpose()?;
-    let verifier = oidc::TokenVerifier::new(&config.issuers, config.token, http, clock.clone());
+    let oidc_http =
+        oidc::http_client().map_err(|e| StartError::Invalid(format!("HTTP client: {e}")))?;
+    for issuer in config.issuers.iter().filter(|i| i.allow_insecure_http) {
+        warnings.push(format!(
+            "issuer {}: allow_insecure_http is on: its keys may be fetched over plain HTTP, where anyone on the path can replace them",
+            issuer.issuer
+        ));
+    }
+    let verifier =
+        oidc::TokenVerifier::new(&config.issuers, config.token, oidc_http, clock.clone());
     let service = Arc::new(Service {
         verifier,
         roles,

@@ -46,6 +46,7 @@ pub struct IssuerKeys {
     pub issuer: String,
     pub audience: String,
     jwks_url: Option<String>,
+    allow_insecure_http: bool,
     keys: RwLock<Option<Arc<KeySet>>>,
     resolved_jwks_url: RwLock<Option<String>>,
     /// Single flight for fetches, and when the last one started.
@@ -61,6 +62,7 @@ impl IssuerKeys {
             issuer: config.issuer.clone(),
             audience: config.audience.clone(),
             jwks_url: config.jwks_url.clone(),
+            allow_insecure_http: config.allow_insecure_http,
             keys: RwLock::new(None),
             resolved_jwks_url: RwLock::new(None),
             fetch: tokio::sync::Mutex::new(None),
@@ -169,10 +171,97 @@ impl IssuerKeys {
             .get("jwks_uri")
             .and_then(Value::as_str)
             .ok_or_else(|| format!("discovery document at {url} has no jwks_uri"))?;
-        if !(jwks.starts_with("https://") || jwks.starts_with("http://")) {
-            return Err(format!("jwks_uri {jwks:?} is not an http(s) URL"));
-        }
+        check_fetch_url(jwks, self.allow_insecure_http)
+            .map_err(|e| format!("discovery document at {url}: jwks_uri: {e}"))?;
         Ok(jwks.to_owned())
+    }
+}
+
+/// The client that fetches discovery documents and keys. It follows no redirect: a
+/// redirect could lead an https fetch to plain HTTP, or to a host nobody configured.
+pub fn http_client() -> reqwest::Result<reqwest::Client> {
+    artifactstore_credentials::sources::http_client_builder(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
+/// Signing keys and discovery documents come over `https://`, or plain HTTP from a
+/// loopback host (a local test issuer), or where an issuer is explicitly configured
+/// with `allow_insecure_http`.
+pub fn check_fetch_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http || is_loopback(&parsed) => Ok(()),
+        "http" => Err(format!(
+            "{url} is plain HTTP on a host that is not loopback: keys must come over https \
+             (or set allow_insecure_http = true for this issuer)"
+        )),
+        other => Err(format!("{url}: scheme {other:?} is not https")),
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod fetch_url_tests {
+    use super::check_fetch_url;
+
+    #[test]
+    fn keys_come_over_https_or_from_loopback_or_where_allowed() {
+        assert!(check_fetch_url("https://token.actions.githubusercontent.com", false).is_ok());
+        assert!(check_fetch_url("http://127.0.0.1:8080/jwks", false).is_ok());
+        assert!(check_fetch_url("http://[::1]:8080", false).is_ok());
+        assert!(check_fetch_url("http://localhost:3000", false).is_ok());
+        let e = check_fetch_url("http://issuer.example/jwks", false).unwrap_err();
+        assert!(e.contains("allow_insecure_http"), "{e}");
+        assert!(check_fetch_url("http://issuer.example/jwks", true).is_ok());
+        assert!(check_fetch_url("http://127.0.0.1.evil.example", false).is_err());
+        assert!(check_fetch_url("ftp://issuer.example", true).is_err());
+    }
+
+    /// A key set behind a redirect is not fetched: the redirect could lead anywhere.
+    #[tokio::test]
+    async fn redirects_are_not_followed_to_keys() {
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let app = axum::Router::new()
+            .route(
+                "/jwks",
+                get(|| async { axum::response::Redirect::temporary("/real") }),
+            )
+            .route(
+                "/real",
+                get(|| async { axum::Json(serde_json::json!({"keys": []})) }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        let config = crate::config::IssuerConfig {
+            issuer: "https://issuer.test".into(),
+            audience: "a".into(),
+            jwks_url: Some(format!("{base}/jwks")),
+            allow_insecure_http: false,
+        };
+        let keys = super::IssuerKeys::new(&config);
+        let http = super::http_client().unwrap();
+        let err = keys.fetch_keys(&http).await.err().expect("refused");
+        assert!(err.contains("HTTP 307"), "{err}");
+        // The same document without the redirect loads.
+        let direct = super::IssuerKeys::new(&crate::config::IssuerConfig {
+            jwks_url: Some(format!("{base}/real")),
+            ..config
+        });
+        assert!(direct.fetch_keys(&http).await.is_ok());
     }
 }
 
