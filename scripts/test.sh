@@ -41,9 +41,11 @@ if [ "${ARTIFACTSTORE_SKIP_LIVE:-0}" = 1 ]; then
   exit 0
 fi
 
+# The e2e binary (crates/cli/tests/e2e) holds the HTTP API, CLI, kill and storage
+# verify tests, every one of which runs here.
 live_tests=(cargo test --locked
   -p artifactstore-blob --test s3
-  -p artifactstore --test http_api --test cli --test crash --test storage_verify)
+  -p artifactstore --test e2e)
 
 echo "== live S3: Garage"
 "${with_pg[@]}" scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"

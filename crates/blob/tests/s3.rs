@@ -194,19 +194,39 @@ async fn s3_errors_say_what_is_wrong_and_never_show_the_secret() {
     assert!(e.is_retryable());
 }
 
+/// Whether a test that needs a live dependency (`what`) runs: the same rule and message
+/// as `live_or_skip` in crates/cli/tests/common (another crate's tests, so a copy). When
+/// the dependency is missing: with `require_var` set (to anything but empty or `0`;
+/// scripts/test.sh sets it to 1) the test fails; otherwise it prints a `NOT run` line,
+/// past the test harness's capture, and the test returns.
+fn live_or_skip(present: bool, what: &str, require_var: &str) -> bool {
+    use std::io::Write as _;
+    if present {
+        return true;
+    }
+    let required = std::env::var_os(require_var).is_some_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{what} is required ({require_var} is set) but missing"
+    );
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: NOT run: {what} is missing (set {require_var}=1 to make that a failure)"
+    );
+    false
+}
+
 /// Live against the fixture's store. In CI `ARTIFACTSTORE_REQUIRE_LIVE_S3=1` turns a
 /// missing store into a failure instead of a skip.
 fn live_store(prefix: &str) -> Option<S3BlobStore> {
-    let Ok(endpoint) = std::env::var("ARTIFACTSTORE_S3_ENDPOINT_URL") else {
-        assert!(
-            std::env::var("ARTIFACTSTORE_REQUIRE_LIVE_S3").is_err(),
-            "ARTIFACTSTORE_REQUIRE_LIVE_S3 is set but no live store is configured"
-        );
-        eprintln!(
-            "no ARTIFACTSTORE_S3_ENDPOINT_URL: live S3 test not run (scripts/s3-fixture.sh garage -- ...)"
-        );
+    let endpoint = std::env::var("ARTIFACTSTORE_S3_ENDPOINT_URL");
+    let what =
+        "a live S3 store (ARTIFACTSTORE_S3_ENDPOINT_URL; scripts/s3-fixture.sh garage -- ...)";
+    if !live_or_skip(endpoint.is_ok(), what, "ARTIFACTSTORE_REQUIRE_LIVE_S3") {
         return None;
-    };
+    }
+    let endpoint = endpoint.unwrap();
     let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} not set"));
     let mut warnings = Vec::new();
     let mut resolve = |k: &str| {

@@ -1,12 +1,75 @@
-//! Starts the real `artifactstore` binary on port 0 in a temp dir and talks to it.
+//! What the end-to-end tests (`tests/e2e`) and the vending tests (`tests/vend`) share:
+//! starting a process that announces its URL, skipping or requiring a live dependency,
+//! and the real `artifactstore` server on port 0 in a temp dir.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_artifactstore");
+
+/// Spawns `cmd`, whose first line on stdout is `{prefix}{URL}` (`artifactstore
+/// listening on `, `artifactstore vend listening on `, …), with its stderr appended to
+/// `log`. Returns the child and the URL; on any other first line (or none: the process
+/// exited) kills the child and panics with what it wrote to `log`.
+pub fn spawn_announcing(mut cmd: Command, prefix: &str, log: &Path) -> (Child, String) {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+    let mut line = String::new();
+    let read = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    match line.trim().strip_prefix(prefix) {
+        Some(url) if read.is_ok() => {
+            let url = url.to_owned();
+            (child, url)
+        }
+        _ => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{:?} {:?}: first line {line:?} ({read:?}), expected {prefix:?}URL; its stderr ({}):\n{}",
+                cmd.get_program(),
+                cmd.get_args().collect::<Vec<_>>(),
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            )
+        }
+    }
+}
+
+/// Whether a test that needs a live dependency (`what`: a store, an issuer, a tool) runs.
+/// `present` says whether the dependency is there. When it is not: with `require_var`
+/// set (to anything but empty or `0`; scripts/test.sh sets it to 1) the test fails;
+/// otherwise it prints a `NOT run` line, past the test harness's capture, and the test
+/// returns.
+pub fn live_or_skip(present: bool, what: &str, require_var: &str) -> bool {
+    if present {
+        return true;
+    }
+    let required = std::env::var_os(require_var).is_some_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        !required,
+        "{what} is required ({require_var} is set) but missing"
+    );
+    let test = std::thread::current().name().unwrap_or("?").to_owned();
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: NOT run: {what} is missing (set {require_var}=1 to make that a failure)"
+    );
+    false
+}
+
+/// The variable that makes a missing live S3 store a failure instead of a skip.
+pub const REQUIRE_LIVE_S3: &str = "ARTIFACTSTORE_REQUIRE_LIVE_S3";
 
 pub struct Server {
     pub child: Child,
@@ -82,11 +145,6 @@ impl Server {
     /// `shared` path (and the same `--database-url`) serve one store.
     pub fn start_replica(data_dir: &Path, shared: &Path, extra: &[&str]) -> Server {
         let stderr_log = data_dir.with_extension(format!("stderr.{}.log", std::process::id()));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&stderr_log)
-            .unwrap();
         let s3_prefix = on_s3().then(|| s3_prefix_for(shared));
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -102,26 +160,7 @@ impl Server {
                 .env("ARTIFACTSTORE_S3_PART_SIZE", (5 * 1024 * 1024).to_string())
                 .env("ARTIFACTSTORE_MAX_UPLOAD_SIZE", (10u64 << 30).to_string());
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start artifactstore serve");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read listen line");
-        let url = line
-            .trim()
-            .strip_prefix("artifactstore listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; stderr: {}",
-                    std::fs::read_to_string(&stderr_log).unwrap_or_default()
-                )
-            })
-            .to_owned();
+        let (child, url) = spawn_announcing(cmd, "artifactstore listening on ", &stderr_log);
         Server {
             child,
             url,

@@ -2,32 +2,21 @@
 //! `artifactstore vend serve` process, Garage from the S3 fixture, boto3.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{BIN, block_on};
+use crate::common::{BIN, REQUIRE_LIVE_S3, block_on, live_or_skip, spawn_announcing};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Whether the vending tests' helpers (node issuer, moto) must be present:
-/// scripts/test.sh sets this, so CI cannot skip them silently.
-pub fn deps_required() -> bool {
-    std::env::var("ARTIFACTSTORE_REQUIRE_VEND_DEPS").as_deref() == Ok("1")
-}
-
-pub fn skip(what: &str) {
-    assert!(
-        !deps_required(),
-        "{what} is required (ARTIFACTSTORE_REQUIRE_VEND_DEPS=1) but missing"
-    );
-    eprintln!("SKIPPED: {what} is missing");
-}
+/// The variable that makes the vending tests' helpers (node issuer, moto) required:
+/// scripts/test.sh sets it, so CI cannot skip them silently.
+pub const REQUIRE_VEND_DEPS: &str = "ARTIFACTSTORE_REQUIRE_VEND_DEPS";
 
 pub fn now() -> i64 {
     std::time::SystemTime::now()
@@ -36,42 +25,34 @@ pub fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// The first line a child prints on stdout (where servers announce their address).
-fn first_line(child: &mut Child) -> String {
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line
-}
-
 /// A real OIDC issuer process.
 pub struct Issuer {
     child: Child,
     pub url: String,
+    /// Holds its stderr log.
+    _dir: tempfile::TempDir,
 }
 
 impl Issuer {
     pub fn start() -> Option<Issuer> {
         let dir = repo_root().join("tests/oidc");
-        if !dir.join("node_modules/oauth2-mock-server").is_dir() {
-            skip("the OIDC issuer (npm ci --prefix tests/oidc)");
+        let installed = dir.join("node_modules/oauth2-mock-server").is_dir();
+        if !live_or_skip(
+            installed,
+            "the OIDC issuer (npm ci --prefix tests/oidc)",
+            REQUIRE_VEND_DEPS,
+        ) {
             return None;
         }
-        let mut child = Command::new("node")
-            .arg(dir.join("issuer.mjs"))
-            .arg("0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start node");
-        let line = first_line(&mut child);
-        let url = line
-            .trim()
-            .strip_prefix("issuer ")
-            .unwrap_or_else(|| panic!("issuer said {line:?}"))
-            .to_owned();
-        Some(Issuer { child, url })
+        let logs = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new("node");
+        cmd.arg(dir.join("issuer.mjs")).arg("0");
+        let (child, url) = spawn_announcing(cmd, "issuer ", &logs.path().join("issuer.log"));
+        Some(Issuer {
+            child,
+            url,
+            _dir: logs,
+        })
     }
 
     /// A token with these claims (merged over the issuer's defaults; `null` removes).
@@ -153,11 +134,11 @@ pub fn garage() -> Option<Garage> {
             })
         }
         _ => {
-            assert!(
-                std::env::var("ARTIFACTSTORE_REQUIRE_LIVE_S3").as_deref() != Ok("1"),
-                "live Garage is required (ARTIFACTSTORE_REQUIRE_LIVE_S3=1) but the fixture is not running"
+            live_or_skip(
+                false,
+                "live Garage (run under scripts/s3-fixture.sh garage)",
+                REQUIRE_LIVE_S3,
             );
-            eprintln!("SKIPPED: live Garage (run under scripts/s3-fixture.sh garage)");
             None
         }
     }
@@ -272,23 +253,7 @@ impl Vend {
         for (k, v) in &setup.env {
             cmd.env(k, v);
         }
-        let log = std::fs::File::create(&stderr).unwrap();
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start vend");
-        let line = first_line(&mut child);
-        let url = line
-            .trim()
-            .strip_prefix("artifactstore vend listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "vend said {line:?}; stderr: {}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                )
-            })
-            .to_owned();
+        let (child, url) = spawn_announcing(cmd, "artifactstore vend listening on ", &stderr);
         Vend {
             child,
             url,

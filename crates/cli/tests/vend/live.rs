@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::common::live_or_skip;
 use crate::helpers::*;
 
 pub fn setup(example: &'static str, extra: &str, env: &[(&str, String)]) -> VendSetup<'static> {
@@ -529,8 +530,11 @@ pub fn start_moto() -> Option<Moto> {
         .args(["-c", "import moto.server, flask"])
         .output()
         .is_ok_and(|o| o.status.success());
-    if !have {
-        skip("moto[server] (pip install 'moto[server]')");
+    if !live_or_skip(
+        have,
+        "moto[server] (pip install 'moto[server]')",
+        REQUIRE_VEND_DEPS,
+    ) {
         return None;
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")

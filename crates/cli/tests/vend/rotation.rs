@@ -2,12 +2,12 @@
 //! way into Garage is a credential source — web identity at the vend service, the
 //! container endpoint, a credential_process, a sidecar file — or AssumeRole at moto.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::common::{BIN, block_on};
+use crate::common::{BIN, block_on, spawn_announcing};
 use crate::helpers::*;
 use crate::live::{bootstrap_moto, setup, start_moto, write_token};
 
@@ -107,27 +107,7 @@ impl Serve {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("artifactstore listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "serve said {line:?}: {}",
-                    std::fs::read_to_string(&log).unwrap()
-                )
-            })
-            .to_owned();
+        let (child, url) = spawn_announcing(cmd, "artifactstore listening on ", &log);
         Serve {
             child,
             url,

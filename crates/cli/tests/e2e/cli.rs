@@ -1,10 +1,8 @@
 //! End-to-end tests of the client commands and fsck against the real binary.
 
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn ok(o: &std::process::Output) -> String {

@@ -1,12 +1,10 @@
 //! Crash safety: SIGKILL during many concurrent uploads, then restart and check that
 //! every acknowledged file reads back, nothing partial is visible and fsck is clean.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use serde_json::Value;
 

@@ -1,12 +1,10 @@
 //! End-to-end tests of the HTTP API against the real binary.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -850,32 +848,25 @@ async fn serve_refuses_non_loopback_without_the_insecure_flag() {
     // With the flag it serves, and warns.
     let mut s = Server::start_with(&dir.path().join("open"), &["--insecure-no-auth"]);
     assert!(s.url.starts_with("http://127.0.0.1:"));
-    let mut s2 = {
-        let mut child = std::process::Command::new(BIN)
-            .args([
-                "serve",
-                "--listen",
-                "0.0.0.0:0",
-                "--insecure-no-auth",
-                "--data-dir",
-            ])
-            .arg(dir.path().join("wide"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert!(line.contains("0.0.0.0"), "{line}");
-        child
-    };
+    let wide_log = dir.path().join("wide.stderr.log");
+    let mut wide = std::process::Command::new(BIN);
+    wide.args([
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--insecure-no-auth",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("wide"));
+    let (mut s2, url) = spawn_announcing(wide, "artifactstore listening on ", &wide_log);
+    assert!(url.contains("0.0.0.0"), "{url}");
     let _ = s2.kill();
-    let out = s2.wait_with_output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("WITHOUT authentication"));
+    s2.wait().unwrap();
+    assert!(
+        std::fs::read_to_string(&wide_log)
+            .unwrap()
+            .contains("WITHOUT authentication")
+    );
     // A second server on the same data directory is refused.
     let out = std::process::Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])

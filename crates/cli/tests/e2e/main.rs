@@ -1,0 +1,12 @@
+//! The end-to-end tests of the `artifactstore` binary, in one test binary: the HTTP API,
+//! the client commands and fsck, SIGKILL during uploads, and `storage verify`. With
+//! `ARTIFACTSTORE_TEST_BACKEND=s3` (inside scripts/s3-fixture.sh) the servers run on the
+//! live S3 store.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod crash;
+mod http_api;
+mod storage_verify;
