@@ -59,6 +59,9 @@ pub struct RevokeArgs {
     /// Why (recorded in the audit log).
     #[arg(long)]
     reason: String,
+    /// Record a revocation of a role or issuer the service does not know.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +192,7 @@ async fn revoke(args: RevokeArgs, json_out: bool) -> anyhow::Result<u8> {
         }
     };
     body["reason"] = json!(args.reason);
+    body["force"] = json!(args.force);
     let url = format!(
         "{}/v1/admin/revocations",
         args.vend_url.trim_end_matches('/')
@@ -209,7 +213,14 @@ async fn revoke(args: RevokeArgs, json_out: bool) -> anyhow::Result<u8> {
         println!("{answer}");
     } else {
         let leases = answer["leases"].as_array().cloned().unwrap_or_default();
-        println!("revoked {} lease(s)", leases.len());
+        println!(
+            "revoked {} lease(s){}",
+            answer["ended"].as_u64().unwrap_or(leases.len() as u64),
+            match answer["failed"].as_u64() {
+                Some(n) if n > 0 => format!(", {n} failed upstream (still live; retried)"),
+                _ => String::new(),
+            }
+        );
         for l in &leases {
             println!(
                 "  {}  upstream: {}{}",

@@ -506,6 +506,10 @@ struct RevokeBody {
     target: RevokeTarget,
     #[serde(default)]
     reason: String,
+    /// Record a revocation of a role or issuer that is not configured (it blocks
+    /// nothing today, but would if one of that name were added).
+    #[serde(default)]
+    force: bool,
 }
 
 /// Checks the admin token, then reads the body (so that callers without the token
@@ -538,9 +542,9 @@ async fn admin_revoke(
             "a reason is required",
         );
     }
-    match service.revoke(&body.target, &body.reason).await {
+    match service.revoke(&body.target, &body.reason, body.force).await {
         Ok(outcome) => Json(outcome).into_response(),
-        Err(e) => internal(e),
+        Err(e) => revoke_error(e),
     }
 }
 
@@ -557,7 +561,22 @@ async fn admin_unrevoke(
     };
     match service.unrevoke(&body.target).await {
         Ok(removed) => Json(json!({ "removed": removed })).into_response(),
-        Err(e) => internal(e),
+        Err(e) => revoke_error(e),
+    }
+}
+
+fn revoke_error(e: crate::service::RevokeError) -> Response {
+    use crate::service::RevokeError;
+    match e {
+        RevokeError::UnknownTarget(_) => {
+            admin_error(StatusCode::BAD_REQUEST, Reason::RequestInvalid.as_str(), e)
+        }
+        RevokeError::AuditUnavailable(_) => admin_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Reason::AuditUnavailable.as_str(),
+            e,
+        ),
+        RevokeError::Store(e) => internal(e),
     }
 }
 

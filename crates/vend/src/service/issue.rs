@@ -220,7 +220,7 @@ impl Service {
             issuer: token.issuer.clone(),
             subject: token.subject.clone(),
             role: role.config.name.clone(),
-            driver: role.driver.kind().to_owned(),
+            driver: role.config.driver.clone(),
             access_key_id: None,
             issued_at,
             expires_at,

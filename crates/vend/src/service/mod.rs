@@ -28,7 +28,7 @@ mod revoke;
 #[cfg(test)]
 mod tests;
 
-pub use revoke::{RevokeOutcome, RevokeTarget, RevokedLease};
+pub use revoke::{RevokeError, RevokeOutcome, RevokeTarget, RevokedLease};
 
 /// Which wire format a request came in on (for audit lines and metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -256,16 +256,18 @@ impl Service {
         self.audit.append(&record).await.is_ok()
     }
 
+    /// The driver that minted a lease: the one configured under the name the lease
+    /// records. Leases of older versions recorded the driver's kind; for them the
+    /// driver of that kind is used only when it is the only one, never a guess among
+    /// several clusters.
     fn driver_of(&self, lease: &Lease) -> Option<Arc<dyn MintDriver>> {
-        self.roles
-            .iter()
-            .find(|r| r.config.name == lease.role)
-            .map(|r| r.driver.clone())
-            .or_else(|| {
-                self.drivers
-                    .values()
-                    .find(|d| d.kind() == lease.driver)
-                    .cloned()
-            })
+        if let Some(d) = self.drivers.get(&lease.driver) {
+            return Some(d.clone());
+        }
+        let mut of_kind = self.drivers.values().filter(|d| d.kind() == lease.driver);
+        match (of_kind.next(), of_kind.next()) {
+            (Some(d), None) => Some(d.clone()),
+            _ => None,
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Taking access away: one lease, or every lease of a subject or role plus a standing
 //! revocation that refuses their future vending.
 
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
 use serde::Serialize;
@@ -29,8 +30,29 @@ pub struct RevokedLease {
     pub error: Option<String>,
 }
 
+/// Why a revocation or its lifting was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    #[error("lease store: {0}")]
+    Store(#[from] StoreError),
+    /// Lifting a revocation is refused unless its audit line is written first.
+    #[error("the audit log cannot be written: {0}")]
+    AuditUnavailable(String),
+    /// The role or issuer is not configured: such a revocation would block nothing.
+    #[error("{0}; send \"force\": true to record it anyway")]
+    UnknownTarget(String),
+}
+
+/// Live leases ended per round of a subject or role revocation.
+pub(crate) const REVOKE_PAGE: u32 = 500;
+
 #[derive(Debug, Serialize)]
 pub struct RevokeOutcome {
+    /// Live leases ended (upstream credential deleted, or the driver cannot revoke).
+    pub ended: usize,
+    /// Live leases whose upstream revocation failed; they stay live and are retried by
+    /// the reaper or the next revocation.
+    pub failed: usize,
     pub leases: Vec<RevokedLease>,
     /// Whether future vending to the subject or role is now refused.
     pub standing: bool,
@@ -46,7 +68,11 @@ impl Service {
             error: None,
         };
         let Some(driver) = self.driver_of(lease) else {
-            out.error = Some(format!("no driver {:?} is configured", lease.driver));
+            out.upstream = "driver_gone";
+            out.error = Some(format!(
+                "the driver {:?} that minted this lease is no longer configured",
+                lease.driver
+            ));
             return out;
         };
         match driver
@@ -81,12 +107,17 @@ impl Service {
     }
 
     /// Revokes a lease, or every lease of a subject or role and all future vending
-    /// to it. Revocation never waits for the audit log: it only takes access away.
+    /// to it. Revocation never waits for the audit log: it only takes access away. A
+    /// subject of an unknown issuer or an unknown role is refused unless `force`.
     pub async fn revoke(
         &self,
         target: &RevokeTarget,
         reason: &str,
-    ) -> Result<RevokeOutcome, StoreError> {
+        force: bool,
+    ) -> Result<RevokeOutcome, RevokeError> {
+        if !force {
+            self.check_known(target)?;
+        }
         let (filter, standing) = match target {
             RevokeTarget::Lease { id } => {
                 let lease = self.leases.lease(id).await?;
@@ -101,7 +132,10 @@ impl Service {
                 self.counters
                     .revoked
                     .fetch_add(out.len() as u64, Ordering::Relaxed);
+                let failed = out.iter().filter(|l| l.error.is_some()).count();
                 return Ok(RevokeOutcome {
+                    ended: out.len() - failed,
+                    failed,
                     leases: out,
                     standing: false,
                     audited: self.audit.healthy(),
@@ -150,45 +184,82 @@ impl Service {
             })
             .await
             .is_ok();
+        // Page by page until no live lease is left that has not been tried: a lease
+        // whose upstream revocation failed stays live and is not tried twice here.
         let mut out = Vec::new();
-        for lease in self.leases.leases(&filter, 10_000).await? {
-            out.push(self.end(&lease, LeaseState::Revoked, reason).await);
+        let mut tried = HashSet::new();
+        loop {
+            let limit = REVOKE_PAGE.saturating_add(u32::try_from(tried.len()).unwrap_or(u32::MAX));
+            let page: Vec<Lease> = self
+                .leases
+                .leases(&filter, limit)
+                .await?
+                .into_iter()
+                .filter(|l| !tried.contains(&l.id))
+                .collect();
+            if page.is_empty() {
+                break;
+            }
+            for lease in page {
+                tried.insert(lease.id.clone());
+                out.push(self.end(&lease, LeaseState::Revoked, reason).await);
+            }
         }
+        let failed = out.iter().filter(|l| l.error.is_some()).count();
         self.counters
             .revoked
-            .fetch_add(out.len() as u64, Ordering::Relaxed);
+            .fetch_add((out.len() - failed) as u64, Ordering::Relaxed);
         Ok(RevokeOutcome {
+            ended: out.len() - failed,
+            failed,
             leases: out,
             standing,
             audited: audited && self.audit.healthy(),
         })
     }
 
-    /// Lifts a standing revocation of a subject or role.
-    pub async fn unrevoke(&self, target: &RevokeTarget) -> Result<bool, StoreError> {
-        let removed = match target {
-            RevokeTarget::Lease { .. } => false,
+    /// Lifts a standing revocation of a subject or role. Giving access back is
+    /// audited first: without its audit line, the revocation stays.
+    pub async fn unrevoke(&self, target: &RevokeTarget) -> Result<bool, RevokeError> {
+        let (kind, issuer, value) = match target {
+            RevokeTarget::Lease { .. } => return Ok(false),
             RevokeTarget::Subject { issuer, subject } => {
-                self.leases
-                    .remove_revocation(RevocationKind::Subject, issuer, subject)
-                    .await?
+                (RevocationKind::Subject, issuer.as_str(), subject.as_str())
             }
-            RevokeTarget::Role { role } => {
-                self.leases
-                    .remove_revocation(RevocationKind::Role, "", role)
-                    .await?
-            }
+            RevokeTarget::Role { role } => (RevocationKind::Role, "", role.as_str()),
         };
-        if removed {
-            let _ = self
-                .audit
-                .append(&AuditRecord {
-                    event: "revocation.removed",
-                    detail: Some(format!("{target:?}")),
-                    ..Default::default()
-                })
-                .await;
+        if !self.leases.is_revoked(kind, issuer, value).await? {
+            return Ok(false);
         }
-        Ok(removed)
+        self.audit
+            .append(&AuditRecord {
+                event: "revocation.removed",
+                detail: Some(format!("{target:?}")),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| RevokeError::AuditUnavailable(e.to_string()))?;
+        Ok(self.leases.remove_revocation(kind, issuer, value).await?)
+    }
+
+    /// A revocation must name something that could be vended: a configured role, or
+    /// a subject of a configured issuer.
+    fn check_known(&self, target: &RevokeTarget) -> Result<(), RevokeError> {
+        match target {
+            RevokeTarget::Lease { .. } => Ok(()),
+            RevokeTarget::Role { role } if !self.roles.iter().any(|r| &r.config.name == role) => {
+                Err(RevokeError::UnknownTarget(format!(
+                    "no role {role:?} is configured"
+                )))
+            }
+            RevokeTarget::Subject { issuer, .. }
+                if !self.verifier.issuers.iter().any(|i| &i.issuer == issuer) =>
+            {
+                Err(RevokeError::UnknownTarget(format!(
+                    "no issuer {issuer:?} is configured"
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
