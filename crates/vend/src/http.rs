@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use artifactstore_model::secret::Secret;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -91,6 +92,20 @@ fn sts_error(request_id: &str, denial: &Denial) -> Response {
     resp
 }
 
+/// A body that could not be read, in the endpoint's own vocabulary (axum's plain-text
+/// 413 is parsed by no SDK). Too large: the token is what makes a body large.
+fn body_refused(e: &BytesRejection) -> Denial {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Denial::new(
+            Reason::TokenTooLarge,
+            format!("the request body is larger than {MAX_BODY} bytes"),
+        )
+    } else {
+        Denial::new(Reason::RequestInvalid, "the request body could not be read")
+            .with_sts_code("InvalidParameterValue")
+    }
+}
+
 fn reason_header(resp: &mut Response, reason: Reason) {
     resp.headers_mut().insert(
         "x-artifactstore-reason",
@@ -133,8 +148,12 @@ async fn sts(
     State(service): State<Arc<Service>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<HashMap<String, String>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return sts_error("", &body_refused(&e)),
+    };
     // A token in the URL ends up in access logs and proxies' histories: refuse it
     // before anything else looks at it.
     if query.contains_key("WebIdentityToken") {
@@ -294,8 +313,12 @@ async fn credentials_json(
     State(service): State<Arc<Service>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return json_error("", &body_refused(&e)),
+    };
     let Some(token) = bearer(&headers) else {
         return json_error(
             "",

@@ -731,3 +731,59 @@ async fn lifting_a_revocation_fails_closed_without_its_audit_line() {
     );
     assert!(h.events().contains(&"revocation.removed".to_owned()));
 }
+
+/// A body over the size limit is refused in the endpoint's own wire format (STS XML,
+/// the JSON envelope), never as a plain-text answer no SDK can parse.
+#[tokio::test]
+async fn oversized_bodies_are_refused_in_the_endpoints_format() {
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    let h = harness().await;
+    let app = crate::http::app(h.service.clone());
+    let huge = format!(
+        "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&WebIdentityToken={}",
+        "a".repeat(200 * 1024)
+    );
+    for (uri, ct) in [
+        ("/", "application/x-www-form-urlencoded"),
+        ("/v1/credentials", "application/json"),
+    ] {
+        let mut req = axum::http::Request::post(uri)
+            .header("content-type", ct)
+            .header("authorization", "Bearer x")
+            .body(Body::from(huge.clone()))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(std::net::SocketAddr::from(([127, 0, 0, 1], 9))));
+        let resp = app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        assert_eq!(
+            resp.headers()["x-artifactstore-reason"],
+            "token_too_large",
+            "{uri}"
+        );
+        let text = String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap();
+        if uri == "/" {
+            assert_eq!(status, 400);
+            let e = artifactstore_credentials::sts_xml::parse_error(&text).unwrap();
+            assert_eq!(e.code, "InvalidIdentityToken");
+            assert!(e.message.starts_with("token_too_large"), "{text}");
+        } else {
+            assert_eq!(status, 413);
+            let e: artifactstore_model::api::ErrorBody = serde_json::from_str(&text).unwrap();
+            assert_eq!(e.error.code, "token_too_large");
+        }
+    }
+    assert_eq!(h.driver.mints.load(Ordering::SeqCst), 0);
+}
