@@ -20,6 +20,8 @@ pub const ENV_KEYS: &[&str] = &[
     "max_upload_size",
     "insecure_no_auth",
     "log_format",
+    "allowed_hosts",
+    "cors_allowed_origins",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,6 +41,13 @@ pub struct ServeConfig {
     pub max_upload_size: u64,
     /// Allow listening on a non-loopback address without authentication.
     pub insecure_no_auth: bool,
+    /// `Host` values served (`name` for any port, `name:port` for one); `["*"]`
+    /// serves any. Default: `localhost`, `127.0.0.1`, `[::1]` and the listen address.
+    /// Anything else is answered 421, which defeats DNS rebinding.
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins (`https://dash.example`) allowed to send state-changing requests
+    /// from a browser, and to read answers across origins. Default: none.
+    pub cors_allowed_origins: Vec<String>,
     /// `text` or `json` logs on stderr.
     pub log_format: LogFormat,
 }
@@ -520,6 +529,8 @@ impl Default for ServeConfig {
             database_url: None,
             max_upload_size: 64 << 30,
             insecure_no_auth: false,
+            allowed_hosts: None,
+            cors_allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
         }
     }

@@ -139,6 +139,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Arc::new(index),
         ServiceConfig {
             max_upload_size: cfg.max_upload_size,
+            origins: origins(&cfg, addr),
             ..ServiceConfig::default()
         },
     );
@@ -214,4 +215,25 @@ pub async fn fsck(
     } else {
         exit::INTEGRITY
     })
+}
+
+/// The `Host` and `Origin` values this server answers.
+fn origins(cfg: &ServeConfig, addr: std::net::SocketAddr) -> artifactstore_server::guard::Origins {
+    let mut origins = artifactstore_server::guard::Origins::loopback_and(addr);
+    match &cfg.allowed_hosts {
+        Some(hosts) => {
+            if hosts.iter().any(|h| h == "*") {
+                tracing::warn!(
+                    "allowed_hosts = [\"*\"]: any Host is served, so a page on any site that rebinds its name to this address can use the API"
+                );
+            }
+            origins.allowed_hosts = hosts.clone();
+        }
+        None if addr.ip().is_unspecified() => {
+            tracing::warn!(%addr, "listening on every address: only loopback names are served until allowed_hosts names this machine's host names");
+        }
+        None => {}
+    }
+    origins.cors_allowed_origins = cfg.cors_allowed_origins.clone();
+    origins
 }

@@ -627,11 +627,26 @@ fn body_error(e: BytesRejection) -> ApiError {
 }
 
 fn parse_labels_body(
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Option<BTreeMap<String, String>>> {
     let body = body.map_err(body_error)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
+    }
+    // A browser sends text/plain across origins without asking first: JSON is taken
+    // only when it says it is JSON.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "a JSON body needs Content-Type: application/json",
+        ));
     }
     let parsed: LabelsBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(
@@ -648,11 +663,12 @@ fn parse_labels_body(
 pub async fn complete(
     State(st): State<AppState>,
     params: Result<Path<VersionParams>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
-    let labels = parse_labels_body(body)?;
+    let labels = parse_labels_body(&headers, body)?;
     let record = st.index.complete(&id, labels).await?;
     manifest(&st, &id, record).await
 }
@@ -660,11 +676,12 @@ pub async fn complete(
 pub async fn patch_version(
     State(st): State<AppState>,
     params: Result<Path<VersionParams>, PathRejection>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
-    let labels = parse_labels_body(body)?.ok_or_else(|| {
+    let labels = parse_labels_body(&headers, body)?.ok_or_else(|| {
         ApiError::bad_request(ErrorCode::InvalidBody, "expected {\"labels\": {...}}")
     })?;
     let record = st.index.set_labels(&id, labels).await?;

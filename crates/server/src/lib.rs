@@ -22,6 +22,7 @@ mod download;
 pub mod error;
 mod events;
 pub mod fsck;
+pub mod guard;
 mod http_range;
 pub mod metrics;
 mod ops;
@@ -37,6 +38,8 @@ pub struct ServiceConfig {
     pub max_upload_size: u64,
     /// Longest an events long-poll may wait.
     pub max_event_wait: Duration,
+    /// Which `Host` and `Origin` headers are served (see [`guard`]).
+    pub origins: guard::Origins,
 }
 
 impl Default for ServiceConfig {
@@ -44,6 +47,10 @@ impl Default for ServiceConfig {
         ServiceConfig {
             max_upload_size: 64 << 30,
             max_event_wait: Duration::from_secs(60),
+            origins: guard::Origins::loopback_and(std::net::SocketAddr::from((
+                [127, 0, 0, 1],
+                8480,
+            ))),
         }
     }
 }
@@ -123,6 +130,7 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events", get(events::list))
         .fallback(ops::route_not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

@@ -152,3 +152,111 @@ async fn html_is_a_sandboxed_attachment_unless_inline_and_nothing_is_sniffed() {
     let (_, h) = send(&app, Method::GET, "/metrics", None, "").await;
     assert_eq!(h["x-content-type-options"], "nosniff");
 }
+
+async fn send_with(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> StatusCode {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    app.clone()
+        .oneshot(req.body(Body::from(body)).unwrap())
+        .await
+        .unwrap()
+        .status()
+}
+
+/// DNS rebinding and cross-site writes on the loopback default: a foreign Host is
+/// 421, a foreign Origin cannot write, and a text/plain JSON body (which a browser
+/// sends without a preflight) completes nothing; same-origin and plain clients work.
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused() {
+    let (app, _dir) = app().await;
+    let local = [("host", "127.0.0.1:8480")];
+    assert_eq!(
+        send_with(&app, Method::PUT, "/v1/artifacts/ci/x/1/f", &local, "x").await,
+        StatusCode::CREATED
+    );
+
+    let rebound = [("host", "evil.example:8480")];
+    assert_eq!(
+        send_with(&app, Method::GET, "/v1/artifacts", &rebound, "").await,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+    assert_eq!(
+        send_with(&app, Method::PUT, "/v1/artifacts/ci/x/1/g", &rebound, "x").await,
+        StatusCode::MISDIRECTED_REQUEST
+    );
+
+    let cross = [
+        ("host", "127.0.0.1:8480"),
+        ("origin", "https://evil.example"),
+        ("content-type", "text/plain"),
+    ];
+    let labels = r#"{"labels": {"owned": "yes"}}"#;
+    assert_eq!(
+        send_with(
+            &app,
+            Method::POST,
+            "/v1/artifacts/ci/x/1/complete",
+            &cross,
+            labels
+        )
+        .await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send_with(&app, Method::PUT, "/v1/artifacts/ci/x/1/h", &cross, "x").await,
+        StatusCode::FORBIDDEN
+    );
+    // Without an Origin (curl, the CLI) a text/plain JSON body is still not JSON.
+    let plain = [("host", "127.0.0.1:8480"), ("content-type", "text/plain")];
+    assert_eq!(
+        send_with(
+            &app,
+            Method::POST,
+            "/v1/artifacts/ci/x/1/complete",
+            &plain,
+            labels
+        )
+        .await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    let (_, headers) = send(&app, Method::GET, "/v1/artifacts/ci/x/1", None, "").await;
+    assert!(
+        headers.get("access-control-allow-origin").is_none(),
+        "no CORS unless configured"
+    );
+
+    // Same origin, as JSON: completes.
+    let same = [
+        ("host", "127.0.0.1:8480"),
+        ("origin", "http://127.0.0.1:8480"),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(
+        send_with(
+            &app,
+            Method::POST,
+            "/v1/artifacts/ci/x/1/complete",
+            &same,
+            labels
+        )
+        .await,
+        StatusCode::OK
+    );
+    // Reads from another origin are answered, without CORS headers the browser would need.
+    let read = [
+        ("host", "localhost:8480"),
+        ("origin", "https://evil.example"),
+    ];
+    assert_eq!(
+        send_with(&app, Method::GET, "/v1/artifacts/ci/x/latest/f", &read, "").await,
+        StatusCode::OK
+    );
+}

@@ -205,12 +205,13 @@ fn assert_error_shape(a: &Answer) {
     assert!(!message.is_empty());
 }
 
+/// A request as the CLI sends it: POST and PATCH bodies are JSON, and say so.
 fn req(method: &str, uri: &str, body: impl Into<Body>) -> Request<Body> {
-    Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(body.into())
-        .unwrap()
+    let mut b = Request::builder().method(method).uri(uri);
+    if matches!(method, "POST" | "PATCH") {
+        b = b.header(header::CONTENT_TYPE, "application/json");
+    }
+    b.body(body.into()).unwrap()
 }
 
 fn req_with(

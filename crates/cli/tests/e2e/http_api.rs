@@ -476,7 +476,7 @@ async fn interrupted_and_short_bodies_leave_nothing_behind() {
         let mut conn = TcpStream::connect(&addr).unwrap();
         write!(
             conn,
-            "PUT /v1/artifacts/ci/tck/1/cut.bin HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            "PUT /v1/artifacts/ci/tck/1/cut.bin HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
             data.len()
         )
         .unwrap();
@@ -491,7 +491,7 @@ async fn interrupted_and_short_bodies_leave_nothing_behind() {
             .unwrap();
         write!(
             conn,
-            "PUT /v1/artifacts/ci/tck/1/short.bin HTTP/1.1\r\nHost: x\r\nX-Artifact-Digest: {}\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+            "PUT /v1/artifacts/ci/tck/1/short.bin HTTP/1.1\r\nHost: {addr}\r\nX-Artifact-Digest: {}\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
             digest(&data)
         )
         .unwrap();
