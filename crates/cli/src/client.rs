@@ -8,16 +8,15 @@ use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use reqwest::{Method, StatusCode, Url, header};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
 use artifactstore_model::api::{
-    ErrorBody, Event, EventsPage, Manifest, NameItem, Page, PutResult, VersionInfo,
+    ErrorBody, EventsPage, Manifest, NameItem, Page, PutResult, VersionInfo,
 };
-use artifactstore_model::{Digest, Hasher, Timestamp};
+use artifactstore_model::{Digest, Hasher};
 
 use crate::exit::{self, fail};
 use crate::target::{self, Target};
@@ -566,68 +565,5 @@ impl Client {
     }
 }
 
-/// One line of `events` output.
-fn event_line(e: &Event) -> String {
-    let mut line = format!(
-        "{:>8} \"{}\" {:<17} {}/{}@{}",
-        e.seq,
-        e.at,
-        e.kind.as_str(),
-        e.namespace,
-        e.name,
-        e.version
-    );
-    if let Some(p) = &e.path {
-        let digest = e.digest.map(|d| d.to_string()).unwrap_or_default();
-        line.push_str(&format!("/{p} {digest} {} bytes", e.size.unwrap_or(0)));
-    }
-    line
-}
-
-/// What `put` reports per file: the server's answer, or the local facts of a file the
-/// server already held with the same bytes (then nothing was sent).
-#[derive(Serialize)]
-struct Uploaded {
-    namespace: String,
-    name: String,
-    version: String,
-    path: String,
-    digest: Digest,
-    size: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    media_type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    created_at: Option<Timestamp>,
-    created: bool,
-}
-
-impl From<PutResult> for Uploaded {
-    fn from(p: PutResult) -> Self {
-        Uploaded {
-            namespace: p.namespace,
-            name: p.name,
-            version: p.version,
-            path: p.file.path,
-            digest: p.file.digest,
-            size: p.file.size,
-            media_type: Some(p.file.media_type),
-            created_at: Some(p.file.created_at),
-            created: p.created,
-        }
-    }
-}
-
-/// `put --json`.
-#[derive(Serialize)]
-struct PutOutput {
-    files: Vec<Uploaded>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    version: Option<VersionOutput>,
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum VersionOutput {
-    Manifest(Manifest),
-    Info(VersionInfo),
-}
+mod output;
+use output::{PutOutput, Uploaded, VersionOutput, event_line};

@@ -1,0 +1,267 @@
+//! The artifact routes: upload, download, manifests, completion, listing, deletion.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+
+use artifactstore_index::{NewFile, VersionId, VersionRecord};
+use artifactstore_model::api::{FileEntry, Manifest, NameItem, Page, PutResult, VersionInfo};
+use artifactstore_model::{Digest, FilePath, Name, Namespace, Version, VersionRef, VersionState};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::http_range::{self, RangeRequest};
+use artifactstore_model::api::ErrorCode;
+
+mod listing;
+mod read;
+mod upload;
+
+pub use listing::{list_names, list_namespaces, list_versions};
+pub use read::{get_blob, get_file, get_file_named_complete};
+pub use upload::{put_file, put_file_named_complete};
+
+pub const DIGEST_HEADER: &str = "x-artifact-digest";
+pub const VERSION_HEADER: &str = "x-artifact-version";
+const MAX_LABELS: usize = 64;
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Deserialize)]
+pub struct NsParams {
+    namespace: String,
+}
+
+#[derive(Deserialize)]
+pub struct NameParams {
+    namespace: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+pub struct VersionParams {
+    namespace: String,
+    name: String,
+    version: String,
+}
+
+#[derive(Deserialize)]
+pub struct FileParams {
+    namespace: String,
+    name: String,
+    version: String,
+    path: String,
+}
+
+fn path_params<T>(p: Result<Path<T>, PathRejection>) -> ApiResult<T> {
+    p.map(|Path(p)| p)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidPath, e.body_text()))
+}
+
+fn exact_id(namespace: &str, name: &str, version: &str) -> ApiResult<VersionId> {
+    Ok(VersionId {
+        namespace: Namespace::parse(namespace)?,
+        name: Name::parse(name)?,
+        version: Version::parse(version)?,
+    })
+}
+
+/// Resolves a version selector (`latest` or a name) to a live version.
+async fn resolve(
+    st: &AppState,
+    namespace: &str,
+    name: &str,
+    version: &str,
+) -> ApiResult<(VersionId, VersionRecord)> {
+    let namespace = Namespace::parse(namespace)?;
+    let name = Name::parse(name)?;
+    let version = match VersionRef::parse(version)? {
+        VersionRef::Exact(v) => v,
+        VersionRef::Latest => st.index.latest(&namespace, &name).await?.ok_or_else(|| {
+            ApiError::not_found(
+                ErrorCode::NoCompleteVersion,
+                format!("{namespace}/{name} has no complete version"),
+            )
+        })?,
+    };
+    let id = VersionId {
+        namespace,
+        name,
+        version,
+    };
+    let record = st
+        .index
+        .version(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(ErrorCode::VersionNotFound, "version not found"))?;
+    if record.state == VersionState::Deleted {
+        return Err(ApiError::not_found(
+            ErrorCode::VersionDeleted,
+            "version has been deleted",
+        ));
+    }
+    Ok((id, record))
+}
+
+async fn manifest(
+    st: &AppState,
+    id: &VersionId,
+    record: VersionRecord,
+) -> ApiResult<Json<Manifest>> {
+    let files = st.index.files(id).await?;
+    Ok(Json(Manifest {
+        version: record.into(),
+        file_count: files.len(),
+        total_size: files.iter().map(|f| f.size).sum(),
+        files,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LabelsBody {
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> ApiResult<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(ApiError::bad_request(
+            ErrorCode::InvalidLabels,
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= 128
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !key_ok {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidLabels,
+                format!("label key {k:?}: 1-128 of ASCII letters, digits, '.', '_', '-', '/'"),
+            ));
+        }
+        if v.len() > 1024 || v.chars().any(char::is_control) {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidLabels,
+                format!("label {k:?}: value must be at most 1024 bytes without control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A buffered body that could not be read (too large, or the stream failed).
+fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::PayloadTooLarge,
+            e.body_text(),
+        )
+    } else {
+        ApiError::bad_request(ErrorCode::BodyIncomplete, e.body_text())
+    }
+}
+
+fn parse_labels_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Option<BTreeMap<String, String>>> {
+    let body = body.map_err(body_error)?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    // A browser sends text/plain across origins without asking first: JSON is taken
+    // only when it says it is JSON.
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::UnsupportedMediaType,
+            "a JSON body needs Content-Type: application/json",
+        ));
+    }
+    let parsed: LabelsBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(
+            ErrorCode::InvalidBody,
+            format!("expected {{\"labels\": {{...}}}}: {e}"),
+        )
+    })?;
+    if let Some(labels) = &parsed.labels {
+        check_labels(labels)?;
+    }
+    Ok(parsed.labels)
+}
+
+pub async fn complete(
+    State(st): State<AppState>,
+    params: Result<Path<VersionParams>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Manifest>> {
+    let p = path_params(params)?;
+    let id = exact_id(&p.namespace, &p.name, &p.version)?;
+    let labels = parse_labels_body(&headers, body)?;
+    let record = st.index.complete(&id, labels).await?;
+    manifest(&st, &id, record).await
+}
+
+pub async fn patch_version(
+    State(st): State<AppState>,
+    params: Result<Path<VersionParams>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Manifest>> {
+    let p = path_params(params)?;
+    let id = exact_id(&p.namespace, &p.name, &p.version)?;
+    let labels = parse_labels_body(&headers, body)?.ok_or_else(|| {
+        ApiError::bad_request(ErrorCode::InvalidBody, "expected {\"labels\": {...}}")
+    })?;
+    let record = st.index.set_labels(&id, labels).await?;
+    manifest(&st, &id, record).await
+}
+
+pub async fn get_version(
+    State(st): State<AppState>,
+    params: Result<Path<VersionParams>, PathRejection>,
+) -> ApiResult<Response> {
+    let p = path_params(params)?;
+    let (id, record) = resolve(&st, &p.namespace, &p.name, &p.version).await?;
+    let mut resp = manifest(&st, &id, record).await?.into_response();
+    if let Ok(v) = HeaderValue::from_str(id.version.as_str()) {
+        resp.headers_mut().insert(VERSION_HEADER, v);
+    }
+    Ok(resp)
+}
+
+pub async fn delete_version(
+    State(st): State<AppState>,
+    params: Result<Path<VersionParams>, PathRejection>,
+) -> ApiResult<Json<VersionInfo>> {
+    let p = path_params(params)?;
+    let id = exact_id(&p.namespace, &p.name, &p.version)?;
+    Ok(Json(st.index.delete_version(&id).await?.into()))
+}
+
+pub fn query<T>(q: Result<Query<T>, QueryRejection>) -> ApiResult<T> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(ErrorCode::InvalidQuery, e.body_text()))
+}
+
+fn etag(digest: &Digest) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{digest}\"")).expect("digests are header-safe")
+}

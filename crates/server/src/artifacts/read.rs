@@ -1,0 +1,234 @@
+//! Downloads of files and blobs: conditional and ranged reads, and how a browser may
+//! present the body.
+
+use super::*;
+
+fn if_none_match_hits(headers: &HeaderMap, digest: &Digest) -> bool {
+    let Some(v) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let ours = digest.to_string();
+    v.split(',')
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == ours)
+}
+
+/// What a download sends, and how a browser may present it.
+struct Download<'a> {
+    digest: Digest,
+    size: u64,
+    media_type: &'a str,
+    cache_control: &'static str,
+    /// The name an attachment is saved under.
+    file_name: &'a str,
+    /// `?inline=1`: shown in the browser (still sandboxed) rather than saved.
+    inline: bool,
+}
+
+/// Streams a blob (or a range of it) with the headers every download carries.
+async fn send_blob(
+    st: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    d: Download<'_>,
+) -> ApiResult<Response> {
+    let Download {
+        digest,
+        size,
+        media_type,
+        cache_control,
+        file_name,
+        inline,
+    } = d;
+    let mut resp = Response::builder()
+        .header(header::ETAG, etag(&digest))
+        .header(DIGEST_HEADER, digest.to_string())
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, cache_control);
+    if if_none_match_hits(headers, &digest) {
+        return Ok(resp
+            .status(StatusCode::NOT_MODIFIED)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
+    resp = resp.header(header::CONTENT_TYPE, media_type);
+    let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range = match http_range::parse(range_header, size) {
+        RangeRequest::Full => None,
+        RangeRequest::Partial(r) => Some(r),
+        RangeRequest::Unsatisfiable => {
+            return Err(artifactstore_blob::Error::InvalidRange {
+                start: 0,
+                end: 0,
+                size,
+            }
+            .into());
+        }
+    };
+    let (status, len) = match &range {
+        None => (StatusCode::OK, size),
+        Some(r) => {
+            resp = resp.header(
+                header::CONTENT_RANGE,
+                format!("bytes {}-{}/{}", r.start, r.end - 1, size),
+            );
+            (StatusCode::PARTIAL_CONTENT, r.end - r.start)
+        }
+    };
+    resp = resp.status(status).header(header::CONTENT_LENGTH, len);
+    if let Some(h) = resp.headers_mut() {
+        crate::download::protect(h, media_type, file_name, inline);
+    }
+    if method == Method::HEAD {
+        return Ok(resp.body(Body::empty()).expect("valid response"));
+    }
+    let read = match st.blobs.get(&digest, range).await {
+        Ok(read) => read,
+        Err(artifactstore_blob::Error::NotFound { digest }) => {
+            // A file row without its blob: the index and the store disagree.
+            return Err(ApiError::internal(format!(
+                "blob {digest} is referenced but missing; run fsck"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let metrics = st.metrics.clone();
+    let body = read
+        .body
+        .inspect_ok(move |chunk| metrics.add_bytes_out(chunk.len() as u64));
+    Ok(resp.body(Body::from_stream(body)).expect("valid response"))
+}
+
+pub async fn get_file(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    params: Result<Path<FileParams>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = path_params(params)?;
+    let inline = crate::download::inline_requested(&uri);
+    let url = FileUrl {
+        namespace: &p.namespace,
+        name: &p.name,
+        version: &p.version,
+        path: &p.path,
+    };
+    get_file_at(st, method, url, headers, inline).await
+}
+
+/// A file as a URL names it, before validation.
+struct FileUrl<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    version: &'a str,
+    path: &'a str,
+}
+
+async fn get_file_at(
+    st: AppState,
+    method: Method,
+    url: FileUrl<'_>,
+    headers: HeaderMap,
+    inline: bool,
+) -> ApiResult<Response> {
+    let FileUrl {
+        namespace,
+        name,
+        version,
+        path,
+    } = url;
+    let path = FilePath::parse(path)?;
+    let is_alias = version == artifactstore_model::LATEST;
+    let (id, record) = resolve(&st, namespace, name, version).await?;
+    let file = st.index.file(&id, &path).await?.ok_or_else(|| {
+        ApiError::not_found(
+            ErrorCode::FileNotFound,
+            format!("{path} not found in {}", id.version),
+        )
+    })?;
+    // Only a complete version's files are fixed forever under their URL.
+    let cache = if !is_alias && record.state == VersionState::Complete {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let mut resp = send_blob(
+        &st,
+        &method,
+        &headers,
+        Download {
+            digest: file.digest,
+            size: file.size,
+            media_type: &file.media_type,
+            cache_control: cache,
+            file_name: path.as_str().rsplit('/').next().unwrap_or(path.as_str()),
+            inline,
+        },
+    )
+    .await?;
+    if let Ok(v) = HeaderValue::from_str(id.version.as_str()) {
+        resp.headers_mut().insert(VERSION_HEADER, v);
+    }
+    Ok(resp)
+}
+
+/// `/{version}/complete` is a route of its own for POST; a file that happens to be named
+/// `complete` must still be reachable with GET, HEAD and PUT.
+pub async fn get_file_named_complete(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    params: Result<Path<VersionParams>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let p = path_params(params)?;
+    let url = FileUrl {
+        namespace: &p.namespace,
+        name: &p.name,
+        version: &p.version,
+        path: "complete",
+    };
+    get_file_at(
+        st,
+        method,
+        url,
+        headers,
+        crate::download::inline_requested(&uri),
+    )
+    .await
+}
+
+pub async fn get_blob(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    params: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let digest: Digest = path_params(params)?.parse()?;
+    let (size, media_type) = st.index.live_blob(&digest).await?.ok_or_else(|| {
+        ApiError::not_found(
+            ErrorCode::BlobNotFound,
+            format!("no artifact holds blob {digest}"),
+        )
+    })?;
+    let file_name = digest.to_string().replace(':', "-");
+    send_blob(
+        &st,
+        &method,
+        &headers,
+        Download {
+            digest,
+            size,
+            media_type: &media_type,
+            cache_control: "public, max-age=31536000, immutable",
+            file_name: &file_name,
+            inline: crate::download::inline_requested(&uri),
+        },
+    )
+    .await
+}

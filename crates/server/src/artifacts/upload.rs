@@ -1,0 +1,230 @@
+//! Uploads: the checks before a byte is read, streaming into the blob store, the row.
+
+use super::*;
+
+/// Marks an upload body that went past the configured maximum.
+#[derive(Debug)]
+struct BodyTooLarge;
+impl std::fmt::Display for BodyTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("body exceeds the maximum upload size")
+    }
+}
+impl std::error::Error for BodyTooLarge {}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::PayloadTooLarge,
+        format!("upload exceeds the maximum of {max} bytes; nothing was stored"),
+    )
+}
+
+fn declared_digest(headers: &HeaderMap) -> ApiResult<Option<Digest>> {
+    match headers.get(DIGEST_HEADER) {
+        None => Ok(None),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| {
+                ApiError::bad_request(ErrorCode::InvalidDigest, "X-Artifact-Digest is not text")
+            })?;
+            Ok(Some(s.trim().parse().map_err(|_| {
+                ApiError::bad_request(
+                    ErrorCode::InvalidDigest,
+                    "X-Artifact-Digest must be sha256:<64 lowercase hex digits>",
+                )
+            })?))
+        }
+    }
+}
+
+fn media_type(headers: &HeaderMap) -> ApiResult<String> {
+    match headers.get(header::CONTENT_TYPE) {
+        None => Ok("application/octet-stream".to_owned()),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.len() <= 255 && !s.chars().any(char::is_control))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        ErrorCode::InvalidMediaType,
+                        "Content-Type must be printable text of at most 255 bytes",
+                    )
+                })?;
+            Ok(s.to_owned())
+        }
+    }
+}
+
+pub async fn put_file(
+    State(st): State<AppState>,
+    params: Result<Path<FileParams>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = path_params(params)?;
+    put_file_at(
+        st,
+        exact_id(&p.namespace, &p.name, &p.version)?,
+        &p.path,
+        headers,
+        body,
+    )
+    .await
+}
+
+/// Bytes of an unread upload body that are read and dropped before an early answer.
+/// Closing a connection with unread data makes the kernel send a reset, and a client
+/// still writing its body may then lose the answer; reading the rest avoids that.
+const EARLY_ANSWER_DRAIN: u64 = 64 << 20;
+
+async fn put_file_at(
+    st: AppState,
+    id: VersionId,
+    path: &str,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let mut body = Some(body);
+    let result = receive_file(&st, id, path, &headers, &mut body).await;
+    if let Some(unread) = body {
+        // Answered without reading the body. A client that sent `Expect: 100-continue`
+        // has not sent it (no 100 went out); a too-large body is not worth reading.
+        let expects_continue = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        let too_large = matches!(&result, Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE);
+        if !expects_continue && !too_large {
+            let mut stream = unread.into_data_stream();
+            let mut drained = 0u64;
+            while drained <= EARLY_ANSWER_DRAIN {
+                match stream.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len() as u64,
+                    _ => break,
+                }
+            }
+        }
+    }
+    result
+}
+
+async fn receive_file(
+    st: &AppState,
+    id: VersionId,
+    path: &str,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
+) -> ApiResult<Response> {
+    let path = FilePath::parse(path)?;
+    let declared = declared_digest(headers)?;
+    let media_type = media_type(headers)?;
+    let max = st.config.max_upload_size;
+    let content_length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if content_length.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+
+    // Answer what can be answered without reading the body.
+    if let Some(v) = st.index.version(&id).await? {
+        if v.state == VersionState::Deleted {
+            return Err(artifactstore_index::Error::VersionDeleted.into());
+        }
+        match st.index.file(&id, &path).await? {
+            Some(existing) if declared == Some(existing.digest) => {
+                return Ok(put_response(&id, existing, false));
+            }
+            Some(existing) if declared.is_some() => {
+                return Err(artifactstore_index::Error::FileConflict {
+                    existing: existing.digest,
+                }
+                .into());
+            }
+            None if v.state == VersionState::Complete => {
+                return Err(artifactstore_index::Error::VersionComplete.into());
+            }
+            _ => {}
+        }
+    }
+
+    let _gauge = st.metrics.upload_started();
+    let metrics = st.metrics.clone();
+    let mut received = 0u64;
+    let stream = body
+        .take()
+        .expect("the body is read once")
+        .into_data_stream()
+        .map_err(io::Error::other)
+        .and_then(move |chunk| {
+            received += chunk.len() as u64;
+            metrics.add_bytes_in(chunk.len() as u64);
+            let result = if received > max {
+                Err(io::Error::other(BodyTooLarge))
+            } else {
+                Ok(chunk)
+            };
+            futures::future::ready(result)
+        })
+        .boxed();
+
+    let stored = match st.blobs.put(stream, declared).await {
+        Ok(stored) => stored,
+        Err(e) => {
+            if let artifactstore_blob::Error::Body(io) = &e
+                && io.get_ref().is_some_and(|inner| inner.is::<BodyTooLarge>())
+            {
+                return Err(too_large(max));
+            }
+            if let artifactstore_blob::Error::Body(io) = &e {
+                tracing::info!(version = %id.version, %path, error = %io, "upload aborted by the client; nothing stored");
+            }
+            return Err(e.into());
+        }
+    };
+    let new = NewFile {
+        path,
+        digest: stored.digest,
+        size: stored.size,
+        media_type,
+    };
+    let added = st.index.add_file(&id, new).await?;
+    Ok(put_response(&id, added.record, added.created))
+}
+
+fn put_response(id: &VersionId, file: FileEntry, created: bool) -> Response {
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let etag = etag(&file.digest);
+    let view = PutResult {
+        namespace: id.namespace.to_string(),
+        name: id.name.to_string(),
+        version: id.version.to_string(),
+        file,
+        created,
+    };
+    let mut resp = (status, Json(view)).into_response();
+    resp.headers_mut().insert(header::ETAG, etag);
+    resp
+}
+
+pub async fn put_file_named_complete(
+    State(st): State<AppState>,
+    params: Result<Path<VersionParams>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let p = path_params(params)?;
+    put_file_at(
+        st,
+        exact_id(&p.namespace, &p.name, &p.version)?,
+        "complete",
+        headers,
+        body,
+    )
+    .await
+}
