@@ -2,26 +2,13 @@
 //! sandboxed and as an attachment (inline only when asked, still sandboxed), and no
 //! answer lets a browser sniff a type.
 
-use std::sync::Arc;
+mod support;
+use support::app;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use tower::ServiceExt;
-
-use artifactstore_server::{AppState, ServiceConfig};
-
-async fn app() -> (Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let blobs = artifactstore_blob::FsBlobStore::open(dir.path().join("blobs")).unwrap();
-    let index = artifactstore_index::Index::open(&artifactstore_index::sqlite_url(
-        &dir.path().join("index.db"),
-    ))
-    .await
-    .unwrap();
-    let state = AppState::new(Arc::new(blobs), Arc::new(index), ServiceConfig::default());
-    (artifactstore_server::app(state), dir)
-}
 
 async fn send(
     app: &Router,

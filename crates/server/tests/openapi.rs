@@ -6,8 +6,9 @@
 //! and JSON bodies that really occur are the documented ones. Every error answer seen
 //! by these tests must have the `{"error":{"code","message"}}` shape.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -18,7 +19,6 @@ use tempfile::TempDir;
 use tower::ServiceExt;
 
 use artifactstore_server::error::ErrorCodeTag;
-use artifactstore_server::{AppState, ServiceConfig};
 
 /// Every (method, path) the router in `artifactstore_server::app` serves, in OpenAPI
 /// path syntax. A route or method added to the router must be added here and to
@@ -106,14 +106,7 @@ impl Answer {
 
 impl Server {
     async fn empty() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let blobs = artifactstore_blob::FsBlobStore::open(dir.path().join("blobs")).unwrap();
-        let index = artifactstore_index::Index::open(&artifactstore_index::sqlite_url(
-            &dir.path().join("index.db"),
-        ))
-        .await
-        .unwrap();
-        let state = AppState::new(Arc::new(blobs), Arc::new(index), ServiceConfig::default());
+        let (state, dir) = support::state().await;
         Server {
             app: artifactstore_server::app(state),
             _dir: dir,

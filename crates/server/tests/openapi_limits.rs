@@ -3,7 +3,8 @@
 //! schema refuses one, so does the server). A client generated from the document thus
 //! never sends what the server refuses.
 
-use std::sync::Arc;
+mod support;
+use support::app;
 
 use axum::Router;
 use axum::body::Body;
@@ -13,7 +14,6 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use artifactstore_model::api::ErrorCode;
-use artifactstore_server::{AppState, ServiceConfig};
 use strum::IntoEnumIterator;
 
 fn doc() -> Value {
@@ -40,18 +40,6 @@ fn admits(schema: &Value, s: &str) -> bool {
 
 fn param_schema(doc: &Value, name: &str) -> Value {
     doc["components"]["parameters"][name]["schema"].clone()
-}
-
-async fn app() -> (Router, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let blobs = artifactstore_blob::FsBlobStore::open(dir.path().join("blobs")).unwrap();
-    let index = artifactstore_index::Index::open(&artifactstore_index::sqlite_url(
-        &dir.path().join("index.db"),
-    ))
-    .await
-    .unwrap();
-    let state = AppState::new(Arc::new(blobs), Arc::new(index), ServiceConfig::default());
-    (artifactstore_server::app(state), dir)
 }
 
 async fn send(
