@@ -26,9 +26,7 @@ pub(super) fn install(
     builder: aws_sdk_s3::config::Builder,
     cache: Arc<RefreshingCache>,
 ) -> aws_sdk_s3::config::Builder {
-    let rejected = SharedCredentialRejected(Arc::new(CredentialRejected {
-        cache: cache.clone(),
-    }));
+    let rejected = SharedCredentialRejected(Arc::new(CredentialRejected::new(cache.clone())));
     builder
         .credentials_provider(SharedCredentialsProvider::new(CacheProvider(cache)))
         .identity_cache(IdentityCache::no_cache())
@@ -82,12 +80,22 @@ const CREDENTIAL_CODES: [&str; 5] = [
 /// Marks a response that should be retried with a fresh credential.
 const RETRY_MARK: &str = "x-artifactstore-retry-with-fresh-credential";
 
-/// Whether a response refuses the request's credential. A refused HEAD has no body to
-/// say why: it counts too.
-fn refuses_credential(resp: &HttpResponse) -> bool {
+/// What a refusal says about the request's credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refusal {
+    /// An error code that names the credential (expired, unknown key, bad token).
+    Credential,
+    /// A 403 without a body (the answer to a HEAD): a refused credential, or a
+    /// refused permission (AWS answers a HEAD of a missing key this way without
+    /// `s3:ListBucket`) — it cannot say which.
+    Ambiguous,
+}
+
+/// Whether, and how surely, a response refuses the request's credential.
+fn refusal(resp: &HttpResponse) -> Option<Refusal> {
     let status = resp.status().as_u16();
     if !matches!(status, 400 | 403) {
-        return false;
+        return None;
     }
     let body = resp
         .body()
@@ -95,14 +103,25 @@ fn refuses_credential(resp: &HttpResponse) -> bool {
         .map(String::from_utf8_lossy)
         .unwrap_or_default();
     if body.is_empty() {
-        return status == 403;
+        return (status == 403).then_some(Refusal::Ambiguous);
     }
     let code = body
         .find("<Code>")
         .and_then(|i| body[i + 6..].split('<').next())
         .unwrap_or("");
-    CREDENTIAL_CODES.contains(&code)
+    CREDENTIAL_CODES
+        .contains(&code)
+        .then_some(Refusal::Credential)
 }
+
+#[cfg(test)]
+fn refuses_credential(resp: &HttpResponse) -> bool {
+    refusal(resp).is_some()
+}
+
+/// A bodiless 403 forces a fresh credential at most this often per key: when it is a
+/// refused permission, a new credential changes nothing, and every request would mint.
+const AMBIGUOUS_REFRESH_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The key id of a SigV4 `Authorization` header:
 /// `… Credential=<key id>/<date>/<region>/s3/aws4_request, …`.
@@ -136,6 +155,37 @@ impl Storable for RetriedForCredential {
 /// attempt.
 struct CredentialRejected {
     cache: Arc<RefreshingCache>,
+    /// When a bodiless 403 last forced a refresh, per signing key (the last few keys).
+    ambiguous: std::sync::Mutex<Vec<(String, std::time::Instant)>>,
+}
+
+impl CredentialRejected {
+    fn new(cache: Arc<RefreshingCache>) -> Self {
+        CredentialRejected {
+            cache,
+            ambiguous: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a refusal of `key` is worth a fresh credential now.
+    fn worth_refreshing(&self, refusal: Refusal, key: &str, now: std::time::Instant) -> bool {
+        if refusal == Refusal::Credential {
+            return true;
+        }
+        let mut seen = self.ambiguous.lock().unwrap();
+        if let Some((_, at)) = seen.iter_mut().find(|(k, _)| k == key) {
+            if now.duration_since(*at) < AMBIGUOUS_REFRESH_EVERY {
+                return false;
+            }
+            *at = now;
+            return true;
+        }
+        if seen.len() >= 8 {
+            seen.remove(0);
+        }
+        seen.push((key.to_owned(), now));
+        true
+    }
 }
 
 impl fmt::Debug for CredentialRejected {
@@ -180,13 +230,23 @@ impl Intercept for SharedCredentialRejected {
         let Some(resp) = context.response_mut() else {
             return Ok(());
         };
-        if !refuses_credential(resp) || cfg.load::<RetriedForCredential>().is_some() {
+        let Some(refusal) = refusal(resp) else {
+            return Ok(());
+        };
+        if cfg.load::<RetriedForCredential>().is_some() {
             return Ok(());
         }
         let key = cfg
             .load::<SignedWith>()
             .map(|k| k.0.clone())
             .unwrap_or_default();
+        if !self
+            .0
+            .worth_refreshing(refusal, &key, std::time::Instant::now())
+        {
+            // Answered as what it is: an access denied.
+            return Ok(());
+        }
         // Retried whatever the answer: if the key was already replaced, the retry is
         // signed with its successor.
         self.0.cache.reject(&key);
@@ -267,6 +327,37 @@ pub(super) mod tests {
             &error_body("ExpiredToken")
         )));
         assert!(!refuses_credential(&response(404, "")));
+    }
+
+    #[test]
+    fn a_bodiless_403_forces_a_refresh_at_most_once_a_minute_per_key() {
+        let r = CredentialRejected::new(static_cache("AK", "SK"));
+        let t0 = std::time::Instant::now();
+        let later = |s| t0 + std::time::Duration::from_secs(s);
+        assert!(r.worth_refreshing(Refusal::Ambiguous, "AK1", t0));
+        assert!(
+            !r.worth_refreshing(Refusal::Ambiguous, "AK1", later(5)),
+            "within the minute"
+        );
+        assert!(
+            r.worth_refreshing(Refusal::Ambiguous, "AK2", later(5)),
+            "another key"
+        );
+        assert!(
+            r.worth_refreshing(Refusal::Credential, "AK1", later(6)),
+            "an explicit code always"
+        );
+        assert!(r.worth_refreshing(Refusal::Ambiguous, "AK1", later(61)));
+        // The memory of keys is bounded.
+        for i in 0..100 {
+            r.worth_refreshing(Refusal::Ambiguous, &format!("K{i}"), later(70));
+        }
+        assert!(r.ambiguous.lock().unwrap().len() <= 8);
+        assert_eq!(refusal(&response(403, "")), Some(Refusal::Ambiguous));
+        assert_eq!(
+            refusal(&response(403, &error_body("ExpiredToken"))),
+            Some(Refusal::Credential)
+        );
     }
 
     #[test]
