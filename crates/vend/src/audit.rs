@@ -60,6 +60,50 @@ pub struct AuditRecord {
     pub format: Option<&'static str>,
 }
 
+/// Longest value of a field that can carry what a client sent (claims of a refused
+/// token, a role name asked for, a client address).
+pub const FIELD_MAX: usize = 128;
+/// Longest `detail` (a revocation's target and reason, an upstream's message).
+pub const DETAIL_MAX: usize = 1024;
+
+/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
+fn truncated(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut cut = max;
+    while !s.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}…[{} bytes cut]", &s[..cut], s.len() - cut)
+}
+
+impl AuditRecord {
+    /// Every field within its bound, so that no line can grow without limit (a flood
+    /// of refused tokens with huge claims, a 64 KiB revocation reason).
+    fn bounded(mut self) -> Self {
+        for v in [
+            &mut self.request_id,
+            &mut self.issuer,
+            &mut self.subject,
+            &mut self.audience,
+            &mut self.role,
+            &mut self.driver,
+            &mut self.lease_id,
+            &mut self.client,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *v = truncated(v, FIELD_MAX);
+        }
+        if let Some(d) = &mut self.detail {
+            *d = truncated(d, DETAIL_MAX);
+        }
+        self
+    }
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     seq: u64,
@@ -113,31 +157,11 @@ impl AuditLog {
         };
         let file = open_append(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len();
-        let (seq, prev) = if len == 0 {
-            (0, GENESIS.to_owned())
-        } else {
-            let mut f = std::fs::File::open(path).map_err(io)?;
-            let tail_start = len.saturating_sub(64 * 1024);
-            f.seek(SeekFrom::Start(tail_start)).map_err(io)?;
-            let mut tail = Vec::new();
-            f.read_to_end(&mut tail).map_err(io)?;
-            if !tail.ends_with(b"\n") {
-                let keep = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                tracing::warn!(path = %path.display(), "audit log ends with an incomplete line (a crash while writing); removing it");
-                file.set_len(tail_start + keep as u64).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                tail.truncate(keep);
-            }
-            if tail.is_empty() {
-                (0, GENESIS.to_owned())
-            } else {
-                let body = &tail[..tail.len() - 1];
-                let last = body
-                    .iter()
-                    .rposition(|b| *b == b'\n')
-                    .map_or(body, |i| &body[i + 1..]);
+        let (seq, prev) = match last_complete_line(path, &file, len).map_err(io)? {
+            None => (0, GENESIS.to_owned()),
+            Some(last) => {
                 let value: serde_json::Value =
-                    serde_json::from_slice(last).map_err(|e| AuditError::Corrupt {
+                    serde_json::from_slice(&last).map_err(|e| AuditError::Corrupt {
                         path: path.to_owned(),
                         line: 0,
                         message: format!("last line is not JSON: {e}"),
@@ -149,7 +173,7 @@ impl AuditLog {
                         message: "last line has no seq".into(),
                     }
                 })?;
-                (seq, sha256_hex(last))
+                (seq, sha256_hex(&last))
             }
         };
         Ok(AuditLog {
@@ -189,7 +213,7 @@ impl AuditLog {
         // (a client hanging up), so the chain in memory always matches the file.
         let chain = self.chain.clone();
         let path = self.path.clone();
-        let record = record.clone();
+        let record = record.clone().bounded();
         let clock = self.clock.clone();
         let written =
             tokio::task::spawn_blocking(move || append_line(&chain, &path, &*clock, &record))
@@ -241,6 +265,56 @@ fn append_line(
     chain.seq += 1;
     chain.prev = hash;
     Ok(())
+}
+
+/// The offset just past the last `\n` before `end`, scanning back a chunk at a time:
+/// a line may be longer than any fixed tail.
+fn after_last_newline(f: &mut std::fs::File, end: u64) -> std::io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut hi = end;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while hi > 0 {
+        let lo = hi.saturating_sub(CHUNK);
+        let n = (hi - lo) as usize;
+        f.seek(SeekFrom::Start(lo))?;
+        f.read_exact(&mut buf[..n])?;
+        if let Some(i) = buf[..n].iter().rposition(|b| *b == b'\n') {
+            return Ok(lo + i as u64 + 1);
+        }
+        hi = lo;
+    }
+    Ok(0)
+}
+
+/// The last complete line of the log (without its `\n`), whatever its length. A last
+/// line cut short by a crash was never acknowledged: it is removed first.
+fn last_complete_line(
+    path: &Path,
+    file: &std::fs::File,
+    len: u64,
+) -> std::io::Result<Option<Vec<u8>>> {
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut f = std::fs::File::open(path)?;
+    let mut end = len;
+    let mut last = [0u8; 1];
+    f.seek(SeekFrom::Start(len - 1))?;
+    f.read_exact(&mut last)?;
+    if last[0] != b'\n' {
+        end = after_last_newline(&mut f, len)?;
+        tracing::warn!(path = %path.display(), "audit log ends with an incomplete line (a crash while writing); removing it");
+        file.set_len(end)?;
+        file.sync_all()?;
+    }
+    if end == 0 {
+        return Ok(None);
+    }
+    let start = after_last_newline(&mut f, end - 1)?;
+    let mut line = vec![0u8; (end - 1 - start) as usize];
+    f.seek(SeekFrom::Start(start))?;
+    f.read_exact(&mut line)?;
+    Ok(Some(line))
 }
 
 fn open_append(path: &Path) -> std::io::Result<std::fs::File> {
@@ -340,6 +414,61 @@ mod tests {
             subject: Some("s".into()),
             ..Default::default()
         }
+    }
+
+    /// A line longer than any fixed tail (one written by an older version, before
+    /// fields were bounded) does not stop a restart, nor does a torn line after it.
+    #[tokio::test]
+    async fn a_restart_works_after_a_line_of_any_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let clock: Arc<dyn Clock> = Arc::new(artifactstore_model::SystemClock);
+        let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+        log.append(&record("decision")).await.unwrap();
+        let huge = AuditRecord {
+            detail: Some("x".repeat(200 * 1024)),
+            ..record("revocation.added")
+        };
+        append_line(&log.chain, &path, &*clock, &huge).unwrap();
+        drop(log);
+        assert!(std::fs::metadata(&path).unwrap().len() > 200 * 1024);
+
+        let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+        log.append(&record("decision")).await.unwrap();
+        assert_eq!(verify(&path).unwrap().lines, 3);
+
+        // A crash tore the next line: it goes, the chain continues.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"seq\":4,\"ev")
+            .unwrap();
+        drop(log);
+        let log = AuditLog::open(&path, b"k", clock).unwrap();
+        log.append(&record("decision")).await.unwrap();
+        assert_eq!(verify(&path).unwrap().lines, 4);
+    }
+
+    /// What a client sent is cut to its bound and marked, so a line stays small.
+    #[tokio::test]
+    async fn long_fields_are_cut_and_marked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.log");
+        let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+        log.append(&AuditRecord {
+            issuer: Some(format!("https://{}", "é".repeat(5000))),
+            subject: Some("s".repeat(10_000)),
+            detail: Some("\"".repeat(100_000)),
+            ..record("decision")
+        })
+        .await
+        .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.len() < 4 * 1024, "{} bytes", text.len());
+        assert_eq!(text.matches("bytes cut]").count(), 3);
+        assert!(verify(&path).is_ok());
+        assert_eq!(truncated("short", FIELD_MAX), "short");
     }
 
     #[tokio::test]
