@@ -65,7 +65,9 @@ print(json.dumps({"token_checks_per_second": n / (time.perf_counter() - start)})
 PY
 cat "$tmp/peer.json"
 
-target/release/artifactstore vend serve --config examples/vend-garage.toml --listen 127.0.0.1:0 \
+# The round trips below hold $n live leases of one subject at once: raise its cap.
+sed "s/^per_subject = .*/per_subject = $((n + 10))/" examples/vend-garage.toml > "$tmp/vend.toml"
+target/release/artifactstore vend serve --config "$tmp/vend.toml" --listen 127.0.0.1:0 \
   > "$tmp/vend.out" 2> "$tmp/vend.err" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$tmp/vend.out" ] && break; sleep 0.1; done

@@ -65,6 +65,28 @@ pub struct VendConfig {
     pub admin: AdminConfig,
     #[serde(default)]
     pub reaper: ReaperConfig,
+    #[serde(default)]
+    pub max_live_leases: LeaseLimits,
+}
+
+/// How many leases may be live (pending or active) at once: one token replayed in a
+/// loop must not mint without end. Beyond a limit vending is refused (`lease_limit`).
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LeaseLimits {
+    /// Per subject (`iss` + `sub`), over all roles. Default 50.
+    pub per_subject: u64,
+    /// Per role, over all subjects. Default 10,000.
+    pub per_role: u64,
+}
+
+impl Default for LeaseLimits {
+    fn default() -> Self {
+        LeaseLimits {
+            per_subject: 50,
+            per_role: 10_000,
+        }
+    }
 }
 
 fn default_listen() -> String {

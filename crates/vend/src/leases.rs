@@ -324,6 +324,22 @@ impl LeaseStore {
         rows.iter().map(lease_from_row).collect()
     }
 
+    /// Live (pending or active) leases matching `filter`'s issuer, subject and role.
+    pub async fn count_live(&self, filter: &LeaseFilter) -> Result<u64> {
+        let n: i64 = sqlx::query(
+            "SELECT COUNT(*) AS n FROM leases WHERE ($1 IS NULL OR issuer = $1) \
+             AND ($2 IS NULL OR subject = $2) AND ($3 IS NULL OR role = $3) \
+             AND state IN ('pending', 'active')",
+        )
+        .bind(filter.issuer.clone())
+        .bind(filter.subject.clone())
+        .bind(filter.role.clone())
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        Ok(n.max(0) as u64)
+    }
+
     pub async fn live_lease_count(&self) -> Result<u64> {
         let n: i64 =
             sqlx::query("SELECT COUNT(*) AS n FROM leases WHERE state IN ('pending', 'active')")

@@ -206,6 +206,7 @@ pub async fn build_with_clock(
         audit,
         counters: Default::default(),
         admin_token,
+        lease_limits: config.max_live_leases,
         clock,
     });
     Ok((service, warnings))

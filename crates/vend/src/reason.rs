@@ -45,6 +45,8 @@ pub enum Reason {
     PolicyInvalid,
     SubjectRevoked,
     RoleRevoked,
+    /// The subject or the role holds its maximum of live leases (`max_live_leases`).
+    LeaseLimit,
     UpstreamUnavailable,
     AuditUnavailable,
     /// The same word as the artifact API's internal error.
@@ -82,6 +84,7 @@ impl Reason {
             | Reason::RoleNotPermitted
             | Reason::SubjectRevoked
             | Reason::RoleRevoked => 403,
+            Reason::LeaseLimit => 429,
             Reason::UpstreamUnavailable | Reason::AuditUnavailable => 503,
             Reason::Internal => 500,
         }
@@ -105,6 +108,8 @@ impl Reason {
             | Reason::RoleNotPermitted
             | Reason::SubjectRevoked
             | Reason::RoleRevoked => "AccessDenied",
+            // AWS's own word for too many requests of one kind.
+            Reason::LeaseLimit => "Throttling",
             Reason::DurationOutOfBounds => "InvalidParameterValue",
             Reason::PolicyInvalid => "MalformedPolicyDocument",
             Reason::UpstreamUnavailable | Reason::AuditUnavailable => "ServiceUnavailable",
@@ -152,7 +157,7 @@ mod tests {
     #[test]
     fn every_reason_is_spelled_the_same_everywhere() {
         let docs = include_str!("../../../docs/VEND.md");
-        assert_eq!(Reason::all().count(), 20);
+        assert_eq!(Reason::all().count(), 21);
         for reason in Reason::all() {
             let word = reason.as_str();
             assert_eq!(

@@ -94,6 +94,9 @@ impl Service {
                 Denial::new(Reason::RoleRevoked, "this role has been revoked"),
             ));
         }
+        self.check_lease_limits(token, &role.config.name)
+            .await
+            .map_err(|d| (name.clone(), d))?;
         let mut prefixes = Vec::new();
         for t in &role.templates {
             match t.render(&token.claims) {
@@ -154,5 +157,53 @@ impl Service {
             }
         }
         Ok((role, scope, duration))
+    }
+}
+
+impl Service {
+    /// Refuses a new lease when the subject or the role already holds its maximum of
+    /// live ones. Concurrent requests of one subject may each pass before any row is
+    /// written, so the cap can be exceeded by at most their number.
+    async fn check_lease_limits(&self, token: &VerifiedToken, role: &str) -> Result<(), Denial> {
+        let limits = self.lease_limits;
+        let failed = |e: crate::leases::StoreError| {
+            Denial::new(Reason::Internal, format!("lease store: {e}"))
+        };
+        let of_subject = self
+            .leases
+            .count_live(&crate::leases::LeaseFilter {
+                issuer: Some(token.issuer.clone()),
+                subject: Some(token.subject.clone()),
+                ..Default::default()
+            })
+            .await
+            .map_err(failed)?;
+        if of_subject >= limits.per_subject {
+            return Err(Denial::new(
+                Reason::LeaseLimit,
+                format!(
+                    "this subject already holds {of_subject} live leases (max_live_leases.per_subject = {})",
+                    limits.per_subject
+                ),
+            ));
+        }
+        let of_role = self
+            .leases
+            .count_live(&crate::leases::LeaseFilter {
+                role: Some(role.to_owned()),
+                ..Default::default()
+            })
+            .await
+            .map_err(failed)?;
+        if of_role >= limits.per_role {
+            return Err(Denial::new(
+                Reason::LeaseLimit,
+                format!(
+                    "this role already has {of_role} live leases (max_live_leases.per_role = {})",
+                    limits.per_role
+                ),
+            ));
+        }
+        Ok(())
     }
 }

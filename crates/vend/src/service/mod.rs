@@ -144,6 +144,7 @@ pub struct Service {
     pub audit: AuditLog,
     pub counters: Counters,
     pub admin_token: Option<Secret>,
+    pub lease_limits: crate::config::LeaseLimits,
     /// Lease times, the reaper's "now" and token expiry checks (through the verifier,
     /// which shares it).
     pub clock: Arc<dyn Clock>,

@@ -172,6 +172,10 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 async fn harness() -> Harness {
+    harness_with_limits(crate::config::LeaseLimits::default()).await
+}
+
+async fn harness_with_limits(lease_limits: crate::config::LeaseLimits) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let config = VendConfig::parse(CONFIG, Path::new("t.toml"), &|_| None).unwrap();
     let clock = Arc::new(ManualClock::new(START));
@@ -213,6 +217,7 @@ async fn harness() -> Harness {
         audit,
         counters: Default::default(),
         admin_token: None,
+        lease_limits,
         clock: clock_dyn,
     });
     Harness {

@@ -246,3 +246,68 @@ async fn oversized_bodies_are_refused_in_the_endpoints_format() {
     }
     assert_eq!(h.driver.mints.load(Ordering::SeqCst), 0);
 }
+
+/// One token replayed in a loop cannot mint without end: the subject, and the role,
+/// are capped at their live leases; others are not affected, and nothing is minted.
+#[tokio::test]
+async fn live_leases_are_capped_per_subject_and_per_role() {
+    let h = harness_with_limits(crate::config::LeaseLimits {
+        per_subject: 3,
+        per_role: 5,
+    })
+    .await;
+    for _ in 0..3 {
+        h.service.vend(h.request("alice")).await.unwrap();
+    }
+    let refused = h.service.vend(h.request("alice")).await.unwrap_err();
+    assert_eq!(refused.denial.reason, Reason::LeaseLimit);
+    assert_eq!(refused.denial.reason.status(), 429);
+    assert!(
+        refused.denial.message.contains("per_subject = 3"),
+        "{}",
+        refused.denial.message
+    );
+    assert_eq!(
+        h.driver.mints.load(Ordering::SeqCst),
+        3,
+        "the refused request minted nothing"
+    );
+
+    // Other subjects go on until the role is full.
+    h.service.vend(h.request("bob")).await.unwrap();
+    h.service.vend(h.request("carol")).await.unwrap();
+    let refused = h.service.vend(h.request("dave")).await.unwrap_err();
+    assert_eq!(refused.denial.reason, Reason::LeaseLimit);
+    assert!(
+        refused.denial.message.contains("per_role = 5"),
+        "{}",
+        refused.denial.message
+    );
+
+    // A lease that ends makes room again.
+    let alice = h
+        .service
+        .leases
+        .leases(
+            &LeaseFilter {
+                subject: Some("alice".into()),
+                live_only: true,
+                ..Default::default()
+            },
+            1,
+        )
+        .await
+        .unwrap();
+    h.service
+        .revoke(
+            &RevokeTarget::Lease {
+                id: alice[0].id.clone(),
+            },
+            "done",
+            false,
+        )
+        .await
+        .unwrap();
+    h.service.vend(h.request("dave")).await.unwrap();
+    assert!(h.events().iter().any(|e| e == "decision"));
+}
