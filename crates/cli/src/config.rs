@@ -22,6 +22,7 @@ pub const ENV_KEYS: &[&str] = &[
     "log_format",
     "allowed_hosts",
     "cors_allowed_origins",
+    "max_files_per_version",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct ServeConfig {
     pub database_url: Option<String>,
     /// Largest accepted upload in bytes.
     pub max_upload_size: u64,
+    /// Most files one version may hold; beyond it uploads get 409 `version_full`.
+    pub max_files_per_version: u64,
     /// Allow listening on a non-loopback address without authentication.
     pub insecure_no_auth: bool,
     /// `Host` values served (`name` for any port, `name:port` for one); `["*"]`
@@ -528,6 +531,7 @@ impl Default for ServeConfig {
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database_url: None,
             max_upload_size: 64 << 30,
+            max_files_per_version: artifactstore_index::DEFAULT_MAX_FILES_PER_VERSION,
             insecure_no_auth: false,
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),

@@ -120,6 +120,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let index = Index::open(&cfg.database_url())
         .await
         .context("open metadata index")?;
+    index.set_max_files_per_version(cfg.max_files_per_version);
     let listener = tokio::net::TcpListener::bind(cfg.listen)
         .await
         .with_context(|| format!("listen on {}", cfg.listen))?;

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, watch};
 /// The columns [`version_from_row`] reads, as a literal so queries stay `&'static str`.
 macro_rules! version_columns {
     () => {
-        "namespace, name, version, state, labels, created_at, completed_at, deleted_at, created_seq"
+        "namespace, name, version, state, labels, created_at, completed_at, deleted_at, created_seq, file_count"
     };
 }
 
@@ -53,6 +53,8 @@ pub enum Error {
     VersionComplete,
     #[error("a different file is already stored at this path (digest {existing})")]
     FileConflict { existing: Digest },
+    #[error("the version holds its maximum of {max} files")]
+    VersionFull { max: u64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -80,6 +82,8 @@ pub struct Index {
     write: Mutex<()>,
     last_seq: watch::Sender<i64>,
     clock: Arc<dyn Clock>,
+    /// The most files one version may hold (`max_files_per_version`).
+    max_files_per_version: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Index {
@@ -92,7 +96,22 @@ impl std::fmt::Debug for Index {
 
 pub use artifactstore_db::sqlite_url;
 
+/// The default cap on files per version: a manifest stays a size one answer can hold.
+pub const DEFAULT_MAX_FILES_PER_VERSION: u64 = 100_000;
+
 impl Index {
+    /// Sets the most files one version may hold; beyond it `add_file` is refused with
+    /// [`Error::VersionFull`].
+    pub fn set_max_files_per_version(&self, max: u64) {
+        self.max_files_per_version
+            .store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn max_files_per_version(&self) -> u64 {
+        self.max_files_per_version
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Connects to `url` (`sqlite://...` or `postgres://...`) and applies migrations.
     pub async fn open(url: &str) -> Result<Self> {
         Self::open_with_clock(url, Arc::new(SystemClock)).await
@@ -120,6 +139,7 @@ impl Index {
             write: Mutex::new(()),
             last_seq,
             clock,
+            max_files_per_version: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_FILES_PER_VERSION),
         })
     }
 

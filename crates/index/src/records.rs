@@ -31,6 +31,9 @@ pub struct VersionRecord {
     pub deleted_at: Option<Timestamp>,
     #[serde(skip)]
     pub created_seq: i64,
+    /// Files the version holds.
+    #[serde(skip)]
+    pub file_count: u64,
 }
 
 /// A file to record, once its blob is durable.
@@ -87,6 +90,7 @@ pub(crate) fn version_from_row(row: &AnyRow) -> Result<VersionRecord> {
         completed_at: optional_millis(row, "completed_at")?,
         deleted_at: optional_millis(row, "deleted_at")?,
         created_seq: row.try_get("created_seq")?,
+        file_count: row.try_get::<i64, _>("file_count")?.max(0) as u64,
     })
 }
 

@@ -188,3 +188,26 @@ async fn two_writers_on_one_database_both_succeed() {
         assert_eq!(a.files(&id("shared")).await.unwrap().len(), 40);
     }
 }
+
+#[tokio::test]
+async fn a_version_holds_at_most_its_maximum_of_files() {
+    each_database(|index, url| async move {
+        index.set_max_files_per_version(2);
+        let v = id("full");
+        index.add_file(&v, file("a", b"a")).await.unwrap();
+        index.add_file(&v, file("b", b"b")).await.unwrap();
+        assert!(
+            matches!(
+                index.add_file(&v, file("c", b"c")).await,
+                Err(Error::VersionFull { max: 2 })
+            ),
+            "{url}"
+        );
+        // The same file again is no new file.
+        assert!(!index.add_file(&v, file("a", b"a")).await.unwrap().created);
+        let record = index.version(&v).await.unwrap().unwrap();
+        assert_eq!(record.file_count, 2);
+        assert_eq!(index.files(&v).await.unwrap().len(), 2);
+    })
+    .await;
+}

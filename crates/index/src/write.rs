@@ -112,8 +112,8 @@ impl Index {
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
         let mut last_seq = 0;
-        let state = match lock_version(&mut tx, id).await? {
-            Some(v) => v.state,
+        let (state, file_count) = match lock_version(&mut tx, id).await? {
+            Some(v) => (v.state, v.file_count),
             None => {
                 let seq = append_event(&mut tx, EventKind::VersionCreated, id, None, now).await?;
                 sqlx::query(
@@ -128,7 +128,7 @@ impl Index {
                 .execute(&mut *tx)
                 .await?;
                 last_seq = seq;
-                VersionState::Open
+                (VersionState::Open, 0)
             }
         };
         if state == VersionState::Deleted {
@@ -160,6 +160,19 @@ impl Index {
         if state == VersionState::Complete {
             return Err(Error::VersionComplete);
         }
+        let max = self.max_files_per_version();
+        if file_count >= max {
+            return Err(Error::VersionFull { max });
+        }
+        sqlx::query(
+            "UPDATE versions SET file_count = file_count + 1 \
+             WHERE namespace = $1 AND name = $2 AND version = $3",
+        )
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "INSERT INTO files (namespace, name, version, path, digest, size, media_type, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

@@ -170,6 +170,7 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     VersionComplete,
     VersionDeleted,
+    VersionFull,
     VersionNotFound,
 }
 

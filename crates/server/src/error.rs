@@ -78,6 +78,10 @@ impl From<artifactstore_index::Error> for ApiError {
                 ErrorCode::FileConflict,
                 format!("a different file is already stored at this path (digest {existing})"),
             ),
+            E::VersionFull { max } => ApiError::conflict(
+                ErrorCode::VersionFull,
+                format!("the version holds its maximum of {max} files (max_files_per_version)"),
+            ),
             other => ApiError::internal(other),
         }
     }

@@ -247,3 +247,83 @@ async fn foreign_hosts_and_origins_are_refused() {
         StatusCode::OK
     );
 }
+
+/// A version holds at most `max_files_per_version` files: the next new path is
+/// refused before a byte is stored; what is there stays readable and re-sending a
+/// file already held still answers 200.
+#[tokio::test]
+async fn a_full_version_refuses_new_files_and_stores_nothing() {
+    let (state, dir) = support::state().await;
+    state.index.set_max_files_per_version(2);
+    let app = artifactstore_server::app(state);
+    for p in ["a", "b"] {
+        assert_eq!(
+            send_with(
+                &app,
+                Method::PUT,
+                &format!("/v1/artifacts/ci/full/1/{p}"),
+                &[],
+                "x"
+            )
+            .await,
+            StatusCode::CREATED
+        );
+    }
+    let digest = artifactstore_model::Digest::of(b"a new file").to_string();
+    let (status, _) = send(
+        &app,
+        Method::PUT,
+        "/v1/artifacts/ci/full/1/c",
+        None,
+        "a new file",
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let hex = &digest["sha256:".len()..];
+    assert!(
+        !holds_file_named(dir.path(), hex),
+        "the refused body was not stored"
+    );
+    let (status, _) = send(&app, Method::GET, &format!("/v1/blobs/{digest}"), None, "").await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "nothing of the refused file is visible"
+    );
+    assert_eq!(
+        send_with(
+            &app,
+            Method::PUT,
+            "/v1/artifacts/ci/full/1/a",
+            &[(
+                "x-artifact-digest",
+                &artifactstore_model::Digest::of(b"x").to_string()
+            )],
+            "x"
+        )
+        .await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send_with(
+            &app,
+            Method::POST,
+            "/v1/artifacts/ci/full/1/complete",
+            &[],
+            ""
+        )
+        .await,
+        StatusCode::OK
+    );
+}
+
+fn holds_file_named(dir: &std::path::Path, name: &str) -> bool {
+    std::fs::read_dir(dir).unwrap().flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            holds_file_named(&p, name)
+        } else {
+            p.file_name().is_some_and(|n| n == name)
+        }
+    })
+}

@@ -145,6 +145,13 @@ async fn receive_file(
             None if v.state == VersionState::Complete => {
                 return Err(artifactstore_index::Error::VersionComplete.into());
             }
+            // Refused before a byte is stored; add_file checks again under the lock.
+            None if v.file_count >= st.index.max_files_per_version() => {
+                return Err(artifactstore_index::Error::VersionFull {
+                    max: st.index.max_files_per_version(),
+                }
+                .into());
+            }
             _ => {}
         }
     }
