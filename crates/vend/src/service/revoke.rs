@@ -129,10 +129,10 @@ impl Service {
                 for l in &leases {
                     out.push(self.end(l, LeaseState::Revoked, reason).await);
                 }
+                let failed = out.iter().filter(|l| l.error.is_some()).count();
                 self.counters
                     .revoked
-                    .fetch_add(out.len() as u64, Ordering::Relaxed);
-                let failed = out.iter().filter(|l| l.error.is_some()).count();
+                    .fetch_add((out.len() - failed) as u64, Ordering::Relaxed);
                 return Ok(RevokeOutcome {
                     ended: out.len() - failed,
                     failed,
