@@ -109,12 +109,13 @@ impl S3BlobStore {
         if !conditional && self.exists(key).await?.is_some() {
             return Ok(false);
         }
+        let len = data.len() as u64;
         let mut req = self
             .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
-            .content_length(data.len() as i64)
+            .content_length(len as i64)
             .body(SdkBody::from(data));
         if conditional {
             req = req.if_none_match("*");
@@ -122,6 +123,14 @@ impl S3BlobStore {
         match req.send().await {
             Ok(_) => Ok(true),
             Err(e) if is_precondition_failed(&e) => Ok(false),
+            // A store that refuses a conditional PUT early (412 before the body is read)
+            // may close the connection while the body is still being sent: the client
+            // sees a broken pipe, not the 412. Keys are content addresses, so a key
+            // that is there with this size holds these bytes: the blob is stored.
+            Err(e @ SdkError::DispatchFailure(_)) => match self.exists(key).await {
+                Ok(Some(size)) if size == len => Ok(false),
+                _ => Err(self.err("PutObject", Some(key), e)),
+            },
             Err(e) => Err(self.err("PutObject", Some(key), e)),
         }
     }
