@@ -1,0 +1,170 @@
+use std::io::Write;
+use std::sync::Arc;
+
+use artifactstore_model::{Clock, Timestamp};
+
+use super::chain::append_line;
+use super::record::truncated;
+use super::*;
+use crate::reason::Reason;
+
+fn record(event: &'static str) -> AuditRecord {
+    AuditRecord {
+        event,
+        reason: Some(Reason::Allow),
+        subject: Some("s".into()),
+        ..Default::default()
+    }
+}
+
+/// A line longer than any fixed tail (one written by an older version, before
+/// fields were bounded) does not stop a restart, nor does a torn line after it.
+#[tokio::test]
+async fn a_restart_works_after_a_line_of_any_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let clock: Arc<dyn Clock> = Arc::new(artifactstore_model::SystemClock);
+    let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    let huge = AuditRecord {
+        detail: Some("x".repeat(200 * 1024)),
+        ..record("revocation.added")
+    };
+    append_line(&log.chain, &path, &*clock, &huge).unwrap();
+    drop(log);
+    assert!(std::fs::metadata(&path).unwrap().len() > 200 * 1024);
+
+    let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    assert_eq!(verify(&path).unwrap().lines, 3);
+
+    // A crash tore the next line: it goes, the chain continues.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap()
+        .write_all(b"{\"seq\":4,\"ev")
+        .unwrap();
+    drop(log);
+    let log = AuditLog::open(&path, b"k", clock).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    assert_eq!(verify(&path).unwrap().lines, 4);
+}
+
+/// What a client sent is cut to its bound and marked, so a line stays small.
+#[tokio::test]
+async fn long_fields_are_cut_and_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    log.append(&AuditRecord {
+        issuer: Some(format!("https://{}", "é".repeat(5000))),
+        subject: Some("s".repeat(10_000)),
+        detail: Some("\"".repeat(100_000)),
+        ..record("decision")
+    })
+    .await
+    .unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.len() < 4 * 1024, "{} bytes", text.len());
+    assert_eq!(text.matches("bytes cut]").count(), 3);
+    assert!(verify(&path).is_ok());
+    assert_eq!(truncated("short", FIELD_MAX), "short");
+}
+
+#[tokio::test]
+async fn the_chain_survives_a_restart_and_detects_edits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    log.append(&record("lease.issued")).await.unwrap();
+    drop(log);
+    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    let report = verify(&path).unwrap();
+    assert_eq!(report.lines, 3);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let edited = text.replacen("\"subject\":\"s\"", "\"subject\":\"t\"", 1);
+    std::fs::write(&path, &edited).unwrap();
+    let e = verify(&path).unwrap_err();
+    assert!(matches!(e, AuditError::Corrupt { line: 2, .. }), "{e}");
+
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(1);
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    assert!(matches!(
+        verify(&path).unwrap_err(),
+        AuditError::Corrupt { line: 2, .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_dropped_mid_append_do_not_break_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = std::sync::Arc::new(
+        AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap(),
+    );
+    // Clients hanging up: the awaiting futures are dropped at once, some before
+    // and some after their line was written.
+    for _ in 0..50 {
+        let log = log.clone();
+        let task = tokio::spawn(async move { log.append(&record("decision")).await });
+        tokio::task::yield_now().await;
+        task.abort();
+    }
+    log.append(&record("decision")).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    log.append(&record("decision")).await.unwrap();
+    let report = verify(&path).unwrap();
+    assert!(report.lines >= 2, "{report:?}");
+}
+
+#[tokio::test]
+async fn lines_carry_the_time_of_the_injected_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let clock = Arc::new(artifactstore_model::ManualClock::new(
+        Timestamp::from_unix_millis(1_764_633_600_250),
+    ));
+    let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("\"time\":\"2025-12-02T00:00:00.25Z\""),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_torn_last_line_is_dropped_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    drop(log);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"{\"seq\":2,\"ti").unwrap();
+    drop(f);
+    assert!(verify(&path).is_err());
+    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    log.append(&record("decision")).await.unwrap();
+    assert_eq!(verify(&path).unwrap().lines, 2);
+}
+
+#[tokio::test]
+async fn an_unwritable_log_fails_the_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    assert!(log.append(&record("decision")).await.is_err());
+    assert!(!log.healthy());
+    assert!(!log.writable());
+}
