@@ -162,6 +162,22 @@ impl Client {
         Ok(self.send(self.http.get(url)).await?.json().await?)
     }
 
+    /// A version's manifest with every file, following the pages of a large one.
+    async fn manifest_all(&self, ns: &str, name: &str, version: &str) -> anyhow::Result<Manifest> {
+        let base = self.url(&["v1", "artifacts", ns, name, version]);
+        let mut m: Manifest = self.get_json(base.clone()).await?;
+        // Later pages must name the version the first one resolved (`latest` can move).
+        let exact = self.url(&["v1", "artifacts", ns, name, &m.version.version]);
+        while let Some(cursor) = m.next_cursor.take() {
+            let mut url = exact.clone();
+            url.query_pairs_mut().append_pair("cursor", &cursor);
+            let page: Manifest = self.get_json(url).await?;
+            m.files.extend(page.files);
+            m.next_cursor = page.next_cursor;
+        }
+        Ok(m)
+    }
+
     fn bar(&self, multi: &MultiProgress, len: u64, label: &str) -> ProgressBar {
         if !self.progress {
             return ProgressBar::hidden();
@@ -495,9 +511,7 @@ impl Client {
                 if path.is_some() {
                     return Err(fail(exit::USAGE, "ls takes NS, NS/NAME or NS/NAME@VERSION"));
                 }
-                let m: Manifest = self
-                    .get_json(self.url(&["v1", "artifacts", namespace, name, version]))
-                    .await?;
+                let m = self.manifest_all(namespace, name, version).await?;
                 let mut lines = vec![format!(
                     "{}/{}@{} ({}, {} files, {} bytes)",
                     namespace,

@@ -71,6 +71,46 @@ impl Index {
         rows.iter().map(file_from_row).collect()
     }
 
+    /// One page of a version's files, ordered by path: at most `limit` files whose
+    /// path sorts after `after`.
+    pub async fn files_page(
+        &self,
+        id: &VersionId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<FileEntry>> {
+        let rows = sqlx::query(
+            "SELECT path, digest, size, media_type, created_at FROM files \
+             WHERE namespace = $1 AND name = $2 AND version = $3 AND path > $4 \
+             ORDER BY path LIMIT $5",
+        )
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(file_from_row).collect()
+    }
+
+    /// How many files a version holds and their total size in bytes.
+    pub async fn file_totals(&self, id: &VersionId) -> Result<(u64, u64)> {
+        // SUM of a BIGINT is NUMERIC on PostgreSQL: cast it back.
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS BIGINT) AS bytes FROM files \
+             WHERE namespace = $1 AND name = $2 AND version = $3",
+        )
+        .bind(id.namespace.as_str())
+        .bind(id.name.as_str())
+        .bind(id.version.as_str())
+        .fetch_one(&self.pool)
+        .await?;
+        let n: i64 = row.try_get("n")?;
+        let bytes: i64 = row.try_get("bytes")?;
+        Ok((n.max(0) as u64, bytes.max(0) as u64))
+    }
+
     /// Namespaces that hold at least one live version, ascending, after `after`.
     pub async fn namespaces(&self, prefix: &str, after: &str, limit: u32) -> Result<Vec<String>> {
         let rows = sqlx::query(

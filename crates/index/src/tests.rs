@@ -211,3 +211,41 @@ async fn a_version_holds_at_most_its_maximum_of_files() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn file_pages_and_totals_agree_with_the_whole_list() {
+    each_database(|index, _| file_pages_and_totals(index)).await;
+}
+
+async fn file_pages_and_totals(index: Index) {
+    let v = id("paged");
+    assert_eq!(index.file_totals(&v).await.unwrap(), (0, 0));
+    // Mixed case and a multi-byte name: the page boundary must follow the same order
+    // as ORDER BY on either database.
+    for (i, p) in ["b", "A", "a/x", "a", "é", "Z/1", "a-b"].iter().enumerate() {
+        index
+            .add_file(&v, file(p, &vec![b'x'; i + 1]))
+            .await
+            .unwrap();
+    }
+    let whole: Vec<String> = index
+        .files(&v)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = index.files_page(&v, after.as_deref(), 2).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        after = page.last().map(|f| f.path.clone());
+        paged.extend(page.into_iter().map(|f| f.path));
+        assert!(paged.len() <= whole.len(), "pages repeat files");
+    }
+    assert_eq!(paged, whole);
+    assert_eq!(index.file_totals(&v).await.unwrap(), (7, 28));
+}

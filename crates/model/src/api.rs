@@ -39,7 +39,13 @@ pub struct Manifest {
     pub version: VersionInfo,
     pub file_count: usize,
     pub total_size: u64,
+    /// The files of this page, by path; `file_count` and `total_size` are the
+    /// whole version's.
     pub files: Vec<FileEntry>,
+    /// Set when the version holds more files than this answer: pass it as
+    /// `cursor` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// The answer to a file upload.
@@ -262,8 +268,13 @@ mod tests {
                 media_type: "text/plain".into(),
                 created_at: Timestamp::from_unix_secs(1),
             }],
+            next_cursor: None,
         };
         let json = serde_json::to_value(&m).unwrap();
+        assert!(
+            json.get("next_cursor").is_none(),
+            "a whole manifest has no cursor"
+        );
         assert_eq!(json["completed_at"], "1970-01-01T00:00:02Z");
         assert!(json.get("deleted_at").is_none());
         assert_eq!(serde_json::from_value::<Manifest>(json).unwrap(), m);

@@ -111,17 +111,76 @@ async fn resolve(
     Ok((id, record))
 }
 
+/// Files per manifest answer unless `limit` asks fewer: most versions fit in one
+/// answer, and none makes an answer larger than a few MiB.
+const MANIFEST_PAGE: u32 = 10_000;
+/// Longest accepted manifest cursor (a file path, whose segments are at most 255 bytes).
+const MAX_CURSOR_BYTES: usize = 4096;
+
+/// `?cursor=&limit=` of a manifest: which page of the version's files to answer.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+impl ManifestQuery {
+    fn checked(self) -> ApiResult<Self> {
+        if let Some(n) = self.limit
+            && !(1..=MANIFEST_PAGE).contains(&n)
+        {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                format!("limit must be 1..={MANIFEST_PAGE}"),
+            ));
+        }
+        if self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.len() > MAX_CURSOR_BYTES)
+        {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                format!("cursor must be at most {MAX_CURSOR_BYTES} bytes"),
+            ));
+        }
+        Ok(self)
+    }
+}
+
+/// A version and one page of its files; the counts are the whole version's.
 async fn manifest(
     st: &AppState,
     id: &VersionId,
     record: VersionRecord,
+    page: ManifestQuery,
 ) -> ApiResult<Json<Manifest>> {
-    let files = st.index.files(id).await?;
+    let limit = page.limit.unwrap_or(MANIFEST_PAGE);
+    let mut files = st
+        .index
+        .files_page(id, page.cursor.as_deref(), limit + 1)
+        .await?;
+    let next_cursor = if files.len() > limit as usize {
+        files.truncate(limit as usize);
+        files.last().map(|f| f.path.clone())
+    } else {
+        None
+    };
+    // A first page that is the whole version needs no second query.
+    let (file_count, total_size) = if page.cursor.is_none() && next_cursor.is_none() {
+        (files.len() as u64, files.iter().map(|f| f.size).sum())
+    } else {
+        st.index.file_totals(id).await?
+    };
     Ok(Json(Manifest {
         version: record.into(),
-        file_count: files.len(),
-        total_size: files.iter().map(|f| f.size).sum(),
+        file_count: file_count as usize,
+        total_size,
         files,
+        next_cursor,
     }))
 }
 
@@ -217,7 +276,7 @@ pub async fn complete(
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
     let labels = parse_labels_body(&headers, body)?;
     let record = st.index.complete(&id, labels).await?;
-    manifest(&st, &id, record).await
+    manifest(&st, &id, record, ManifestQuery::default()).await
 }
 
 pub async fn patch_version(
@@ -232,16 +291,18 @@ pub async fn patch_version(
         ApiError::bad_request(ErrorCode::InvalidBody, "expected {\"labels\": {...}}")
     })?;
     let record = st.index.set_labels(&id, labels).await?;
-    manifest(&st, &id, record).await
+    manifest(&st, &id, record, ManifestQuery::default()).await
 }
 
 pub async fn get_version(
     State(st): State<AppState>,
     params: Result<Path<VersionParams>, PathRejection>,
+    q: Result<Query<ManifestQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
+    let page = query(q)?.checked()?;
     let (id, record) = resolve(&st, &p.namespace, &p.name, &p.version).await?;
-    let mut resp = manifest(&st, &id, record).await?.into_response();
+    let mut resp = manifest(&st, &id, record, page).await?.into_response();
     if let Ok(v) = HeaderValue::from_str(id.version.as_str()) {
         resp.headers_mut().insert(VERSION_HEADER, v);
     }
