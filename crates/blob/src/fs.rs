@@ -5,24 +5,23 @@
 //! Temp files left by a crash are removed by [`FsBlobStore::recover`] at start-up.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use artifactstore_model::{Digest, Hasher};
-use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 use crate::{
     BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, Error, PutOutcome, Result, verify_only,
 };
 
-/// Chunks in flight between the network task and the writer thread. Together with the
-/// writer's buffer this bounds an upload's memory to a few MiB whatever its size.
-const WRITE_QUEUE: usize = 16;
+/// Bytes gathered from the network before they are hashed and written in one blocking
+/// task. One batch fills while the previous one is written, so an upload holds at most
+/// about two of them in memory whatever its size.
 const WRITE_BUFFER: usize = 1 << 20;
 const READ_CHUNK: usize = 256 << 10;
 
@@ -191,33 +190,93 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Task(e.to_string()))?
 }
 
-struct Written {
+/// The file side of an upload: the temp file, the hash and the size so far. It moves into
+/// a blocking task for each batch and back out of it, so a thread is held only while
+/// bytes are hashed and written, never while the client is silent: thousands of stalled
+/// uploads hold no thread at all, and reads and health checks keep theirs.
+struct Writer {
     temp: TempFile,
-    digest: Digest,
+    hasher: Hasher,
     size: u64,
 }
 
-/// The writer thread: hashes and writes chunks as they arrive, so that hashing and disk
-/// writes overlap with receiving the next bytes from the network.
-fn write_chunks(mut temp: TempFile, mut rx: mpsc::Receiver<Bytes>) -> Result<Written> {
-    let path = temp.path.clone().expect("live temp file has a path");
-    let mut hasher = Hasher::new();
-    let mut size = 0u64;
-    {
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, &mut temp.file);
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            out.write_all(&chunk)
-                .map_err(io_err("write temp file", &path))?;
-        }
-        out.flush().map_err(io_err("write temp file", &path))?;
+impl Writer {
+    fn write(&mut self, batch: &[u8]) -> Result<()> {
+        self.hasher.update(batch);
+        self.size += batch.len() as u64;
+        let path = self
+            .temp
+            .path
+            .as_deref()
+            .expect("live temp file has a path");
+        (&self.temp.file)
+            .write_all(batch)
+            .map_err(io_err("write temp file", path))
     }
-    Ok(Written {
-        temp,
-        digest: hasher.finish(),
-        size,
-    })
+}
+
+/// Gathers body chunks into batches and writes each in a blocking task while the next
+/// one is received, so that hashing and disk writes overlap with the network.
+struct WritePipeline {
+    /// The writer and an empty spare buffer, when no write is in flight.
+    idle: Option<(Writer, Vec<u8>)>,
+    /// The write in flight; it hands the writer and its emptied buffer back.
+    in_flight: Option<JoinHandle<Result<(Writer, Vec<u8>)>>>,
+    batch: Vec<u8>,
+}
+
+impl WritePipeline {
+    fn new(temp: TempFile) -> Self {
+        let writer = Writer {
+            temp,
+            hasher: Hasher::new(),
+            size: 0,
+        };
+        WritePipeline {
+            idle: Some((writer, Vec::new())),
+            in_flight: None,
+            batch: Vec::new(),
+        }
+    }
+
+    async fn push(&mut self, chunk: &[u8]) -> Result<()> {
+        if self.batch.capacity() == 0 {
+            self.batch.reserve_exact(WRITE_BUFFER.max(chunk.len()));
+        }
+        self.batch.extend_from_slice(chunk);
+        if self.batch.len() >= WRITE_BUFFER {
+            let (mut writer, spare) = self.writer().await?;
+            let mut full = std::mem::replace(&mut self.batch, spare);
+            self.in_flight = Some(tokio::task::spawn_blocking(move || {
+                // On an error the writer is dropped here, which deletes the temp file.
+                writer.write(&full)?;
+                full.clear();
+                Ok((writer, full))
+            }));
+        }
+        Ok(())
+    }
+
+    /// The writer with a spare buffer, once the write in flight (if any) is done.
+    async fn writer(&mut self) -> Result<(Writer, Vec<u8>)> {
+        match self.in_flight.take() {
+            Some(write) => write.await.map_err(|e| Error::Task(e.to_string()))?,
+            None => Ok(self.idle.take().expect("the writer is idle or in flight")),
+        }
+    }
+
+    /// Writes what is left and returns the writer with every byte written (not yet
+    /// fsynced).
+    async fn finish(mut self) -> Result<(Writer, Vec<u8>)> {
+        let (writer, _) = self.writer().await?;
+        Ok((writer, std::mem::take(&mut self.batch)))
+    }
+
+    /// Ends a failed upload: waits for the write in flight so that the temp file is gone
+    /// when this returns.
+    async fn discard(mut self) {
+        let _ = self.writer().await;
+    }
 }
 
 #[async_trait::async_trait]
@@ -237,45 +296,39 @@ impl BlobStore for FsBlobStore {
         {
             return verify_only(body, expected).await;
         }
-        let temp = self.new_temp()?;
-        let (tx, rx) = mpsc::channel::<Bytes>(WRITE_QUEUE);
-        let writer = tokio::task::spawn_blocking(move || write_chunks(temp, rx));
-        let mut body_error = None;
+        let mut pipeline = WritePipeline::new(self.new_temp()?);
         while let Some(chunk) = body.next().await {
             match chunk {
-                Ok(chunk) if chunk.is_empty() => {}
                 Ok(chunk) => {
-                    if tx.send(chunk).await.is_err() {
-                        break; // the writer failed; its error is reported below
-                    }
+                    // A failed write has dropped the writer and so its temp file.
+                    pipeline.push(&chunk).await?;
                 }
                 Err(e) => {
-                    body_error = Some(e);
-                    break;
+                    pipeline.discard().await;
+                    return Err(Error::Body(e));
                 }
             }
         }
-        drop(tx);
-        // Dropping `Written` (on any error below) deletes the temp file.
-        let written = writer.await.map_err(|e| Error::Task(e.to_string()))??;
-        if let Some(e) = body_error {
-            return Err(Error::Body(e));
-        }
-        if let Some(expected) = expected
-            && expected != written.digest
-        {
-            return Err(Error::DigestMismatch {
-                expected,
-                actual: written.digest,
-            });
-        }
+        let (mut writer, rest) = pipeline.finish().await?;
         let store = FsBlobStore {
             root: self.root.clone(),
             blobs: self.blobs.clone(),
             tmp: self.tmp.clone(),
         };
+        // The last batch, the digest check, fsync and publication in one blocking task;
+        // every error drops the writer, which deletes the temp file.
         blocking(move || {
-            let Written { temp, digest, size } = written;
+            writer.write(&rest)?;
+            let Writer { temp, hasher, size } = writer;
+            let digest = hasher.finish();
+            if let Some(expected) = expected
+                && expected != digest
+            {
+                return Err(Error::DigestMismatch {
+                    expected,
+                    actual: digest,
+                });
+            }
             let path = temp.path.clone().expect("live temp file has a path");
             temp.file
                 .sync_all()
@@ -413,6 +466,7 @@ pub fn rehash_file(path: &Path) -> io::Result<(Digest, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::sync::Arc;
 
     #[tokio::test]
@@ -424,6 +478,63 @@ mod tests {
             store.temp_files().unwrap().is_empty(),
             "temp files left behind"
         );
+    }
+
+    /// A stalled upload holds no blocking thread: with a pool of two, uploads that wait
+    /// for their client forever leave reads working.
+    #[test]
+    fn stalled_uploads_hold_no_blocking_thread() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Arc::new(FsBlobStore::open(dir.path()).unwrap());
+            let stored = store
+                .put(
+                    futures::stream::iter([Ok(Bytes::from_static(b"kept"))]).boxed(),
+                    None,
+                )
+                .await
+                .unwrap();
+            let mut stalled = Vec::new();
+            for _ in 0..8 {
+                let store = store.clone();
+                let body = futures::stream::iter([Ok(Bytes::from_static(b"abc"))])
+                    .chain(futures::stream::pending())
+                    .boxed();
+                stalled.push(tokio::spawn(async move { store.put(body, None).await }));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let read = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                let blob = store.get(&stored.digest, None).await.unwrap();
+                blob.body
+                    .map(|c| c.unwrap().len())
+                    .collect::<Vec<_>>()
+                    .await
+            })
+            .await
+            .expect("a read answers while uploads stall");
+            assert_eq!(read.iter().sum::<usize>(), 4);
+            assert_eq!(
+                store.temp_files().unwrap().len(),
+                8,
+                "the stalled uploads are open"
+            );
+            for upload in &stalled {
+                upload.abort();
+            }
+            for upload in stalled {
+                let _ = upload.await;
+            }
+            assert!(
+                store.temp_files().unwrap().is_empty(),
+                "a cancelled upload leaves no temp file"
+            );
+        });
     }
 
     #[tokio::test]

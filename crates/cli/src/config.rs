@@ -23,6 +23,8 @@ pub const ENV_KEYS: &[&str] = &[
     "allowed_hosts",
     "cors_allowed_origins",
     "max_files_per_version",
+    "body_idle_timeout_secs",
+    "max_concurrent_uploads",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -42,6 +44,10 @@ pub struct ServeConfig {
     pub max_upload_size: u64,
     /// Most files one version may hold; beyond it uploads get 409 `version_full`.
     pub max_files_per_version: u64,
+    /// A request body from which no byte arrives this long is given up (408).
+    pub body_idle_timeout_secs: u64,
+    /// Uploads received at once; beyond it 503 `too_many_uploads`.
+    pub max_concurrent_uploads: usize,
     /// Allow listening on a non-loopback address without authentication.
     pub insecure_no_auth: bool,
     /// `Host` values served (`name` for any port, `name:port` for one); `["*"]`
@@ -532,6 +538,8 @@ impl Default for ServeConfig {
             database_url: None,
             max_upload_size: 64 << 30,
             max_files_per_version: artifactstore_index::DEFAULT_MAX_FILES_PER_VERSION,
+            body_idle_timeout_secs: 60,
+            max_concurrent_uploads: 1024,
             insecure_no_auth: false,
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),
@@ -575,6 +583,16 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
         .merge(Serialized::defaults(flags));
     let cfg: ServeConfig = fig.extract().context("invalid configuration")?;
     cfg.s3.refuse_plain_secrets()?;
+    // Zero would refuse every body or every upload; the upper bounds keep the timer's
+    // deadline and the permit count representable.
+    anyhow::ensure!(
+        (1..=86_400).contains(&cfg.body_idle_timeout_secs),
+        "body_idle_timeout_secs must be 1..=86400"
+    );
+    anyhow::ensure!(
+        (1..=1 << 20).contains(&cfg.max_concurrent_uploads),
+        "max_concurrent_uploads must be 1..=1048576"
+    );
     Ok(cfg)
 }
 

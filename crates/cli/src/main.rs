@@ -5,6 +5,7 @@
 //! error, 3 not found, 4 conflict, 5 integrity problem (digest mismatch, fsck findings),
 //! 6 server unreachable.
 
+use std::io;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -128,6 +129,43 @@ enum StorageCommand {
     /// Prove the backend works: health, round trip, ranged read, multipart, conditional
     /// create, delete and cleanup. Exit 0 only when every check passes.
     Verify(serve::StoreArgs),
+}
+
+/// Raises this process's soft limit of open files to its hard limit (the servers call it
+/// as they start). A server holds a descriptor per connection and per upload's temp
+/// file, and the usual soft default of 1024 is spent by a few hundred stalled uploads
+/// long before any limit of the server's own applies.
+pub(crate) fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only the struct they are given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        let error = io::Error::last_os_error();
+        tracing::debug!(%error, "could not read the open-file limit");
+        return;
+    }
+    let soft = lim.rlim_cur;
+    if soft >= lim.rlim_max {
+        tracing::debug!(
+            limit = soft,
+            "open-file limit: the soft limit is the hard limit"
+        );
+        return;
+    }
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } == 0 {
+        tracing::debug!(
+            from = soft,
+            to = lim.rlim_max,
+            "raised the open-file soft limit to the hard limit"
+        );
+    } else {
+        let error = io::Error::last_os_error();
+        tracing::debug!(%error, soft, hard = lim.rlim_max, "could not raise the open-file soft limit");
+    }
 }
 
 fn main() -> ExitCode {

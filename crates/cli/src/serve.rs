@@ -58,6 +58,8 @@ pub fn init_logs(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    // Only the servers log: this is where both start, so they raise the limit here.
+    crate::raise_open_file_limit();
 }
 
 /// Holds an exclusive lock on the data directory for the life of the server: two
@@ -141,6 +143,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ServiceConfig {
             max_upload_size: cfg.max_upload_size,
             origins: origins(&cfg, addr),
+            body_idle_timeout: std::time::Duration::from_secs(cfg.body_idle_timeout_secs),
+            max_concurrent_uploads: cfg.max_concurrent_uploads,
             ..ServiceConfig::default()
         },
     );

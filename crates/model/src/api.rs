@@ -172,7 +172,11 @@ pub enum ErrorCode {
     OriginNotAllowed,
     PayloadTooLarge,
     RangeNotSatisfiable,
+    /// 408: no byte of the request body arrived for `body_idle_timeout_secs`.
+    RequestTimeout,
     RouteNotFound,
+    /// 503: `max_concurrent_uploads` uploads are being received (`Retry-After`).
+    TooManyUploads,
     UnsupportedMediaType,
     VersionComplete,
     VersionDeleted,

@@ -18,6 +18,7 @@ use artifactstore_blob::BlobStore;
 use artifactstore_index::Index;
 
 mod artifacts;
+mod body_idle;
 mod download;
 pub mod error;
 mod events;
@@ -40,6 +41,10 @@ pub struct ServiceConfig {
     pub max_event_wait: Duration,
     /// Which `Host` and `Origin` headers are served (see [`guard`]).
     pub origins: guard::Origins,
+    /// A request body silent this long is given up: 408 `request_timeout`.
+    pub body_idle_timeout: Duration,
+    /// Uploads received at once; beyond it 503 `too_many_uploads`.
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for ServiceConfig {
@@ -51,6 +56,8 @@ impl Default for ServiceConfig {
                 [127, 0, 0, 1],
                 8480,
             ))),
+            body_idle_timeout: Duration::from_secs(60),
+            max_concurrent_uploads: 1024,
         }
     }
 }
@@ -77,6 +84,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub config: Arc<ServiceConfig>,
     pub probes: Vec<Arc<dyn Probe>>,
+    /// One permit per upload being received (`max_concurrent_uploads`).
+    pub upload_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -85,6 +94,7 @@ impl AppState {
             blobs,
             index,
             metrics: Arc::new(Metrics::default()),
+            upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
             config: Arc::new(config),
             probes: Vec::new(),
         }
@@ -130,6 +140,10 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/events", get(events::list))
         .fallback(ops::route_not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            body_idle::limit,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)

@@ -227,3 +227,33 @@ fn credential_settings_keep_their_environment_names_and_refs_are_typed() {
         Ok(())
     });
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn upload_limits_come_from_the_file_and_the_environment_and_zero_is_refused() {
+    figment::Jail::expect_with(|jail| {
+        let c = load(None, &ServeFlags::default()).unwrap();
+        assert_eq!(
+            (c.body_idle_timeout_secs, c.max_concurrent_uploads),
+            (60, 1024)
+        );
+        jail.create_file(
+            "c.toml",
+            "body_idle_timeout_secs = 7\nmax_concurrent_uploads = 9\n",
+        )?;
+        let c = load(Some(Path::new("c.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!((c.body_idle_timeout_secs, c.max_concurrent_uploads), (7, 9));
+        jail.set_env("ARTIFACTSTORE_BODY_IDLE_TIMEOUT_SECS", "3");
+        jail.set_env("ARTIFACTSTORE_MAX_CONCURRENT_UPLOADS", "2");
+        let c = load(Some(Path::new("c.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!((c.body_idle_timeout_secs, c.max_concurrent_uploads), (3, 2));
+        jail.set_env("ARTIFACTSTORE_MAX_CONCURRENT_UPLOADS", "0");
+        let err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
+        assert!(err.contains("max_concurrent_uploads"), "{err}");
+        jail.set_env("ARTIFACTSTORE_MAX_CONCURRENT_UPLOADS", "2");
+        jail.set_env("ARTIFACTSTORE_BODY_IDLE_TIMEOUT_SECS", "0");
+        let err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
+        assert!(err.contains("body_idle_timeout_secs"), "{err}");
+        Ok(())
+    });
+}

@@ -144,13 +144,23 @@ impl Server {
     /// A server whose S3 prefix is that of `shared`: replicas started with the same
     /// `shared` path (and the same `--database-url`) serve one store.
     pub fn start_replica(data_dir: &Path, shared: &Path, extra: &[&str]) -> Server {
+        Self::start_full(data_dir, shared, extra, &[])
+    }
+
+    /// A server with `env` set in its environment on top of the test's own.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        Self::start_full(data_dir, data_dir, extra, env)
+    }
+
+    fn start_full(data_dir: &Path, shared: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let stderr_log = data_dir.with_extension(format!("stderr.{}.log", std::process::id()));
         let s3_prefix = on_s3().then(|| s3_prefix_for(shared));
         let mut cmd = Command::new(BIN);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env_remove("ARTIFACTSTORE_URL");
+            .env_remove("ARTIFACTSTORE_URL")
+            .envs(env.iter().copied());
         if let Some(prefix) = &s3_prefix {
             // Each server has its own prefix, so sweeping everything stale at start-up
             // (age 0) touches only its own uploads.

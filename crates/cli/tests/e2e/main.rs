@@ -9,4 +9,5 @@ mod common;
 mod cli;
 mod crash;
 mod http_api;
+mod stalled_uploads;
 mod storage_verify;
