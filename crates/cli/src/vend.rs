@@ -12,6 +12,10 @@ use crate::config::LogFormat;
 use crate::exit::{self, fail};
 use crate::serve::{init_logs, shutdown_signal};
 
+mod audit;
+
+pub use audit::AuditCommand;
+
 #[derive(Subcommand)]
 pub enum VendCommand {
     /// Run the vending service: OIDC token in, short-lived storage credentials out.
@@ -31,12 +35,6 @@ pub enum VendCommand {
     Audit(AuditCommand),
     /// Revoke a lease, or a subject or role (its live leases and future vending).
     Revoke(RevokeArgs),
-}
-
-#[derive(Subcommand)]
-pub enum AuditCommand {
-    /// Check the hash chain of an audit log; exit 5 at the first broken line.
-    Verify { file: PathBuf },
 }
 
 #[derive(Args)]
@@ -91,7 +89,7 @@ pub async fn vend(command: VendCommand, json_out: bool) -> anyhow::Result<u8> {
             listen,
             log_format,
         } => serve(&config, listen, log_format).await.map(|()| 0),
-        VendCommand::Audit(AuditCommand::Verify { file }) => audit_verify(&file, json_out),
+        VendCommand::Audit(command) => audit::audit(command, json_out),
         VendCommand::Revoke(args) => revoke(args, json_out).await,
     }
 }
@@ -122,34 +120,6 @@ async fn serve(path: &Path, listen: Option<String>, log_format: LogFormat) -> an
     background.abort();
     service.leases.close().await;
     Ok(())
-}
-
-fn audit_verify(file: &Path, json_out: bool) -> anyhow::Result<u8> {
-    match artifactstore_vend::audit::verify(file) {
-        Ok(report) => {
-            if json_out {
-                println!(
-                    "{}",
-                    json!({"ok": true, "lines": report.lines, "head": report.head})
-                );
-            } else {
-                println!(
-                    "ok: {} lines, chain intact; head {}",
-                    report.lines, report.head
-                );
-            }
-            Ok(0)
-        }
-        Err(artifactstore_vend::audit::AuditError::Corrupt { line, message, .. }) => {
-            if json_out {
-                println!("{}", json!({"ok": false, "line": line, "message": message}));
-            } else {
-                println!("BROKEN at line {line}: {message}");
-            }
-            Ok(exit::INTEGRITY)
-        }
-        Err(e) => Err(fail(exit::FAILURE, e.to_string())),
-    }
 }
 
 fn read_secret_file(path: &Path, what: &str) -> anyhow::Result<String> {

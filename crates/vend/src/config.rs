@@ -102,6 +102,11 @@ pub struct AuditConfig {
     /// it a random key is drawn at start-up, so hashes only correlate within one run.
     #[serde(default)]
     pub hmac_key_ref: Option<SecretRef>,
+    /// Key of the HMAC that seals every line of the chain (at least 32 bytes). Without
+    /// it a key is generated beside the log (`<path>.chain-key`, mode 0600) at the
+    /// first start and reused.
+    #[serde(default)]
+    pub chain_key_ref: Option<SecretRef>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -175,7 +175,16 @@ pub async fn build_with_clock(
             k
         }
     };
-    let audit = audit::AuditLog::open(&config.audit.path, &hmac_key, clock.clone())?;
+    let chain_key = match &config.audit.chain_key_ref {
+        Some(r) => audit::ChainKey::from_ref(r, &mut warnings),
+        None => audit::ChainKey::load_or_generate(
+            &audit::default_key_path(&config.audit.path),
+            &mut warnings,
+        ),
+    }
+    .map_err(audit::AuditError::from)?;
+    let audit =
+        audit::AuditLog::open_keyed(&config.audit.path, &hmac_key, chain_key, clock.clone())?;
     let index = leases::LeaseStore::open(&config.database_url)
         .await
         .map_err(|source| StartError::LeaseStore {

@@ -3,6 +3,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod audit_chain;
 mod helpers;
 mod live;
 mod rotation;

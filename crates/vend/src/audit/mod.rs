@@ -1,6 +1,8 @@
-//! The audit log: one JSON line per decision and per lease change, each carrying the
-//! SHA-256 of the line before it, so that an edited, inserted or removed line breaks
-//! the chain (`artifactstore vend audit verify`).
+//! The audit log: one JSON line per decision and per lease change, each sealed with
+//! an HMAC-SHA256 under the chain key and carrying the MAC of the line before it, so
+//! that a line edited, inserted or removed — even with the chain recomputed — breaks
+//! the chain, and a file whose head was cut lacks its genesis line
+//! (`artifactstore vend audit verify`).
 //!
 //! A line is on disk (written and fdatasync'ed) before the answer it records is sent:
 //! no record, no credential. The file is opened for every line, so a file that has
@@ -8,7 +10,9 @@
 
 mod chain;
 mod file;
+mod key;
 mod record;
+mod start;
 #[cfg(test)]
 mod tests;
 mod verify;
@@ -19,16 +23,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use artifactstore_model::Clock;
 
-use chain::{Chain, append_line, sha256_hex};
-use file::{last_complete_line, open_append};
+use chain::{Chain, append_line};
+use file::open_append;
 
-pub use chain::GENESIS;
+pub use chain::{GENESIS, GENESIS_EVENT};
+pub use key::{ChainKey, KeyError, MIN_KEY_BYTES, default_key_path};
 pub use record::{AuditRecord, DETAIL_MAX, FIELD_MAX};
-pub use verify::{VerifyReport, verify};
+pub use verify::{Head, VerifyReport, head, is_head, verify};
 
 pub struct AuditLog {
     path: PathBuf,
     chain: std::sync::Arc<std::sync::Mutex<Chain>>,
+    chain_key: Arc<ChainKey>,
     hmac_key: aws_lc_rs::hmac::Key,
     /// Stamps each line's `time`.
     clock: Arc<dyn Clock>,
@@ -43,51 +49,56 @@ pub enum AuditError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// `line` counts from 1; 0 when the line's number is not known (the last line,
+    /// found without reading the file through).
     #[error("audit log {path}: line {line}: {message}")]
     Corrupt {
         path: PathBuf,
         line: u64,
         message: String,
     },
+    #[error("{0}")]
+    Key(#[from] KeyError),
 }
 
 impl AuditLog {
-    /// Opens (creating, mode 0600) the log and continues its chain. A last line cut
-    /// short by a crash was never acknowledged; it is removed.
+    /// [`open_keyed`](Self::open_keyed) with the key generated beside the log
+    /// ([`default_key_path`]), as when `[audit] chain_key_ref` is unset.
     pub fn open(path: &Path, hmac_key: &[u8], clock: Arc<dyn Clock>) -> Result<Self, AuditError> {
-        let io = |source| AuditError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        let file = open_append(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        let (seq, prev) = match last_complete_line(path, &file, len).map_err(io)? {
-            None => (0, GENESIS.to_owned()),
-            Some(last) => {
-                let value: serde_json::Value =
-                    serde_json::from_slice(&last).map_err(|e| AuditError::Corrupt {
-                        path: path.to_owned(),
-                        line: 0,
-                        message: format!("last line is not JSON: {e}"),
-                    })?;
-                let seq = value.get("seq").and_then(|s| s.as_u64()).ok_or_else(|| {
-                    AuditError::Corrupt {
-                        path: path.to_owned(),
-                        line: 0,
-                        message: "last line has no seq".into(),
-                    }
-                })?;
-                (seq, sha256_hex(&last))
-            }
-        };
+        let mut warnings = Vec::new();
+        let key = ChainKey::load_or_generate(&default_key_path(path), &mut warnings)?;
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Self::open_keyed(path, hmac_key, key, clock)
+    }
+
+    /// Opens (creating, mode 0600) the log and continues its chain. A last line cut
+    /// short by a crash was never acknowledged; it is removed. A file that was not
+    /// chained under `chain_key` (the unkeyed format of older versions, another key)
+    /// is not appended to: it is moved aside and a new file begins, whose genesis line
+    /// names the old file and has its head as `prev`.
+    pub fn open_keyed(
+        path: &Path,
+        hmac_key: &[u8],
+        chain_key: ChainKey,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, AuditError> {
+        let chain = start::continue_or_begin(path, &chain_key, &*clock)?;
         Ok(AuditLog {
             path: path.to_owned(),
-            chain: std::sync::Arc::new(std::sync::Mutex::new(Chain { seq, prev })),
+            chain: std::sync::Arc::new(std::sync::Mutex::new(chain)),
+            chain_key: Arc::new(chain_key),
             hmac_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, hmac_key),
             clock,
             healthy: AtomicBool::new(true),
             failures: AtomicU64::new(0),
         })
+    }
+
+    /// The id of the key the chain is sealed with.
+    pub fn chain_key_id(&self) -> &str {
+        self.chain_key.id()
     }
 
     pub fn path(&self) -> &Path {
@@ -119,8 +130,9 @@ impl AuditLog {
         let path = self.path.clone();
         let record = record.clone().bounded();
         let clock = self.clock.clone();
+        let key = self.chain_key.clone();
         let written =
-            tokio::task::spawn_blocking(move || append_line(&chain, &path, &*clock, &record))
+            tokio::task::spawn_blocking(move || append_line(&chain, &path, &*clock, &key, &record))
                 .await
                 .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
         match written {

@@ -8,6 +8,18 @@ use super::record::truncated;
 use super::*;
 use crate::reason::Reason;
 
+mod keyed;
+
+/// The key generated beside the log at `path`.
+fn generated_key(path: &Path) -> ChainKey {
+    ChainKey::load_or_generate(&default_key_path(path), &mut Vec::new()).unwrap()
+}
+
+/// The log at `path` checked under its generated key.
+fn verified(path: &Path) -> Result<VerifyReport, AuditError> {
+    verify(&[path.to_owned()], Some(&generated_key(path)), None)
+}
+
 fn record(event: &'static str) -> AuditRecord {
     AuditRecord {
         event,
@@ -30,25 +42,25 @@ async fn a_restart_works_after_a_line_of_any_length() {
         detail: Some("x".repeat(200 * 1024)),
         ..record("revocation.added")
     };
-    append_line(&log.chain, &path, &*clock, &huge).unwrap();
+    append_line(&log.chain, &path, &*clock, &log.chain_key, &huge).unwrap();
     drop(log);
     assert!(std::fs::metadata(&path).unwrap().len() > 200 * 1024);
 
     let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
     log.append(&record("decision")).await.unwrap();
-    assert_eq!(verify(&path).unwrap().lines, 3);
+    assert_eq!(verified(&path).unwrap().lines, 4);
 
     // A crash tore the next line: it goes, the chain continues.
     std::fs::OpenOptions::new()
         .append(true)
         .open(&path)
         .unwrap()
-        .write_all(b"{\"seq\":4,\"ev")
+        .write_all(b"{\"seq\":5,\"ev")
         .unwrap();
     drop(log);
     let log = AuditLog::open(&path, b"k", clock).unwrap();
     log.append(&record("decision")).await.unwrap();
-    assert_eq!(verify(&path).unwrap().lines, 4);
+    assert_eq!(verified(&path).unwrap().lines, 5);
 }
 
 /// What a client sent is cut to its bound and marked, so a line stays small.
@@ -68,7 +80,7 @@ async fn long_fields_are_cut_and_marked() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(text.len() < 4 * 1024, "{} bytes", text.len());
     assert_eq!(text.matches("bytes cut]").count(), 3);
-    assert!(verify(&path).is_ok());
+    assert!(verified(&path).is_ok());
     assert_eq!(truncated("short", FIELD_MAX), "short");
 }
 
@@ -82,20 +94,20 @@ async fn the_chain_survives_a_restart_and_detects_edits() {
     drop(log);
     let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
     log.append(&record("decision")).await.unwrap();
-    let report = verify(&path).unwrap();
-    assert_eq!(report.lines, 3);
+    let report = verified(&path).unwrap();
+    assert_eq!(report.lines, 4);
 
     let text = std::fs::read_to_string(&path).unwrap();
     let edited = text.replacen("\"subject\":\"s\"", "\"subject\":\"t\"", 1);
     std::fs::write(&path, &edited).unwrap();
-    let e = verify(&path).unwrap_err();
+    let e = verified(&path).unwrap_err();
     assert!(matches!(e, AuditError::Corrupt { line: 2, .. }), "{e}");
 
     let mut lines: Vec<&str> = text.lines().collect();
     lines.remove(1);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     assert!(matches!(
-        verify(&path).unwrap_err(),
+        verified(&path).unwrap_err(),
         AuditError::Corrupt { line: 2, .. }
     ));
 }
@@ -118,8 +130,8 @@ async fn requests_dropped_mid_append_do_not_break_the_chain() {
     log.append(&record("decision")).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     log.append(&record("decision")).await.unwrap();
-    let report = verify(&path).unwrap();
-    assert!(report.lines >= 2, "{report:?}");
+    let report = verified(&path).unwrap();
+    assert!(report.lines >= 3, "{report:?}");
 }
 
 #[tokio::test]
@@ -149,12 +161,12 @@ async fn a_torn_last_line_is_dropped_at_open() {
         .append(true)
         .open(&path)
         .unwrap();
-    f.write_all(b"{\"seq\":2,\"ti").unwrap();
+    f.write_all(b"{\"seq\":3,\"ti").unwrap();
     drop(f);
-    assert!(verify(&path).is_err());
+    assert!(verified(&path).is_err());
     let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
     log.append(&record("decision")).await.unwrap();
-    assert_eq!(verify(&path).unwrap().lines, 2);
+    assert_eq!(verified(&path).unwrap().lines, 3);
 }
 
 #[tokio::test]

@@ -1,0 +1,236 @@
+//! `artifactstore vend audit verify` and `vend audit head`.
+//!
+//! Exit codes of `verify`: 0 when the chain is intact and authenticated under the
+//! chain key; 5 at the first break (naming file and line); 1 when the structure is
+//! intact but no chain key was found, so the chain is not authenticated (anyone can
+//! write a structurally sound chain); 2 when the key or config cannot be read.
+
+use std::path::{Path, PathBuf};
+
+use artifactstore_model::secret::SecretRef;
+use artifactstore_vend::audit::{self, AuditError, ChainKey};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::exit::{self, fail};
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check an audit log's keyed chain: every line's MAC under the chain key, the
+    /// genesis line, `seq` and `prev`. Exit 5 at the first broken line, 1 when no key
+    /// was found (structure checked, not authenticated), 0 when intact.
+    Verify {
+        /// The log's files, oldest first (a file vend moved aside, then the log).
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// The chain key (`env:NAME` or `file:/path`). Default: the key of --config,
+        /// else the key file generated beside FILE (`FILE.chain-key`).
+        #[arg(long, value_name = "REF")]
+        key_ref: Option<String>,
+        /// The vending configuration whose chain key to use (`[audit] chain_key_ref`,
+        /// or the key generated beside `[audit] path`).
+        #[arg(long, value_name = "FILE", conflicts_with = "key_ref")]
+        config: Option<PathBuf>,
+        /// A head kept elsewhere earlier (`vend audit head`): unless some line's MAC
+        /// is this, lines were cut from the end.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+    },
+    /// Print the head of an audit log (the MAC of its last line), to keep elsewhere.
+    Head {
+        /// The audit log.
+        #[arg(value_name = "FILE", required_unless_present = "config")]
+        file: Option<PathBuf>,
+        /// The vending configuration whose `[audit] path` to read.
+        #[arg(long, value_name = "FILE", conflicts_with = "file")]
+        config: Option<PathBuf>,
+    },
+}
+
+pub fn audit(command: AuditCommand, json_out: bool) -> anyhow::Result<u8> {
+    match command {
+        AuditCommand::Verify {
+            files,
+            key_ref,
+            config,
+            expect_head,
+        } => verify(&files, key_ref, config, expect_head, json_out),
+        AuditCommand::Head { file, config } => {
+            let file = match (file, config) {
+                (Some(file), _) => file,
+                (None, Some(config)) => load_config(&config)?.audit.path,
+                (None, None) => return Err(fail(exit::USAGE, "give FILE or --config")),
+            };
+            head(&file, json_out)
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<artifactstore_vend::VendConfig> {
+    artifactstore_vend::VendConfig::load(path).map_err(|e| fail(exit::USAGE, e.to_string()))
+}
+
+/// The chain key to verify with, and where it came from (for the report; never the
+/// key itself): `--key-ref`, else `--config`'s, else a key file generated beside one of
+/// the files. `None` when there is none: the structure can still be checked.
+fn chain_key(
+    files: &[PathBuf],
+    key_ref: Option<String>,
+    config: Option<PathBuf>,
+) -> anyhow::Result<Option<(ChainKey, String)>> {
+    let key_error = |e: audit::KeyError| fail(exit::USAGE, e.to_string());
+    let mut warnings = Vec::new();
+    let found = if let Some(r) = key_ref {
+        let r = SecretRef::parse(&r).map_err(|e| fail(exit::USAGE, format!("--key-ref: {e}")))?;
+        Some((ChainKey::from_ref(&r, &mut warnings).map_err(key_error)?, r))
+    } else if let Some(config) = config {
+        let config = load_config(&config)?;
+        match config.audit.chain_key_ref {
+            Some(r) => Some((ChainKey::from_ref(&r, &mut warnings).map_err(key_error)?, r)),
+            None => generated_key(&audit::default_key_path(&config.audit.path), &mut warnings)?,
+        }
+    } else {
+        let mut found = None;
+        for file in files.iter().rev() {
+            found = generated_key(&audit::default_key_path(file), &mut warnings)?;
+            if found.is_some() {
+                break;
+            }
+        }
+        found
+    };
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(found.map(|(key, r)| (key, r.to_string())))
+}
+
+/// The key in a generated key file, if there is one. Never generates: verifying reads
+/// only.
+fn generated_key(
+    path: &Path,
+    warnings: &mut Vec<String>,
+) -> anyhow::Result<Option<(ChainKey, SecretRef)>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let r = SecretRef::File(path.to_owned());
+    let key = ChainKey::from_ref(&r, warnings).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    Ok(Some((key, r)))
+}
+
+fn io_failure(e: &AuditError) -> u8 {
+    match e {
+        AuditError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            exit::NOT_FOUND
+        }
+        _ => exit::FAILURE,
+    }
+}
+
+fn verify(
+    files: &[PathBuf],
+    key_ref: Option<String>,
+    config: Option<PathBuf>,
+    expect_head: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<u8> {
+    if let Some(h) = &expect_head
+        && !audit::is_head(h)
+    {
+        return Err(fail(
+            exit::USAGE,
+            "--expect-head: a head is 64 lower-case hex digits (as `vend audit head` prints it)",
+        ));
+    }
+    let key = chain_key(files, key_ref, config)?;
+    let report = match audit::verify(files, key.as_ref().map(|(k, _)| k), expect_head.as_deref()) {
+        Ok(report) => report,
+        Err(AuditError::Corrupt {
+            path,
+            line,
+            message,
+        }) => {
+            if json_out {
+                println!(
+                    "{}",
+                    json!({"ok": false, "file": path, "line": line, "message": message})
+                );
+            } else {
+                println!("BROKEN at line {line} of {}: {message}", path.display());
+            }
+            return Ok(exit::INTEGRITY);
+        }
+        Err(e) => return Err(fail(io_failure(&e), e.to_string())),
+    };
+    let source = key.as_ref().map(|(_, from)| from.as_str());
+    if json_out {
+        println!(
+            "{}",
+            json!({
+                "ok": report.authenticated,
+                "authenticated": report.authenticated,
+                "key_from": source,
+                "files": report.files,
+                "lines": report.lines,
+                "head": report.head,
+                "key_id": report.key_id,
+                "previous_head": report.previous_head,
+                "lines_after_expected_head": report.lines_after_expected_head,
+            })
+        );
+    } else if let Some(source) = source {
+        println!(
+            "ok: {} lines in {} file(s), chain intact and authenticated under key id {} ({source}); head {}",
+            report.lines, report.files, report.key_id, report.head
+        );
+        if let Some(after) = report.lines_after_expected_head {
+            println!("the expected head was found; {after} line(s) were appended after it");
+        }
+    } else {
+        println!(
+            "NOT AUTHENTICATED: {} lines in {} file(s), structure intact, but no chain key was found (--key-ref, --config, or {}), so anyone could have written this chain; head {}",
+            report.lines,
+            report.files,
+            files
+                .last()
+                .map(|f| audit::default_key_path(f).display().to_string())
+                .unwrap_or_default(),
+            report.head
+        );
+    }
+    Ok(if report.authenticated {
+        0
+    } else {
+        exit::FAILURE
+    })
+}
+
+fn head(file: &Path, json_out: bool) -> anyhow::Result<u8> {
+    let head = match audit::head(file) {
+        Ok(head) => head,
+        Err(AuditError::Corrupt { message, .. }) => {
+            return Err(fail(
+                exit::INTEGRITY,
+                format!("{}: {message}", file.display()),
+            ));
+        }
+        Err(e) => return Err(fail(io_failure(&e), e.to_string())),
+    };
+    if head.torn_tail {
+        eprintln!(
+            "warning: {}: the last line is torn (a write cut short); the head is that of line seq {}",
+            file.display(),
+            head.seq
+        );
+    }
+    if json_out {
+        println!(
+            "{}",
+            json!({"file": file, "head": head.head, "seq": head.seq, "torn_tail": head.torn_tail})
+        );
+    } else {
+        println!("{}", head.head);
+    }
+    Ok(0)
+}
