@@ -109,7 +109,42 @@ pub enum Error {
     },
 }
 
+/// A failure of the store itself, not of the request nor of this program: what the
+/// server answers as 503 or 507 rather than as an internal error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The store does not answer, answers too late, drops the connection, says it is
+    /// overloaded, fails (5xx), or its disk fails (`EIO`, a file system remounted
+    /// read-only): worth trying again later.
+    Unavailable,
+    /// The store has no room: a full disk (`ENOSPC`), an exhausted quota (`EDQUOT`), or an
+    /// object store that says it is out of capacity or over its quota.
+    Full,
+}
+
+/// `EIO` is 5 on every Unix; std gives it no `ErrorKind` of its own.
+const EIO: i32 = 5;
+
 impl Error {
+    /// Whether this is a fault of the store ([`StoreFault`]) rather than a refused
+    /// request or a bug. Other I/O errors (permissions, a missing directory) are
+    /// configuration faults and stay `None`.
+    pub fn fault(&self) -> Option<StoreFault> {
+        match self {
+            Error::Io { source, .. } => match source.kind() {
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => Some(StoreFault::Full),
+                io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::TimedOut => {
+                    Some(StoreFault::Unavailable)
+                }
+                _ if source.raw_os_error() == Some(EIO) => Some(StoreFault::Unavailable),
+                _ => None,
+            },
+            #[cfg(feature = "s3")]
+            Error::Backend { kind, .. } => kind.fault(),
+            _ => None,
+        }
+    }
+
     /// Whether the same call may succeed if simply tried again.
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -168,4 +203,31 @@ pub(crate) async fn verify_only(mut body: ByteStream, expected: Digest) -> Resul
         size,
         created: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io(errno: i32) -> Error {
+        Error::Io {
+            op: "write temp file",
+            path: "/data/tmp/1.part".into(),
+            source: io::Error::from_raw_os_error(errno),
+        }
+    }
+
+    #[test]
+    fn disk_errors_that_are_not_ours_are_store_faults() {
+        // ENOSPC, EDQUOT: no room; EIO, EROFS: the disk fails.
+        assert_eq!(io(28).fault(), Some(StoreFault::Full));
+        assert_eq!(io(122).fault(), Some(StoreFault::Full));
+        assert_eq!(io(5).fault(), Some(StoreFault::Unavailable));
+        assert_eq!(io(30).fault(), Some(StoreFault::Unavailable));
+        // EACCES, ENOENT: a configuration fault, not the store's.
+        assert_eq!(io(13).fault(), None);
+        assert_eq!(io(2).fault(), None);
+        assert_eq!(Error::Task("panicked".into()).fault(), None);
+        assert_eq!(Error::Body(io::Error::other("client gone")).fault(), None);
+    }
 }

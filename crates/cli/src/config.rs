@@ -123,6 +123,8 @@ pub struct S3Settings {
     pub ca_bundle: Option<PathBuf>,
     pub connect_timeout_secs: u64,
     pub read_timeout_secs: u64,
+    /// Longest one S3 call may take, all attempts included.
+    pub operation_timeout_secs: u64,
     pub checksum: Checksum,
     /// Multipart part size in bytes (at least 5 MiB).
     pub part_size: u64,
@@ -201,6 +203,7 @@ impl Default for S3Settings {
             ca_bundle: None,
             connect_timeout_secs: 10,
             read_timeout_secs: 60,
+            operation_timeout_secs: 120,
             checksum: Checksum::WhenRequired,
             part_size: 8 << 20,
             concurrency: 4,

@@ -323,6 +323,7 @@ pub fn s3_store(
         ca_bundle: s.ca_bundle.clone(),
         connect_timeout: Duration::from_secs(s.connect_timeout_secs),
         read_timeout: Duration::from_secs(s.read_timeout_secs),
+        operation_timeout: Duration::from_secs(s.operation_timeout_secs),
         checksum: match s.checksum {
             Checksum::WhenRequired => ChecksumMode::WhenRequired,
             Checksum::WhenSupported => ChecksumMode::WhenSupported,

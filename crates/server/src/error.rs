@@ -16,7 +16,12 @@ pub struct ApiError {
     pub message: String,
     /// For 416: the size to report in `Content-Range: bytes */size`.
     pub unsatisfiable_size: Option<u64>,
+    /// For 503: the seconds to send in `Retry-After`.
+    pub retry_after_secs: Option<u64>,
 }
+
+/// How long a client is asked to wait before trying a store that failed again.
+pub const STORAGE_RETRY_AFTER_SECS: u64 = 5;
 
 impl ApiError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
@@ -25,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             unsatisfiable_size: None,
+            retry_after_secs: None,
         }
     }
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
@@ -44,6 +50,36 @@ impl ApiError {
             ErrorCode::InternalError,
             "internal error; see the server log",
         )
+    }
+}
+
+impl ApiError {
+    /// A fault of the blob store, answered as what it is: 503 `storage_unavailable` with
+    /// `Retry-After`, or 507 `insufficient_storage`. The error, with the endpoint, path
+    /// or upstream text it names, goes to the log only.
+    fn store_fault(fault: artifactstore_blob::StoreFault, e: &artifactstore_blob::Error) -> Self {
+        use artifactstore_blob::StoreFault;
+        match fault {
+            StoreFault::Unavailable => {
+                tracing::warn!(error = %e, "blob store unavailable");
+                ApiError {
+                    retry_after_secs: Some(STORAGE_RETRY_AFTER_SECS),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        ErrorCode::StorageUnavailable,
+                        "the blob store is unavailable; try again later",
+                    )
+                }
+            }
+            StoreFault::Full => {
+                tracing::error!(error = %e, "blob store full");
+                Self::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    ErrorCode::InsufficientStorage,
+                    "the blob store is full",
+                )
+            }
+        }
     }
 }
 
@@ -112,7 +148,10 @@ impl From<artifactstore_blob::Error> for ApiError {
                 ErrorCode::BodyIncomplete,
                 format!("upload body failed: {e}; nothing was stored"),
             ),
-            other => ApiError::internal(other),
+            other => match other.fault() {
+                Some(fault) => ApiError::store_fault(fault, &other),
+                None => ApiError::internal(other),
+            },
         }
     }
 }
@@ -126,6 +165,10 @@ impl IntoResponse for ApiError {
         {
             resp.headers_mut().insert(header::CONTENT_RANGE, v);
         }
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp.extensions_mut().insert(ErrorCodeTag(self.code));
         resp
     }
@@ -136,3 +179,103 @@ impl IntoResponse for ApiError {
 pub struct ErrorCodeTag(pub ErrorCode);
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod store_fault_tests {
+    use std::io;
+
+    use super::*;
+
+    fn io_error(source: io::Error) -> artifactstore_blob::Error {
+        artifactstore_blob::Error::Io {
+            op: "write temp file",
+            path: "/srv/artifacts/tmp/1.part".into(),
+            source,
+        }
+    }
+
+    fn answer(e: artifactstore_blob::Error) -> (StatusCode, ErrorCode, Option<String>, String) {
+        let api = ApiError::from(e);
+        let (status, code, message) = (api.status, api.code, api.message.clone());
+        let resp = api.into_response();
+        let retry = resp
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().to_owned());
+        (status, code, retry, message)
+    }
+
+    #[test]
+    fn a_full_disk_is_507_and_a_failing_one_503_with_retry_after() {
+        for errno in [28 /* ENOSPC */, 122 /* EDQUOT */] {
+            let (status, code, retry, message) =
+                answer(io_error(io::Error::from_raw_os_error(errno)));
+            assert_eq!(
+                (status, code),
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    ErrorCode::InsufficientStorage
+                )
+            );
+            assert_eq!(retry, None);
+            assert!(!message.contains("/srv"), "{message}");
+        }
+        for errno in [5 /* EIO */, 30 /* EROFS */] {
+            let (status, code, retry, message) =
+                answer(io_error(io::Error::from_raw_os_error(errno)));
+            assert_eq!(
+                (status, code),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::StorageUnavailable
+                )
+            );
+            assert_eq!(retry.as_deref(), Some("5"));
+            assert!(!message.contains("/srv"), "{message}");
+        }
+        let (status, code, _, _) =
+            answer(io_error(io::Error::from_raw_os_error(13 /* EACCES */)));
+        assert_eq!(
+            (status, code),
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError),
+            "a permission error is ours to fix, not the store's"
+        );
+    }
+
+    #[test]
+    fn an_object_store_that_fails_or_is_full_is_answered_as_such() {
+        use artifactstore_blob::s3::BackendErrorKind as K;
+        let backend = |kind| artifactstore_blob::Error::Backend {
+            op: "PutObject",
+            target: "s3://b/k at http://10.0.0.7:9000".into(),
+            kind,
+            detail: "HTTP 503 SlowDown: upstream words".into(),
+        };
+        for kind in [K::Timeout, K::Unreachable, K::SlowDown, K::ServerError] {
+            let (status, code, retry, message) = answer(backend(kind));
+            assert_eq!(
+                (status, code),
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::StorageUnavailable
+                ),
+                "{kind:?}"
+            );
+            assert_eq!(retry.as_deref(), Some("5"));
+            assert!(
+                !message.contains("10.0.0.7") && !message.contains("upstream"),
+                "{message}"
+            );
+        }
+        let (status, code, _, _) = answer(backend(K::InsufficientStorage));
+        assert_eq!(
+            (status, code),
+            (
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::InsufficientStorage
+            )
+        );
+        let (status, _, _, _) = answer(backend(K::AccessDenied));
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -1,6 +1,9 @@
 //! Operational routes: health, readiness, metrics, the OpenAPI document, and the JSON
 //! answers for unknown routes and methods.
 
+use std::future::Future;
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -19,35 +22,49 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Longest a readiness check may take: past it the check fails, so that `/readyz` of a
+/// server whose store hangs answers 503 quickly instead of hanging with it.
+pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Ready when the index answers a query, the blob store answers a lookup and every
 /// probe (the S3 backend's credentials) passes; the lookup runs first, so it can fetch
-/// a credential that was due.
+/// a credential that was due. Every call checks afresh: nothing is cached, so the
+/// answer turns 200 again by itself once the store answers.
+///
+/// The answer names each check and says `ok` or `failing`, and the kinds of backend and
+/// database, nothing more: it is public
+/// (there is no admin token yet), and why a check fails — endpoints, paths, upstream
+/// messages — goes to the log.
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let index = st.index.ping().await.map_err(|e| e.to_string());
     let probe = Digest::of(b"artifactstore readiness probe");
-    let blobs = st
-        .blobs
-        .head(&probe)
-        .await
-        .map(|_| ())
-        .map_err(|e| e.to_string());
-    let probes: Vec<(&str, Result<(), String>)> =
-        st.probes.iter().map(|p| (p.name(), p.check())).collect();
-    let ready = index.is_ok() && blobs.is_ok() && probes.iter().all(|(_, r)| r.is_ok());
-    let show = |r: &Result<(), String>| match r {
-        Ok(()) => "ok".to_owned(),
-        Err(e) => e.clone(),
-    };
-    let mut checks = json!({
-        "index": show(&index),
-        "blobs": show(&blobs),
-    });
-    for (name, result) in &probes {
-        checks[*name] = json!(show(result));
+    let (index, blobs) = tokio::join!(
+        bounded(async { st.index.ping().await.map_err(|e| e.to_string()) }),
+        bounded(async {
+            st.blobs
+                .head(&probe)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+    );
+    let mut results: Vec<(&str, Result<(), String>)> = vec![("index", index), ("blobs", blobs)];
+    results.extend(st.probes.iter().map(|p| (p.name(), p.check())));
+    let mut checks = serde_json::Map::new();
+    for (name, result) in &results {
+        let state = match result {
+            Ok(()) => "ok",
+            Err(reason) => {
+                tracing::warn!(check = name, reason = %reason, "readiness check failing");
+                "failing"
+            }
+        };
+        checks.insert((*name).to_owned(), json!(state));
     }
+    let ready = results.iter().all(|(_, r)| r.is_ok());
     let body = json!({
         "status": if ready { "ready" } else { "unready" },
         "checks": checks,
+        // Kinds only (`fs`/`s3`, `sqlite`/`postgres`), never where they are.
         "backend": st.blobs.capabilities().backend,
         "database": st.index.backend(),
     });
@@ -57,6 +74,18 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// A check that takes longer than [`READY_CHECK_TIMEOUT`] fails.
+async fn bounded(check: impl Future<Output = Result<(), String>>) -> Result<(), String> {
+    tokio::time::timeout(READY_CHECK_TIMEOUT, check)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {} s",
+                READY_CHECK_TIMEOUT.as_secs()
+            ))
+        })
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {

@@ -42,8 +42,15 @@ pub struct S3Config {
     pub path_style: bool,
     /// PEM bundle of extra CA certificates to trust, for a private endpoint.
     pub ca_bundle: Option<PathBuf>,
+    /// Longest wait for a TCP (and TLS) connection to the store.
     pub connect_timeout: Duration,
+    /// Longest one attempt may take from sending the request (its body included) to the
+    /// answer's head; also the longest wait for the next chunk of a download.
     pub read_timeout: Duration,
+    /// Longest one S3 call may take, all its attempts and the pauses between them
+    /// included, so that a store that hangs is given up on in bounded time whatever
+    /// `max_attempts` is. A download's body is not covered (`read_timeout` bounds it).
+    pub operation_timeout: Duration,
     pub checksum: ChecksumMode,
     pub part_size: usize,
     /// Parts uploaded at once; memory per upload ≈ part_size × (concurrency + 1).
@@ -63,6 +70,7 @@ impl S3Config {
             ca_bundle: None,
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(60),
+            operation_timeout: Duration::from_secs(120),
             checksum: ChecksumMode::WhenRequired,
             part_size: 8 << 20,
             concurrency: 4,
@@ -106,6 +114,7 @@ pub(super) fn build_client(cfg: &S3Config, credentials: Arc<RefreshingCache>) ->
             TimeoutConfig::builder()
                 .connect_timeout(cfg.connect_timeout)
                 .read_timeout(cfg.read_timeout)
+                .operation_timeout(cfg.operation_timeout)
                 .build(),
         );
     if let Some(endpoint) = &cfg.endpoint_url {

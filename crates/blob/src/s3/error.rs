@@ -6,7 +6,7 @@ use std::fmt;
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 
 use super::S3BlobStore;
-use crate::Error;
+use crate::{Error, StoreFault};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendErrorKind {
@@ -22,6 +22,10 @@ pub enum BackendErrorKind {
     PreconditionFailed,
     NotImplemented,
     ServerError,
+    /// Out of capacity or over a quota: `XMinioStorageFull` (MinIO, 507),
+    /// `QuotaExceeded` (Ceph RGW, 403), Garage's quota refusal (403 `AccessDenied`
+    /// "… quota is reached"), any 507.
+    InsufficientStorage,
     Other,
 }
 
@@ -42,12 +46,26 @@ impl fmt::Display for BackendErrorKind {
             BackendErrorKind::PreconditionFailed => "precondition failed",
             BackendErrorKind::NotImplemented => "not implemented by this store",
             BackendErrorKind::ServerError => "the store failed (5xx)",
+            BackendErrorKind::InsufficientStorage => "the store is full or over its quota",
             BackendErrorKind::Other => "request failed",
         })
     }
 }
 
 impl BackendErrorKind {
+    /// Which of these are faults of the store itself rather than of our request or
+    /// configuration (a refused credential, a missing bucket).
+    pub fn fault(self) -> Option<StoreFault> {
+        match self {
+            BackendErrorKind::SlowDown
+            | BackendErrorKind::Unreachable
+            | BackendErrorKind::Timeout
+            | BackendErrorKind::ServerError => Some(StoreFault::Unavailable),
+            BackendErrorKind::InsufficientStorage => Some(StoreFault::Full),
+            _ => None,
+        }
+    }
+
     pub fn is_retryable(self) -> bool {
         matches!(
             self,
@@ -110,14 +128,24 @@ where
             (kind, source_chain(e))
         }
         SdkError::TimeoutError(_) => (K::Timeout, "no answer in time".into()),
-        SdkError::ResponseError(_) => (K::Other, format!("unreadable answer: {}", source_chain(e))),
+        // An answer cut off (the connection dropped while it was read) is the store
+        // failing, as is a 5xx whose body could not be parsed.
+        SdkError::ResponseError(r) => {
+            let kind = if r.raw().status().is_server_error() {
+                K::ServerError
+            } else if has_io_source(e) {
+                K::Unreachable
+            } else {
+                K::Other
+            };
+            (kind, format!("unreadable answer: {}", source_chain(e)))
+        }
         SdkError::ServiceError(se) => {
             let status = se.raw().status().as_u16();
             let code = se.err().code().unwrap_or("");
             let message = se.err().message().unwrap_or("");
             let kind = match code {
                 "NoSuchBucket" => K::BucketNotFound,
-                "AccessDenied" | "AllAccessDisabled" | "Forbidden" => K::AccessDenied,
                 "InvalidAccessKeyId" => K::InvalidAccessKeyId,
                 "SignatureDoesNotMatch" => K::SignatureMismatch,
                 "ExpiredToken" | "TokenRefreshRequired" => K::ExpiredToken,
@@ -127,11 +155,28 @@ where
                 }
                 "PreconditionFailed" => K::PreconditionFailed,
                 "NotImplemented" => K::NotImplemented,
+                "XMinioStorageFull"
+                | "XMinioAdminBucketQuotaExceeded"
+                | "QuotaExceeded"
+                | "InsufficientStorage"
+                | "InsufficientCapacity"
+                | "StorageFull" => K::InsufficientStorage,
+                // Garage refuses a write beyond a bucket quota as 403 AccessDenied, and
+                // says so only in the message.
+                "AccessDenied" if message.contains("quota is reached") => K::InsufficientStorage,
+                "AccessDenied" | "AllAccessDisabled" | "Forbidden" => K::AccessDenied,
+                // A store that passes its disk's error through (Garage, gateways on a
+                // POSIX file system) says it in the message of a 5xx.
+                _ if status >= 500 && message.contains("No space left on device") => {
+                    K::InsufficientStorage
+                }
+                "ServiceUnavailable" | "InternalError" => K::ServerError,
                 _ => match status {
                     403 => K::AccessDenied,
                     412 => K::PreconditionFailed,
                     429 | 503 => K::SlowDown,
                     501 => K::NotImplemented,
+                    507 => K::InsufficientStorage,
                     500..=599 => K::ServerError,
                     _ => K::Other,
                 },
@@ -145,6 +190,18 @@ where
         }
         _ => (K::Other, source_chain(e)),
     }
+}
+
+/// Whether an I/O error is among the sources of `e`: the transport failed.
+fn has_io_source(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        cur = s.source();
+    }
+    false
 }
 
 /// An error and its sources, `: `-separated, on one line.
@@ -214,6 +271,113 @@ mod tests {
             assert_eq!(classify(&service(status, "", "")).0, want, "{status}");
             assert_eq!(classify(&service(status, "Odd", "")).0, want, "{status}");
         }
+    }
+
+    #[test]
+    fn stores_that_are_full_or_over_quota_say_insufficient_storage() {
+        for (status, code, message) in [
+            // MinIO below its free-space threshold (older releases answered 500).
+            (
+                507,
+                "XMinioStorageFull",
+                "Storage backend has reached its minimum free drive threshold.",
+            ),
+            (500, "XMinioStorageFull", ""),
+            (
+                400,
+                "XMinioAdminBucketQuotaExceeded",
+                "Bucket quota exceeded",
+            ),
+            // Ceph RGW over a user or bucket quota.
+            (403, "QuotaExceeded", ""),
+            // Garage over a bucket quota.
+            (
+                403,
+                "AccessDenied",
+                "Forbidden: Bucket size quota is reached, maximum total size of objects for this bucket: 1024.",
+            ),
+            (
+                403,
+                "AccessDenied",
+                "Forbidden: Object quota is reached, maximum objects for this bucket: 10",
+            ),
+            // A store passing its disk's ENOSPC through.
+            (
+                500,
+                "InternalError",
+                "Internal error: No space left on device (os error 28)",
+            ),
+            (507, "InsufficientStorage", ""),
+            (507, "InsufficientCapacity", ""),
+            (507, "", ""),
+        ] {
+            let kind = classify(&service(status, code, message)).0;
+            assert_eq!(kind, K::InsufficientStorage, "{status} {code} {message}");
+            assert_eq!(kind.fault(), Some(StoreFault::Full));
+        }
+        assert_eq!(
+            classify(&service(
+                403,
+                "AccessDenied",
+                "Operation is not allowed for this key"
+            ))
+            .0,
+            K::AccessDenied,
+            "a plain refusal is not a full store"
+        );
+    }
+
+    #[test]
+    fn unavailable_stores_are_faults_and_refusals_are_not() {
+        for (status, code) in [
+            (503, "SlowDown"),
+            (503, "ServiceUnavailable"),
+            (500, "InternalError"),
+            (502, ""),
+            (504, ""),
+        ] {
+            let kind = classify(&service(status, code, "m")).0;
+            assert_eq!(
+                kind.fault(),
+                Some(StoreFault::Unavailable),
+                "{status} {code}"
+            );
+        }
+        for k in [K::Unreachable, K::Timeout] {
+            assert_eq!(k.fault(), Some(StoreFault::Unavailable), "{k:?}");
+        }
+        for k in [
+            K::BucketNotFound,
+            K::AccessDenied,
+            K::InvalidAccessKeyId,
+            K::SignatureMismatch,
+            K::ExpiredToken,
+            K::InvalidToken,
+            K::PreconditionFailed,
+            K::NotImplemented,
+            K::Other,
+        ] {
+            assert_eq!(k.fault(), None, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn an_answer_cut_off_is_the_store_failing() {
+        let cut: SdkError<HeadBucketError, HttpResponse> = SdkError::response_error(
+            std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer"),
+            HttpResponse::new(200.try_into().unwrap(), SdkBody::empty()),
+        );
+        assert_eq!(classify(&cut).0, K::Unreachable);
+        let garbled_5xx: SdkError<HeadBucketError, HttpResponse> = SdkError::response_error(
+            "not xml",
+            HttpResponse::new(502.try_into().unwrap(), SdkBody::empty()),
+        );
+        assert_eq!(classify(&garbled_5xx).0, K::ServerError);
+        let garbled: SdkError<HeadBucketError, HttpResponse> = SdkError::response_error(
+            "not xml",
+            HttpResponse::new(200.try_into().unwrap(), SdkBody::empty()),
+        );
+        assert_eq!(classify(&garbled).0, K::Other);
     }
 
     #[test]

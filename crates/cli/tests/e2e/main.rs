@@ -8,6 +8,8 @@ mod common;
 
 mod cli;
 mod crash;
+mod fault_proxy;
 mod http_api;
 mod stalled_uploads;
 mod storage_verify;
+mod store_faults;
