@@ -6,9 +6,13 @@
 #   - vend round trips end to end on the garage driver (POST /v1/credentials: token
 #     check, decision, two synced audit lines, lease rows, Garage CreateKey +
 #     AllowBucketKey), sequential, p50/p99 — peer: the same two Garage admin calls made
-#     directly.
+#     directly;
+#   - a legitimate client's vend latency (paced, one every 40 ms) alone and while 32
+#     connections from 127.0.0.2-9 send refused tokens, on the default rate limits,
+#     printed as a ratio, with the audit lines the flood added.
 # Runs a throwaway Garage (scripts/s3-fixture.sh) and the test OIDC issuer (tests/oidc).
-#   BENCH_SECONDS (default 6) for the in-process phases, BENCH_N (default 300) round trips.
+#   BENCH_SECONDS (default 6) for the in-process phases, BENCH_N (default 300) round trips,
+#   BENCH_FLOOD_N (default 100) paced vends per flood phase.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +25,7 @@ fi
 
 seconds=${BENCH_SECONDS:-6}
 n=${BENCH_N:-300}
+flood_n=${BENCH_FLOOD_N:-100}
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
@@ -65,8 +70,10 @@ print(json.dumps({"token_checks_per_second": n / (time.perf_counter() - start)})
 PY
 cat "$tmp/peer.json"
 
-# The round trips below hold $n live leases of one subject at once: raise its cap.
-sed "s/^per_subject = .*/per_subject = $((n + 10))/" examples/vend-garage.toml > "$tmp/vend.toml"
+# The round trips below hold $n live leases of one subject at once: raise its cap; and
+# turn the one subject's rate limit off (the client limit is what the flood meets).
+sed "s/^per_subject = .*/per_subject = $((n + 2 * flood_n + 10))/" examples/vend-garage.toml > "$tmp/vend.toml"
+printf '\n[rate_limits]\nper_subject_per_sec = 0\n' >> "$tmp/vend.toml"
 target/release/artifactstore vend serve --config "$tmp/vend.toml" --listen 127.0.0.1:0 \
   > "$tmp/vend.out" 2> "$tmp/vend.err" &
 pids+=($!)
@@ -83,10 +90,27 @@ target/release/examples/vend_bench garage "$ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_U
   "$ARTIFACTSTORE_S3_BUCKET" "$n" | tee "$tmp/garage.json"
 target/release/artifactstore vend audit verify "$tmp/audit.log"
 
+# A second service on its own audit log and lease store, with the default client limit.
+ARTIFACTSTORE_VEND_AUDIT_LOG=$tmp/flood-audit.log \
+ARTIFACTSTORE_VEND_DATABASE_URL="sqlite://$tmp/flood-leases.db?mode=rwc" \
+  target/release/artifactstore vend serve --config "$tmp/vend.toml" --listen 127.0.0.1:0 \
+  > "$tmp/flood.out" 2> "$tmp/flood.err" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$tmp/flood.out" ] && break; sleep 0.1; done
+flood_url=$(awk '{print $NF}' "$tmp/flood.out")
+for _ in $(seq 100); do curl -sf "$flood_url/readyz" >/dev/null && break; sleep 0.1; done
+echo "== flood: $flood_n paced vends alone, then $flood_n during a 32-connection flood of refused tokens"
+target/release/examples/vend_bench flood "$flood_url" "$tmp/token" "$flood_n" 32 | tee "$tmp/flood.json"
+# The windows of the flood close within a second of their 60 s; shutting down closes them too.
+kill -TERM "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true
+wc -l < "$tmp/flood-audit.log" > "$tmp/flood-lines"
+
 python3 - "$tmp" <<'PY'
 import json, sys
 d = lambda name: json.load(open(f"{sys.argv[1]}/{name}.json"))
 decide, peer, http, garage = d("decide"), d("peer"), d("http"), d("garage")
+flood = d("flood")
+flood_lines = int(open(f"{sys.argv[1]}/flood-lines").read())
 print()
 print(f"token checks/s        {decide['token_checks_per_second']:>10.0f}   "
       f"joserfc {peer['token_checks_per_second']:.0f}/s   ratio {decide['token_checks_per_second'] / peer['token_checks_per_second']:.2f}x")
@@ -94,4 +118,12 @@ print(f"checks+decisions/s    {decide['decisions_per_second']:>10.0f}")
 print(f"vend round trips/s    {http['per_second']:>10.1f}   p50 {http['p50_ms']:.2f} ms  p99 {http['p99_ms']:.2f} ms")
 print(f"garage direct/s       {garage['per_second']:>10.1f}   p50 {garage['p50_ms']:.2f} ms  p99 {garage['p99_ms']:.2f} ms")
 print(f"vend / garage direct  {http['per_second'] / garage['per_second']:>10.2f}x")
+a, f = flood["alone"], flood["during"]
+print(f"vend alone            p50 {a['p50_ms']:.2f} ms  p99 {a['p99_ms']:.2f} ms")
+print(f"vend during flood     p50 {f['p50_ms']:.2f} ms  p99 {f['p99_ms']:.2f} ms   "
+      f"({flood['connections']} connections, {flood['flood_per_second']:.0f} refused/s, "
+      f"{flood['flood_rate_limited']} of {flood['flood_requests']} rate limited)")
+print(f"flood / alone         p50 {flood['p50_ratio']:.2f}x  p99 {flood['p99_ratio']:.2f}x   "
+      f"audit lines of the flood service: {flood_lines} for {flood['flood_requests']} refusals "
+      f"and {4 * a['n']} allow/issue lines")
 PY

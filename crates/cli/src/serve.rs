@@ -152,7 +152,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state = state.with_probe(Arc::new(crate::store::CredentialProbe(cache.clone())));
     }
     let index = state.index.clone();
-    artifactstore_server::run(listener, state, shutdown_signal()).await?;
+    artifactstore_server::run(listener, state, cfg.listener_limits()?, shutdown_signal()).await;
     index.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -224,21 +224,9 @@ pub async fn fsck(
 
 /// The `Host` and `Origin` values this server answers.
 fn origins(cfg: &ServeConfig, addr: std::net::SocketAddr) -> artifactstore_server::guard::Origins {
-    let mut origins = artifactstore_server::guard::Origins::loopback_and(addr);
-    match &cfg.allowed_hosts {
-        Some(hosts) => {
-            if hosts.iter().any(|h| h == "*") {
-                tracing::warn!(
-                    "allowed_hosts = [\"*\"]: any Host is served, so a page on any site that rebinds its name to this address can use the API"
-                );
-            }
-            origins.allowed_hosts = hosts.clone();
-        }
-        None if addr.ip().is_unspecified() => {
-            tracing::warn!(%addr, "listening on every address: only loopback names are served until allowed_hosts names this machine's host names");
-        }
-        None => {}
-    }
-    origins.cors_allowed_origins = cfg.cors_allowed_origins.clone();
-    origins
+    artifactstore_server::guard::Origins::configured(
+        addr,
+        cfg.allowed_hosts.as_deref(),
+        &cfg.cors_allowed_origins,
+    )
 }

@@ -99,6 +99,9 @@ async fn serve(path: &Path, listen: Option<String>, log_format: LogFormat) -> an
     let config =
         artifactstore_vend::VendConfig::load(path).map_err(|e| fail(exit::USAGE, e.to_string()))?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
+    let limits = config
+        .listener_limits()
+        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
     let reaper = Duration::from_secs(config.reaper.interval_secs.max(1));
     let (service, warnings) = artifactstore_vend::build(config)
         .await
@@ -116,8 +119,10 @@ async fn serve(path: &Path, listen: Option<String>, log_format: LogFormat) -> an
     tracing::info!(%addr, "artifactstore vend serving");
     println!("artifactstore vend listening on http://{addr}");
     let background = tokio::spawn(artifactstore_vend::background(service.clone(), reaper));
-    artifactstore_vend::http::run(listener, service.clone(), shutdown_signal()).await?;
+    artifactstore_vend::http::run(listener, service.clone(), limits, shutdown_signal()).await?;
     background.abort();
+    // Counted refusals of windows still open get their summary line.
+    service.close_all_refusal_windows().await;
     service.leases.close().await;
     Ok(())
 }

@@ -1,2 +1,7 @@
 //! The HTTP edge both servers share, so the artifact server and the vend server
 //! refuse hostile clients the same way.
+
+pub mod guard;
+pub mod listener;
+
+pub use listener::{Limits, LimitsError, serve};

@@ -29,6 +29,8 @@ pub mod metrics;
 mod ops;
 
 pub use artifacts::{DIGEST_HEADER, VERSION_HEADER};
+/// The listener's connection cap and timeouts, shared with the vend server.
+pub use artifactstore_http::Limits;
 pub use metrics::Metrics;
 pub use ops::OPENAPI;
 
@@ -144,7 +146,10 @@ pub fn app(state: AppState) -> Router {
             state.clone(),
             body_idle::limit,
         ))
-        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn_with_state(
+            guard::of(&state.config.origins),
+            artifactstore_http::guard::guard,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
@@ -177,17 +182,12 @@ async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Respon
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then drains open requests.
+/// Its connection cap and timeouts are `limits` (see [`artifactstore_http::listener`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // Small JSON answers must not wait for delayed ACKs.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+) {
+    artifactstore_http::serve(listener, app(state), limits, shutdown).await
 }

@@ -2,6 +2,10 @@
 //!
 //!   vend_bench decide CONFIG TOKEN_FILE SECONDS   token checks + decisions per second
 //!   vend_bench http URL TOKEN_FILE N              sequential POST /v1/credentials: p50/p99
+//!   vend_bench flood URL TOKEN_FILE N CONNECTIONS
+//!                                                 N paced POST /v1/credentials alone,
+//!                                                 then N more while CONNECTIONS send
+//!                                                 refused tokens from 127.0.0.2-9
 //!   vend_bench garage ADMIN_URL TOKEN_FILE BUCKET N
 //!                                                 the same number of Garage CreateKey +
 //!                                                 AllowBucketKey calls, made directly
@@ -46,6 +50,15 @@ async fn main() {
     match args.get(1).map(String::as_str) {
         Some("decide") => decide(&args[2], &read(&args[3]), args[4].parse().unwrap()).await,
         Some("http") => http(&args[2], &read(&args[3]), args[4].parse().unwrap()).await,
+        Some("flood") => {
+            flood(
+                &args[2],
+                &read(&args[3]),
+                args[4].parse().unwrap(),
+                args[5].parse().unwrap(),
+            )
+            .await
+        }
         Some("garage") => {
             garage(
                 &args[2],
@@ -127,27 +140,106 @@ async fn decide(config: &str, token: &str, seconds: u64) {
     );
 }
 
+/// One `POST /v1/credentials` that must succeed; its round trip in milliseconds.
+async fn vend_once(client: &reqwest::Client, endpoint: &str, token: &str) -> f64 {
+    let t = Instant::now();
+    let r = client
+        .post(endpoint)
+        .bearer_auth(token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    r.bytes().await.unwrap();
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
 async fn http(url: &str, token: &str, n: usize) {
     let client = reqwest::Client::new();
     let endpoint = format!("{}/v1/credentials", url.trim_end_matches('/'));
     let mut ms = Vec::with_capacity(n);
     let started = Instant::now();
     for _ in 0..n {
-        let t = Instant::now();
-        let r = client
-            .post(&endpoint)
-            .bearer_auth(token)
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{}", r.text().await.unwrap());
-        r.bytes().await.unwrap();
-        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        ms.push(vend_once(&client, &endpoint, token).await);
     }
     let mut out = latency_summary(ms, started.elapsed());
     out["mode"] = json!("http");
     println!("{out}");
+}
+
+/// One vend every `PACE`, so that the legitimate client stays within the default
+/// per-client rate (50 per second) and measures latency, not its own throttling.
+const PACE: Duration = Duration::from_millis(40);
+
+async fn paced_vends(client: &reqwest::Client, endpoint: &str, token: &str, n: usize) -> Value {
+    let mut ms = Vec::with_capacity(n);
+    let started = Instant::now();
+    for _ in 0..n {
+        let took = vend_once(client, endpoint, token).await;
+        ms.push(took);
+        tokio::time::sleep(PACE.saturating_sub(Duration::from_secs_f64(took / 1000.0))).await;
+    }
+    latency_summary(ms, started.elapsed())
+}
+
+async fn flood(url: &str, token: &str, n: usize, connections: usize) {
+    let base = url.trim_end_matches('/').to_owned();
+    let endpoint = format!("{base}/v1/credentials");
+    let client = reqwest::Client::new();
+    let alone = paced_vends(&client, &endpoint, token, n).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut flooders = Vec::new();
+    for c in 0..connections {
+        let source = std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2 + (c % 8) as u8));
+        let one = reqwest::Client::builder()
+            .local_address(source)
+            .pool_max_idle_per_host(1)
+            .build()
+            .unwrap();
+        let (endpoint, stop) = (endpoint.clone(), stop.clone());
+        flooders.push(tokio::spawn(async move {
+            let (mut sent, mut limited) = (0u64, 0u64);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = one
+                    .post(&endpoint)
+                    .bearer_auth(format!("not.a.token{sent}"))
+                    .send()
+                    .await
+                    .unwrap();
+                limited += u64::from(r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS);
+                r.bytes().await.unwrap();
+                sent += 1;
+            }
+            (sent, limited)
+        }));
+    }
+    let flood_started = Instant::now();
+    // Let the flood use up its bursts first: the steady state is what is measured.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let during = paced_vends(&client, &endpoint, token, n).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut sent, mut limited) = (0, 0);
+    for f in flooders {
+        let (s, l) = f.await.unwrap();
+        sent += s;
+        limited += l;
+    }
+    let elapsed = flood_started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({
+            "mode": "flood",
+            "connections": connections,
+            "alone": alone,
+            "during": during,
+            "flood_requests": sent,
+            "flood_rate_limited": limited,
+            "flood_per_second": sent as f64 / elapsed,
+            "p50_ratio": during["p50_ms"].as_f64().unwrap() / alone["p50_ms"].as_f64().unwrap(),
+            "p99_ratio": during["p99_ms"].as_f64().unwrap() / alone["p99_ms"].as_f64().unwrap(),
+        })
+    );
 }
 
 async fn garage(admin_url: &str, admin_token: &str, bucket: &str, n: usize) {

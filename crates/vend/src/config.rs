@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use artifactstore_http::Limits;
 use artifactstore_model::secret::SecretRef;
 use serde::Deserialize;
 
@@ -53,6 +54,16 @@ pub enum ConfigError {
 pub struct VendConfig {
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// A request head must be complete this long after its first byte (and a new
+    /// connection's first request must begin within it), else the connection is closed.
+    #[serde(default = "default_header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// A kept-alive connection idle this long between requests is closed.
+    #[serde(default = "default_keep_alive_timeout_secs")]
+    pub keep_alive_timeout_secs: u64,
+    /// Connections open at once; beyond it new ones wait until one ends.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
     /// Where leases and revocations live: `sqlite://...` or `postgres://...`.
     pub database_url: String,
     pub audit: AuditConfig,
@@ -67,6 +78,55 @@ pub struct VendConfig {
     pub reaper: ReaperConfig,
     #[serde(default)]
     pub max_live_leases: LeaseLimits,
+    /// `Host` values served (`name` for any port, `name:port` for one); `["*"]` serves
+    /// any (with a warning). Default: `localhost`, `127.0.0.1`, `[::1]` and the listen
+    /// address. Anything else is answered 421 `host_not_allowed` (DNS rebinding).
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins (`https://dash.example`) whose browsers may call vend across origins
+    /// (preflights answered, state-changing requests served). Default: none, and no
+    /// CORS header at all.
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub rate_limits: RateLimits,
+}
+
+/// Token buckets against floods: per client address, checked before the token is
+/// looked at, and per verified subject. Beyond either, 429 `rate_limited` with
+/// `Retry-After`. A rate of 0 turns that limit off.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimits {
+    /// Requests per second a client address (an IPv4 address, an IPv6 /64) may make
+    /// on the vending routes, sustained. Default 50.
+    pub per_client_per_sec: f64,
+    /// How many it may make at once (a CI fleet behind one NAT starting). Default 200.
+    pub per_client_burst: u32,
+    /// Vend requests per second of one subject (`iss` + `sub`), sustained. Default 5.
+    pub per_subject_per_sec: f64,
+    /// How many at once. Default 50 (the default live-lease cap per subject).
+    pub per_subject_burst: u32,
+    /// Most client addresses, and most subjects, whose buckets are kept; beyond it the
+    /// idle ones go first. Default 10,000.
+    pub max_tracked: usize,
+    /// Refusals before a verified identity (rate-limited, malformed, unverifiable
+    /// token, oversized body) are audited as one line when a client's window opens
+    /// and one summary line with their count when it closes. Default 60 s.
+    pub audit_window_secs: u64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            per_client_per_sec: 50.0,
+            per_client_burst: 200,
+            per_subject_per_sec: 5.0,
+            per_subject_burst: 50,
+            max_tracked: 10_000,
+            audit_window_secs: 60,
+        }
+    }
 }
 
 /// How many leases may be live (pending or active) at once: one token replayed in a
@@ -91,6 +151,15 @@ impl Default for LeaseLimits {
 
 fn default_listen() -> String {
     "127.0.0.1:8090".into()
+}
+fn default_header_read_timeout_secs() -> u64 {
+    Limits::DEFAULT_HEADER_READ_TIMEOUT_SECS
+}
+fn default_keep_alive_timeout_secs() -> u64 {
+    Limits::DEFAULT_KEEP_ALIVE_TIMEOUT_SECS
+}
+fn default_max_connections() -> u64 {
+    Limits::DEFAULT_MAX_CONNECTIONS
 }
 
 #[derive(Debug, Deserialize)]
@@ -298,8 +367,20 @@ impl VendConfig {
         Ok(config)
     }
 
+    /// The listener's limits (connection cap, timeouts); `load` refuses values out of
+    /// their range.
+    pub fn listener_limits(&self) -> Result<Limits, ConfigError> {
+        Limits::new(
+            self.header_read_timeout_secs,
+            self.keep_alive_timeout_secs,
+            self.max_connections,
+        )
+        .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+
     fn check(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.listener_limits()?;
         if self.issuers.is_empty() {
             return invalid("no [[issuers]]: no token could ever be accepted".into());
         }
@@ -327,6 +408,19 @@ impl VendConfig {
                     "token.algorithms: {alg:?} is not allowed (RS256, ES256, EdDSA only)"
                 ));
             }
+        }
+        let r = &self.rate_limits;
+        if !(r.per_client_per_sec >= 0.0 && r.per_subject_per_sec >= 0.0)
+            || (r.per_client_per_sec > 0.0 && r.per_client_burst == 0)
+            || (r.per_subject_per_sec > 0.0 && r.per_subject_burst == 0)
+            || r.max_tracked == 0
+            || r.audit_window_secs == 0
+        {
+            return invalid(
+                "rate_limits: rates must be >= 0 (0 turns a limit off), bursts of a limit \
+                 that is on >= 1, max_tracked and audit_window_secs >= 1"
+                    .into(),
+            );
         }
         let floor = lease_floor(env);
         let mut names = BTreeSet::new();
@@ -592,5 +686,29 @@ mod tests {
         let text = BASE.replacen("[audit]", "[token]\nalgorithms = [\"HS256\"]\n[audit]", 1);
         let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
         assert!(e.to_string().contains("HS256"), "{e}");
+    }
+
+    #[test]
+    fn listener_limits_have_defaults_and_zero_is_refused() {
+        let c = VendConfig::parse(BASE, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(c.listener_limits().unwrap(), Limits::default());
+        let text = format!(
+            "header_read_timeout_secs = 2\nkeep_alive_timeout_secs = 3\nmax_connections = 4\n{BASE}"
+        );
+        let c = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap();
+        assert_eq!(c.listener_limits().unwrap(), Limits::new(2, 3, 4).unwrap());
+        for key in [
+            "header_read_timeout_secs",
+            "keep_alive_timeout_secs",
+            "max_connections",
+        ] {
+            let text = format!("{key} = 0\n{BASE}");
+            let e = VendConfig::parse(&text, Path::new("t.toml"), &env).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains(&format!("{key} = 0 is out of range")),
+                "{e}"
+            );
+        }
     }
 }

@@ -27,11 +27,21 @@ use crate::service::{Format, Issued, Refused, Service, VendRequest};
 /// `token.max_bytes` (16 KiB by default) and a session policy 2048 characters.
 const MAX_BODY: usize = 64 * 1024;
 
-pub fn app(service: Arc<Service>) -> Router {
+/// Every route. `listen` is the address served, which `allowed_hosts` defaults to.
+pub fn app(service: Arc<Service>, listen: SocketAddr) -> Router {
+    let limited = |format| {
+        axum::middleware::from_fn_with_state((service.clone(), format), edge::client_limit)
+    };
     Router::new()
-        .route("/", post(sts))
-        .route("/v1/credentials", post(credentials_json))
-        .route("/v1/container-credentials", get(container_credentials))
+        .route("/", post(sts).layer(limited(Format::Sts)))
+        .route(
+            "/v1/credentials",
+            post(credentials_json).layer(limited(Format::Json)),
+        )
+        .route(
+            "/v1/container-credentials",
+            get(container_credentials).layer(limited(Format::Container)),
+        )
         .route(
             "/v1/admin/revocations",
             post(admin_revoke).delete(admin_unrevoke),
@@ -39,24 +49,27 @@ pub fn app(service: Arc<Service>) -> Router {
         .route("/v1/admin/leases", get(admin_leases))
         .route("/v1/admin/leases/{id}", get(admin_lease))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(ready::readyz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(
+            edge::guard(&service.edge, listen),
+            artifactstore_http::guard::guard,
+        ))
         .with_state(service)
 }
 
-/// Serves until `shutdown` resolves.
+/// Serves until `shutdown` resolves, within `limits` (connection cap, timeouts).
+/// Handlers read the peer from `ConnectInfo<SocketAddr>`, which the listener provides.
 pub async fn run(
     listener: tokio::net::TcpListener,
     service: Arc<Service>,
+    limits: artifactstore_http::Limits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        app(service).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let listen = listener.local_addr()?;
+    artifactstore_http::serve(listener, app(service, listen), limits, shutdown).await;
+    Ok(())
 }
 
 fn no_store(mut resp: Response) -> Response {
@@ -71,6 +84,7 @@ fn sts_error(request_id: &str, denial: &Denial) -> Response {
         "AccessDenied" => StatusCode::FORBIDDEN,
         "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
         "InternalError" => StatusCode::INTERNAL_SERVER_ERROR,
+        "Throttling" => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::BAD_REQUEST,
     };
     let kind = if status.is_server_error() {
@@ -88,7 +102,7 @@ fn sts_error(request_id: &str, denial: &Denial) -> Response {
         request_id: request_id.to_owned(),
     });
     let mut resp = (status, [(header::CONTENT_TYPE, "text/xml")], body).into_response();
-    reason_header(&mut resp, denial.reason);
+    reason_header(&mut resp, denial);
     resp
 }
 
@@ -106,11 +120,25 @@ fn body_refused(e: &BytesRejection) -> Denial {
     }
 }
 
-fn reason_header(resp: &mut Response, reason: Reason) {
+/// The reason of a refusal, and when to come back if it says.
+fn reason_header(resp: &mut Response, denial: &Denial) {
     resp.headers_mut().insert(
         "x-artifactstore-reason",
-        HeaderValue::from_static(reason.as_str()),
+        HeaderValue::from_static(denial.reason.as_str()),
     );
+    if let Some(secs) = denial.retry_after_secs {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+}
+
+/// A refusal in the wire format of the route it came in on.
+fn refusal(format: Format, refused: &Refused) -> Response {
+    match format {
+        Format::Sts => sts_error(&refused.request_id, &refused.denial),
+        Format::Json => json_error(&refused.request_id, &refused.denial),
+        Format::Container => container_error(&refused.request_id, &refused.denial),
+    }
 }
 
 fn sts_success(issued: &Issued) -> Response {
@@ -150,90 +178,77 @@ async fn sts(
     Query(query): Query<HashMap<String, String>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return sts_error("", &body_refused(&e)),
+    let outcome = match sts_request(query, body, peer) {
+        Ok(request) => service.vend(request).await,
+        Err(denial) => Err(service.refuse_early(Some(peer), Format::Sts, denial).await),
     };
+    match outcome {
+        Ok(issued) => sts_success(&issued),
+        Err(refused) => refusal(Format::Sts, &refused),
+    }
+}
+
+/// The request an STS call makes, or why it is malformed.
+fn sts_request(
+    query: HashMap<String, String>,
+    body: Result<Bytes, BytesRejection>,
+    peer: SocketAddr,
+) -> Result<VendRequest, Denial> {
+    let invalid = |message: &str, code: &'static str| {
+        Denial::new(Reason::RequestInvalid, message).with_sts_code(code)
+    };
+    let body = body.map_err(|e| body_refused(&e))?;
     // A token in the URL ends up in access logs and proxies' histories: refuse it
     // before anything else looks at it.
     if query.contains_key("WebIdentityToken") {
-        return sts_error(
-            "",
-            &Denial::new(
-                Reason::RequestInvalid,
-                "WebIdentityToken must be sent in the POST body, never in the URL",
-            )
-            .with_sts_code("InvalidParameterValue"),
-        );
+        return Err(invalid(
+            "WebIdentityToken must be sent in the POST body, never in the URL",
+            "InvalidParameterValue",
+        ));
     }
     let mut params: HashMap<String, String> = query;
-    match serde_urlencoded_pairs(&body) {
-        Some(pairs) => params.extend(pairs),
-        None => {
-            return sts_error(
-                "",
-                &Denial::new(Reason::RequestInvalid, "the body is not a form")
-                    .with_sts_code("InvalidParameterValue"),
-            );
-        }
-    }
+    let pairs = serde_urlencoded_pairs(&body)
+        .ok_or_else(|| invalid("the body is not a form", "InvalidParameterValue"))?;
+    params.extend(pairs);
     match params.get("Action").map(String::as_str) {
         Some("AssumeRoleWithWebIdentity") => {}
         Some(other) => {
-            return sts_error(
-                "",
-                &Denial::new(
-                    Reason::RequestInvalid,
-                    format!(
-                        "action {:?} is not supported here",
-                        other.chars().take(64).collect::<String>()
-                    ),
-                )
-                .with_sts_code("InvalidAction"),
-            );
+            return Err(Denial::new(
+                Reason::RequestInvalid,
+                format!(
+                    "action {:?} is not supported here",
+                    other.chars().take(64).collect::<String>()
+                ),
+            )
+            .with_sts_code("InvalidAction"));
         }
-        None => {
-            return sts_error(
-                "",
-                &Denial::new(Reason::RequestInvalid, "Action is missing")
-                    .with_sts_code("MissingParameter"),
-            );
-        }
+        None => return Err(invalid("Action is missing", "MissingParameter")),
     }
     if let Some(v) = params.get("Version")
         && v != "2011-06-15"
     {
-        return sts_error(
-            "",
-            &Denial::new(Reason::RequestInvalid, "Version must be 2011-06-15")
-                .with_sts_code("InvalidParameterValue"),
-        );
+        return Err(invalid(
+            "Version must be 2011-06-15",
+            "InvalidParameterValue",
+        ));
     }
     if params.keys().any(|k| k.starts_with("PolicyArns")) {
-        return sts_error(
-            "",
-            &Denial::new(
-                Reason::PolicyInvalid,
-                "PolicyArns is not supported; send an inline Policy to narrow the role",
-            ),
-        );
+        return Err(Denial::new(
+            Reason::PolicyInvalid,
+            "PolicyArns is not supported; send an inline Policy to narrow the role",
+        ));
     }
-    let Some(token) = params.remove("WebIdentityToken") else {
-        return sts_error(
-            "",
-            &Denial::new(Reason::RequestInvalid, "WebIdentityToken is missing")
-                .with_sts_code("MissingParameter"),
-        );
-    };
+    let token = params
+        .remove("WebIdentityToken")
+        .ok_or_else(|| invalid("WebIdentityToken is missing", "MissingParameter"))?;
     let duration_secs = match params.get("DurationSeconds").map(|d| d.parse::<u64>()) {
         None => None,
         Some(Ok(d)) => Some(d),
         Some(Err(_)) => {
-            return sts_error(
-                "",
-                &Denial::new(Reason::RequestInvalid, "DurationSeconds is not a number")
-                    .with_sts_code("InvalidParameterValue"),
-            );
+            return Err(invalid(
+                "DurationSeconds is not a number",
+                "InvalidParameterValue",
+            ));
         }
     };
     if let Some(name) = params.get("RoleSessionName")
@@ -243,27 +258,19 @@ async fn sts(
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "_+=,.@-".contains(c)))
     {
-        return sts_error(
-            "",
-            &Denial::new(
-                Reason::RequestInvalid,
-                "RoleSessionName must be 2 to 64 of letters, digits and _+=,.@-",
-            )
-            .with_sts_code("ValidationError"),
-        );
+        return Err(invalid(
+            "RoleSessionName must be 2 to 64 of letters, digits and _+=,.@-",
+            "ValidationError",
+        ));
     }
-    let request = VendRequest {
+    Ok(VendRequest {
         token: Secret::new(token),
         role: params.get("RoleArn").cloned().filter(|r| !r.is_empty()),
         duration_secs,
         policy: params.get("Policy").cloned().filter(|p| !p.is_empty()),
-        client: Some(peer.to_string()),
+        client: Some(peer),
         format: Format::Sts,
-    };
-    match service.vend(request).await {
-        Ok(issued) => sts_success(&issued),
-        Err(Refused { request_id, denial }) => sts_error(&request_id, &denial),
-    }
+    })
 }
 
 fn serde_urlencoded_pairs(body: &[u8]) -> Option<Vec<(String, String)>> {
@@ -284,7 +291,21 @@ fn json_error(request_id: &str, denial: &Denial) -> Response {
         ),
     )
         .into_response();
-    reason_header(&mut resp, denial.reason);
+    reason_header(&mut resp, denial);
+    resp
+}
+
+/// The container-credentials refusal: the flat `{code, message}` that AWS SDKs'
+/// container providers read.
+fn container_error(request_id: &str, d: &Denial) -> Response {
+    let status =
+        StatusCode::from_u16(d.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = (
+        status,
+        Json(json!({"code": d.reason.as_str(), "message": d.message, "request_id": request_id})),
+    )
+        .into_response();
+    reason_header(&mut resp, d);
     resp
 }
 
@@ -315,41 +336,11 @@ async fn credentials_json(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => return json_error("", &body_refused(&e)),
+    let outcome = match json_request(&headers, body, peer) {
+        Ok(request) => service.vend(request).await,
+        Err(denial) => Err(service.refuse_early(Some(peer), Format::Json, denial).await),
     };
-    let Some(token) = bearer(&headers) else {
-        return json_error(
-            "",
-            &Denial::new(
-                Reason::RequestInvalid,
-                "Authorization: Bearer <token> is missing",
-            ),
-        );
-    };
-    let parsed: CredentialsBody = if body.iter().all(u8::is_ascii_whitespace) {
-        CredentialsBody::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(b) => b,
-            Err(e) => {
-                return json_error(
-                    "",
-                    &Denial::new(Reason::RequestInvalid, format!("body: {e}")),
-                );
-            }
-        }
-    };
-    let request = VendRequest {
-        token,
-        role: parsed.role,
-        duration_secs: parsed.duration_seconds,
-        policy: parsed.policy,
-        client: Some(peer.to_string()),
-        format: Format::Json,
-    };
-    match service.vend(request).await {
+    match outcome {
         Ok(i) => no_store(
             Json(json!({
                 "lease_id": i.lease_id,
@@ -367,8 +358,36 @@ async fn credentials_json(
             }))
             .into_response(),
         ),
-        Err(Refused { request_id, denial }) => json_error(&request_id, &denial),
+        Err(refused) => refusal(Format::Json, &refused),
     }
+}
+
+fn json_request(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    peer: SocketAddr,
+) -> Result<VendRequest, Denial> {
+    let body = body.map_err(|e| body_refused(&e))?;
+    let token = bearer(headers).ok_or_else(|| {
+        Denial::new(
+            Reason::RequestInvalid,
+            "Authorization: Bearer <token> is missing",
+        )
+    })?;
+    let parsed: CredentialsBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CredentialsBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| Denial::new(Reason::RequestInvalid, format!("body: {e}")))?
+    };
+    Ok(VendRequest {
+        token,
+        role: parsed.role,
+        duration_secs: parsed.duration_seconds,
+        policy: parsed.policy,
+        client: Some(peer),
+        format: Format::Json,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -385,37 +404,30 @@ async fn container_credentials(
     Query(query): Query<ContainerQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let error = |request_id: &str, d: &Denial| {
-        let status =
-            StatusCode::from_u16(d.reason.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let mut resp = (
-            status,
-            Json(
-                json!({"code": d.reason.as_str(), "message": d.message, "request_id": request_id}),
-            ),
-        )
-            .into_response();
-        reason_header(&mut resp, d.reason);
-        resp
-    };
-    let Some(token) = bearer(&headers) else {
-        return error(
-            "",
-            &Denial::new(
+    let outcome = match bearer(&headers) {
+        Some(token) => {
+            service
+                .vend(VendRequest {
+                    token,
+                    role: query.role,
+                    duration_secs: query.duration_seconds,
+                    policy: None,
+                    client: Some(peer),
+                    format: Format::Container,
+                })
+                .await
+        }
+        None => {
+            let denial = Denial::new(
                 Reason::RequestInvalid,
                 "the Authorization header is missing",
-            ),
-        );
+            );
+            Err(service
+                .refuse_early(Some(peer), Format::Container, denial)
+                .await)
+        }
     };
-    let request = VendRequest {
-        token,
-        role: query.role,
-        duration_secs: query.duration_seconds,
-        policy: None,
-        client: Some(peer.to_string()),
-        format: Format::Container,
-    };
-    match service.vend(request).await {
+    match outcome {
         Ok(i) => no_store(
             Json(json!({
                 "AccessKeyId": i.access_key_id,
@@ -426,53 +438,12 @@ async fn container_credentials(
             }))
             .into_response(),
         ),
-        Err(Refused { request_id, denial }) => error(&request_id, &denial),
+        Err(refused) => refusal(Format::Container, &refused),
     }
 }
 
 async fn healthz() -> &'static str {
     "ok\n"
-}
-
-/// Ready when every issuer's keys are loaded, every driver answers and the audit log
-/// can be written. The body names what is not.
-async fn readyz(State(service): State<Arc<Service>>) -> Response {
-    let mut problems = Vec::new();
-    for issuer in &service.verifier.issuers {
-        if !issuer.loaded() {
-            problems.push(format!(
-                "issuer {}: keys not loaded{}",
-                issuer.issuer,
-                issuer
-                    .last_error()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            ));
-        }
-    }
-    for (name, driver) in &service.drivers {
-        if let Err(e) = driver.check().await {
-            problems.push(format!("driver {name}: {e}"));
-        }
-    }
-    if !service.audit.writable() {
-        problems.push(format!(
-            "audit log {}: not writable",
-            service.audit.path().display()
-        ));
-    }
-    if let Err(e) = service.leases.ping().await {
-        problems.push(format!("lease store: {e}"));
-    }
-    if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready:\n{}\n", problems.join("\n")),
-        )
-            .into_response()
-    }
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
@@ -488,4 +459,6 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
 }
 
 mod admin;
+mod edge;
+mod ready;
 use admin::{admin_lease, admin_leases, admin_revoke, admin_unrevoke};

@@ -216,6 +216,15 @@ pub async fn build_with_clock(
         counters: Default::default(),
         admin_token,
         lease_limits: config.max_live_leases,
+        limiter: service::limits::Limiter::new(&config.rate_limits),
+        refusals: service::refusals::Coalescer::new(
+            Duration::from_secs(config.rate_limits.audit_window_secs),
+            config.rate_limits.max_tracked,
+        ),
+        edge: service::EdgeConfig {
+            allowed_hosts: config.allowed_hosts,
+            cors_allowed_origins: config.cors_allowed_origins,
+        },
         clock,
     });
     Ok((service, warnings))
@@ -240,6 +249,16 @@ pub async fn background(service: Arc<Service>, reaper_interval: Duration) {
             }
         }
     };
+    // Refusal windows that have passed get their summary line within a second.
+    let refusal_windows = {
+        let service = service.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                service.close_refusal_windows().await;
+            }
+        }
+    };
     let reaper = async move { service.reap_every(reaper_interval).await };
-    tokio::join!(keys, reaper);
+    tokio::join!(keys, refusal_windows, reaper);
 }

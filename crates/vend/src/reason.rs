@@ -47,6 +47,9 @@ pub enum Reason {
     RoleRevoked,
     /// The subject or the role holds its maximum of live leases (`max_live_leases`).
     LeaseLimit,
+    /// The client address or the subject sent more requests than its token bucket
+    /// allows (`rate_limits`); the answer says when to come back (`Retry-After`).
+    RateLimited,
     UpstreamUnavailable,
     AuditUnavailable,
     /// The same word as the artifact API's internal error.
@@ -84,7 +87,7 @@ impl Reason {
             | Reason::RoleNotPermitted
             | Reason::SubjectRevoked
             | Reason::RoleRevoked => 403,
-            Reason::LeaseLimit => 429,
+            Reason::LeaseLimit | Reason::RateLimited => 429,
             Reason::UpstreamUnavailable | Reason::AuditUnavailable => 503,
             Reason::Internal => 500,
         }
@@ -109,7 +112,7 @@ impl Reason {
             | Reason::SubjectRevoked
             | Reason::RoleRevoked => "AccessDenied",
             // AWS's own word for too many requests of one kind.
-            Reason::LeaseLimit => "Throttling",
+            Reason::LeaseLimit | Reason::RateLimited => "Throttling",
             Reason::DurationOutOfBounds => "InvalidParameterValue",
             Reason::PolicyInvalid => "MalformedPolicyDocument",
             Reason::UpstreamUnavailable | Reason::AuditUnavailable => "ServiceUnavailable",
@@ -131,6 +134,8 @@ pub struct Denial {
     pub message: String,
     /// An STS error code more precise than the reason's own (`MissingParameter`).
     pub sts_code: Option<&'static str>,
+    /// For `Retry-After`: when trying again may work.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl Denial {
@@ -139,7 +144,13 @@ impl Denial {
             reason,
             message: message.into(),
             sts_code: None,
+            retry_after_secs: None,
         }
+    }
+
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     pub fn with_sts_code(mut self, code: &'static str) -> Self {
@@ -157,7 +168,7 @@ mod tests {
     #[test]
     fn every_reason_is_spelled_the_same_everywhere() {
         let docs = include_str!("../../../docs/VEND.md");
-        assert_eq!(Reason::all().count(), 21);
+        assert_eq!(Reason::all().count(), 22);
         for reason in Reason::all() {
             let word = reason.as_str();
             assert_eq!(

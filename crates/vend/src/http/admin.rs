@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use artifactstore_model::api::ErrorBody;
+use artifactstore_model::secret::Secret;
 
 use crate::reason::Reason;
 use crate::service::{RevokeTarget, Service};
@@ -42,14 +43,7 @@ pub(super) fn admin_allowed(service: &Service, headers: &HeaderMap) -> Result<()
             "the admin API is off: set [admin] token_ref",
         )));
     };
-    let ok = bearer(headers).is_some_and(|given| {
-        aws_lc_rs::constant_time::verify_slices_are_equal(
-            given.expose().as_bytes(),
-            expected.expose().as_bytes(),
-        )
-        .is_ok()
-    });
-    if ok {
+    if token_matches(expected, headers) {
         Ok(())
     } else {
         Err(Box::new(admin_error(
@@ -58,6 +52,26 @@ pub(super) fn admin_allowed(service: &Service, headers: &HeaderMap) -> Result<()
             "admin token missing or wrong",
         )))
     }
+}
+
+/// Whether the request's bearer token is the admin token (compared in constant time).
+fn token_matches(expected: &Secret, headers: &HeaderMap) -> bool {
+    bearer(headers).is_some_and(|given| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(
+            given.expose().as_bytes(),
+            expected.expose().as_bytes(),
+        )
+        .is_ok()
+    })
+}
+
+/// Whether the request carries the admin token (never an error: for answers that
+/// only say more to the admin, such as `/readyz`).
+pub(super) fn is_admin(service: &Service, headers: &HeaderMap) -> bool {
+    service
+        .admin_token
+        .as_ref()
+        .is_some_and(|expected| token_matches(expected, headers))
 }
 
 /// The body of both revocation routes; `reason` is required to revoke only.

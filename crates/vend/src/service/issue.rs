@@ -276,16 +276,28 @@ impl Service {
             Ok(m) => m,
             Err(e) => {
                 self.counters.mint_failures.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(lease = %lease_id, error = %e, "mint failed");
+                // The upstream's endpoint and words go to the log only: they describe
+                // the deployment, not the caller's request. The audit line says which
+                // kind of failure it was, which holds nothing an upstream wrote.
+                tracing::warn!(lease = %lease_id, request_id = %request_id, error = %e, "mint failed");
+                let kind = match e {
+                    crate::driver::DriverError::Unavailable(_) => "was unavailable",
+                    crate::driver::DriverError::Refused(_) => "refused",
+                };
                 pending
                     .abandon(Abandon {
                         end_reason: "mint failed",
-                        detail: e.to_string(),
+                        detail: format!(
+                            "mint failed: the {} upstream {kind}; its answer is in the service log",
+                            role.driver.kind()
+                        ),
                     })
                     .await;
                 return Err(refuse(
                     Reason::UpstreamUnavailable,
-                    format!("the storage upstream did not issue credentials: {e}"),
+                    format!(
+                        "the storage upstream did not issue credentials; the vend service's log has the details (request id {request_id})"
+                    ),
                 ));
             }
         };

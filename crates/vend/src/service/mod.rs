@@ -6,6 +6,7 @@
 //! leases and standing revocations), [`reaper`] (ending expired leases).
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -23,7 +24,9 @@ use crate::roles::PrefixTemplate;
 
 mod decide;
 mod issue;
+pub mod limits;
 mod reaper;
+pub mod refusals;
 mod revoke;
 #[cfg(test)]
 mod tests;
@@ -57,7 +60,8 @@ pub struct VendRequest {
     pub duration_secs: Option<u64>,
     /// A session policy that may only narrow the role.
     pub policy: Option<String>,
-    pub client: Option<String>,
+    /// The peer the request came from (its address is rate-limited and audited).
+    pub client: Option<SocketAddr>,
     pub format: Format,
 }
 
@@ -145,9 +149,32 @@ pub struct Service {
     pub counters: Counters,
     pub admin_token: Option<Secret>,
     pub lease_limits: crate::config::LeaseLimits,
+    /// Token buckets per client address and per subject (`[rate_limits]`).
+    pub limiter: limits::Limiter,
+    /// Open audit windows of refusals (see [`refusals`]).
+    pub refusals: refusals::Coalescer,
+    /// `allowed_hosts` and `cors_allowed_origins` as configured; the HTTP layer
+    /// resolves them against the address it listens on.
+    pub edge: EdgeConfig,
     /// Lease times, the reaper's "now" and token expiry checks (through the verifier,
     /// which shares it).
     pub clock: Arc<dyn Clock>,
+}
+
+/// Which `Host` and `Origin` values the HTTP layer serves, as configured.
+#[derive(Clone, Debug, Default)]
+pub struct EdgeConfig {
+    pub allowed_hosts: Option<Vec<String>>,
+    pub cors_allowed_origins: Vec<String>,
+}
+
+/// The client of an audit line and a refusal window: the address as limited.
+fn client_name(peer: Option<SocketAddr>) -> String {
+    match peer.map(|p| limits::client_key(p.ip())) {
+        Some(std::net::IpAddr::V6(net)) => format!("{net}/64"),
+        Some(v4) => v4.to_string(),
+        None => "unknown".to_owned(),
+    }
 }
 
 pub fn random_hex(bytes: usize) -> String {
@@ -180,6 +207,85 @@ impl Service {
         }
     }
 
+    /// Audits a refusal of a flood's kind through the coalescing windows (see
+    /// [`refusals`]) and builds it. `subject` is the verified (issuer, subject) of a
+    /// subject's rate limit. As with [`refuse`](Self::refuse), a deny is a deny even
+    /// when the audit log is down.
+    async fn refuse_coalesced(
+        &self,
+        mut record: AuditRecord,
+        subject: Option<(String, String)>,
+        denial: Denial,
+    ) -> Refused {
+        self.counters.decision(denial.reason);
+        let key = refusals::WindowKey {
+            client: record.client.clone().unwrap_or_else(|| client_name(None)),
+            subject,
+        };
+        match self
+            .refusals
+            .note(key, denial.reason, self.clock.now(), || random_hex(8))
+        {
+            refusals::Noted::Counted { request_id } => Refused { request_id, denial },
+            refusals::Noted::Opened {
+                request_id,
+                key,
+                closed,
+            } => {
+                if let Some(summary) = closed {
+                    let _ = self
+                        .audit
+                        .append(&summary.record(self.refusals.window()))
+                        .await;
+                }
+                record.request_id = Some(request_id.clone());
+                record.client = Some(key.client);
+                record.count = Some(1);
+                self.deny(&mut record, &denial);
+                let _ = self.audit.append(&record).await;
+                Refused { request_id, denial }
+            }
+        }
+    }
+
+    /// A refusal before the request reached [`vend`](Self::vend): a client over its
+    /// rate, a body too large or malformed. Audited through the coalescing windows.
+    pub async fn refuse_early(
+        &self,
+        client: Option<SocketAddr>,
+        format: Format,
+        denial: Denial,
+    ) -> Refused {
+        let record = AuditRecord {
+            event: "decision",
+            client: Some(client_name(client)),
+            format: Some(format.as_str()),
+            ..Default::default()
+        };
+        self.refuse_coalesced(record, None, denial).await
+    }
+
+    /// Writes the summaries of the refusal windows that have passed.
+    pub async fn close_refusal_windows(&self) {
+        for summary in self.refusals.due(self.clock.now()) {
+            let _ = self
+                .audit
+                .append(&summary.record(self.refusals.window()))
+                .await;
+        }
+    }
+
+    /// Writes the summaries of every open refusal window (at shutdown), so that no
+    /// counted refusal goes unrecorded.
+    pub async fn close_all_refusal_windows(&self) {
+        for summary in self.refusals.drain() {
+            let _ = self
+                .audit
+                .append(&summary.record(self.refusals.window()))
+                .await;
+        }
+    }
+
     /// Takes an `Arc` because an issue abandoned midway (a client hanging up while the
     /// driver mints) finishes its compensation in a task of its own.
     pub async fn vend(self: &Arc<Self>, request: VendRequest) -> Result<Issued, Refused> {
@@ -187,7 +293,7 @@ impl Service {
         let mut record = AuditRecord {
             event: "decision",
             request_id: Some(request_id.clone()),
-            client: request.client.clone(),
+            client: request.client.map(|c| c.to_string()),
             format: Some(request.format.as_str()),
             ..Default::default()
         };
@@ -198,13 +304,20 @@ impl Service {
                 record.issuer = claimed.issuer;
                 record.subject = claimed.subject;
                 record.identity_verified = Some(false);
-                return Err(self.refuse(record, denial).await);
+                record.client = Some(client_name(request.client));
+                return Err(self.refuse_coalesced(record, None, denial).await);
             }
         };
         record.issuer = Some(token.issuer.clone());
         record.subject = Some(short(&token.subject));
         record.audience = Some(token.audience.clone());
         record.identity_verified = Some(true);
+        let subject = (token.issuer.clone(), token.subject.clone());
+        if let Err(limited) = self.limiter.subjects.take(&subject, self.clock.now()) {
+            record.client = Some(client_name(request.client));
+            let denial = limited.denial("this subject", "rate_limits.per_subject_per_sec");
+            return Err(self.refuse_coalesced(record, Some(subject), denial).await);
+        }
         match self.decide(&token, &request).await {
             Ok((role, scope, duration)) => {
                 record.role = Some(role.config.name.clone());

@@ -58,6 +58,13 @@ struct Gate {
 
 type Hook = Box<dyn FnOnce() + Send>;
 
+/// What the fake upstream says when it fails: an internal endpoint and its message,
+/// which must reach the log only.
+const UPSTREAM_WORDS: &str = "admin API at http://10.9.8.7:3903: 500 disk full on node-3";
+
+/// The admin token of the harness.
+const ADMIN_TOKEN: &str = "admin-test-token";
+
 /// A driver that mints keys in memory and remembers what it was asked.
 #[derive(Default)]
 struct FakeDriver {
@@ -67,6 +74,7 @@ struct FakeDriver {
     /// Every revoke call: (lease id, access key id).
     revokes: Mutex<Vec<(String, Option<String>)>>,
     fail_mint: std::sync::atomic::AtomicBool,
+    fail_check: std::sync::atomic::AtomicBool,
     gate: Mutex<Option<Arc<Gate>>>,
     /// Runs inside the next mint, before it returns.
     on_mint: Mutex<Option<Hook>>,
@@ -100,7 +108,7 @@ impl MintDriver for FakeDriver {
             hook();
         }
         if self.fail_mint.load(Ordering::SeqCst) {
-            return Err(DriverError::Unavailable("fake upstream is down".into()));
+            return Err(DriverError::Unavailable(UPSTREAM_WORDS.into()));
         }
         let id = format!("FAKEKEY{n}");
         self.keys
@@ -134,6 +142,9 @@ impl MintDriver for FakeDriver {
         })
     }
     async fn check(&self) -> Result<(), DriverError> {
+        if self.fail_check.load(Ordering::SeqCst) {
+            return Err(DriverError::Unavailable(UPSTREAM_WORDS.into()));
+        }
         Ok(())
     }
 }
@@ -167,6 +178,12 @@ const CONFIG: &str = r#"
     rules = [{ groups = { contains = "writers" } }]
 "#;
 
+/// The address the in-process router is told it listens on.
+const LISTEN: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)),
+    8090,
+);
+
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
@@ -176,6 +193,13 @@ async fn harness() -> Harness {
 }
 
 async fn harness_with_limits(lease_limits: crate::config::LeaseLimits) -> Harness {
+    harness_with(lease_limits, crate::config::RateLimits::default()).await
+}
+
+async fn harness_with(
+    lease_limits: crate::config::LeaseLimits,
+    rate_limits: crate::config::RateLimits,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let config = VendConfig::parse(CONFIG, Path::new("t.toml"), &|_| None).unwrap();
     let clock = Arc::new(ManualClock::new(START));
@@ -216,8 +240,14 @@ async fn harness_with_limits(lease_limits: crate::config::LeaseLimits) -> Harnes
         leases: index,
         audit,
         counters: Default::default(),
-        admin_token: None,
+        admin_token: Some(Secret::new(ADMIN_TOKEN)),
         lease_limits,
+        limiter: limits::Limiter::new(&rate_limits),
+        refusals: refusals::Coalescer::new(
+            Duration::from_secs(rate_limits.audit_window_secs),
+            rate_limits.max_tracked,
+        ),
+        edge: EdgeConfig::default(),
         clock: clock_dyn,
     });
     Harness {
@@ -469,6 +499,15 @@ async fn a_failed_mint_fails_the_lease() {
     h.driver.fail_mint.store(true, Ordering::SeqCst);
     let denial = refused(h.service.vend(h.request("alice")).await);
     assert_eq!(denial.reason, Reason::UpstreamUnavailable);
+    // The token holder learns that the upstream failed, not where it is or what it said;
+    // neither does the audit log keep the upstream's words.
+    assert!(!denial.message.contains("10.9.8.7"), "{}", denial.message);
+    assert!(!denial.message.contains("disk full"), "{}", denial.message);
+    let audit = std::fs::read_to_string(&h.audit_path).unwrap();
+    assert!(
+        !audit.contains("10.9.8.7") && !audit.contains("disk full"),
+        "{audit}"
+    );
     let lease = &h.leases().await[0];
     assert_eq!(
         (lease.state, lease.end_reason.as_deref()),
@@ -550,4 +589,5 @@ async fn token_times_and_lease_expiry_follow_the_injected_clock() {
     assert_eq!(denial.reason, Reason::TokenNotYetValid);
 }
 
+mod floods;
 mod routes;

@@ -13,7 +13,7 @@ async fn sts_takes_the_token_only_from_the_body() {
 
     let h = harness().await;
     let token = h.token("alice", Duration::from_secs(3600));
-    let app = crate::http::app(h.service.clone());
+    let app = crate::http::app(h.service.clone(), LISTEN);
     let send = |uri: String, body: String| {
         let app = app.clone();
         async move {
@@ -201,7 +201,7 @@ async fn oversized_bodies_are_refused_in_the_endpoints_format() {
     use tower::ServiceExt;
 
     let h = harness().await;
-    let app = crate::http::app(h.service.clone());
+    let app = crate::http::app(h.service.clone(), LISTEN);
     let huge = format!(
         "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&WebIdentityToken={}",
         "a".repeat(200 * 1024)
