@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use artifactstore_model::secret::SecretRef;
+use artifactstore_server::Limits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -25,6 +26,9 @@ pub const ENV_KEYS: &[&str] = &[
     "max_files_per_version",
     "body_idle_timeout_secs",
     "max_concurrent_uploads",
+    "header_read_timeout_secs",
+    "keep_alive_timeout_secs",
+    "max_connections",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -48,6 +52,13 @@ pub struct ServeConfig {
     pub body_idle_timeout_secs: u64,
     /// Uploads received at once; beyond it 503 `too_many_uploads`.
     pub max_concurrent_uploads: usize,
+    /// A request head must be complete this long after its first byte (and a new
+    /// connection's first request must begin within it), else the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// A kept-alive connection idle this long between requests is closed.
+    pub keep_alive_timeout_secs: u64,
+    /// Connections open at once; beyond it new ones wait until one ends.
+    pub max_connections: u64,
     /// Allow listening on a non-loopback address without authentication.
     pub insecure_no_auth: bool,
     /// `Host` values served (`name` for any port, `name:port` for one); `["*"]`
@@ -543,6 +554,9 @@ impl Default for ServeConfig {
             max_files_per_version: artifactstore_index::DEFAULT_MAX_FILES_PER_VERSION,
             body_idle_timeout_secs: 60,
             max_concurrent_uploads: 1024,
+            header_read_timeout_secs: Limits::DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            keep_alive_timeout_secs: Limits::DEFAULT_KEEP_ALIVE_TIMEOUT_SECS,
+            max_connections: Limits::DEFAULT_MAX_CONNECTIONS,
             insecure_no_auth: false,
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),
@@ -596,10 +610,20 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
         (1..=1 << 20).contains(&cfg.max_concurrent_uploads),
         "max_concurrent_uploads must be 1..=1048576"
     );
+    cfg.listener_limits()?;
     Ok(cfg)
 }
 
 impl ServeConfig {
+    /// The listener's limits; `load` has refused values out of their range.
+    pub fn listener_limits(&self) -> anyhow::Result<Limits> {
+        Ok(Limits::new(
+            self.header_read_timeout_secs,
+            self.keep_alive_timeout_secs,
+            self.max_connections,
+        )?)
+    }
+
     pub fn database_url(&self) -> String {
         self.database_url
             .clone()

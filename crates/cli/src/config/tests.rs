@@ -284,3 +284,44 @@ fn s3_timeouts_have_bounded_defaults_and_come_from_file_or_environment() {
         Ok(())
     });
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn listener_limits_come_from_the_file_and_the_environment_and_zero_is_refused() {
+    figment::Jail::expect_with(|jail| {
+        let c = load(None, &ServeFlags::default()).unwrap();
+        assert_eq!(
+            (
+                c.header_read_timeout_secs,
+                c.keep_alive_timeout_secs,
+                c.max_connections
+            ),
+            (10, 60, 4096)
+        );
+        jail.create_file(
+            "l.toml",
+            "header_read_timeout_secs = 2\nkeep_alive_timeout_secs = 3\nmax_connections = 4\n",
+        )?;
+        let c = load(Some(Path::new("l.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!(c.listener_limits().unwrap(), Limits::new(2, 3, 4).unwrap());
+        jail.set_env("ARTIFACTSTORE_HEADER_READ_TIMEOUT_SECS", "5");
+        jail.set_env("ARTIFACTSTORE_KEEP_ALIVE_TIMEOUT_SECS", "6");
+        jail.set_env("ARTIFACTSTORE_MAX_CONNECTIONS", "7");
+        let c = load(Some(Path::new("l.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!(c.listener_limits().unwrap(), Limits::new(5, 6, 7).unwrap());
+        for key in [
+            "header_read_timeout_secs",
+            "keep_alive_timeout_secs",
+            "max_connections",
+        ] {
+            let var = format!("ARTIFACTSTORE_{}", key.to_uppercase());
+            jail.set_env(&var, "0");
+            let err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
+            assert!(err.contains(&format!("{key} = 0 is out of range")), "{err}");
+            jail.set_env(&var, "5");
+        }
+        jail.set_env("ARTIFACTSTORE_MAX_CONNECTIONS", "100000000");
+        assert!(load(None, &ServeFlags::default()).is_err());
+        Ok(())
+    });
+}

@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod fault_proxy;
 mod http_api;
+mod listener_limits;
 mod stalled_uploads;
 mod storage_verify;
 mod store_faults;

@@ -1,0 +1,78 @@
+//! Slowloris and the other listener limits on the real `artifactstore vend serve`. The
+//! issuer and Garage it names are closed ports: the service starts and answers
+//! `/healthz` without them, which is all the listener checks ask.
+
+#[path = "../common/listener_checks.rs"]
+mod listener_checks;
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::common::{BIN, spawn_announcing};
+
+/// A vend config whose every dependency is a closed loopback port, with `top` (top-level
+/// keys) first.
+fn config_in(dir: &Path, top: &str) -> std::path::PathBuf {
+    let token = dir.join("garage-token");
+    std::fs::write(&token, "unused").unwrap();
+    let text = format!(
+        r#"{top}
+database_url = "sqlite://{dir}/leases.db?mode=rwc"
+
+[audit]
+path = "{dir}/audit.log"
+
+[[issuers]]
+issuer = "http://127.0.0.1:9/issuer"
+audience = "artifactstore-test"
+
+[drivers.garage]
+kind = "garage"
+admin_url = "http://127.0.0.1:9"
+admin_token_ref = "file:{token}"
+
+[[roles]]
+name = "reader"
+driver = "garage"
+bucket = "artifacts"
+actions = ["read", "list"]
+rules = [{{ groups = {{ contains = "artifact-readers" }} }}]
+"#,
+        dir = dir.display(),
+        token = token.display(),
+    );
+    let path = dir.join("vend.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn half_sent_heads_idle_connections_and_connections_beyond_the_cap_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), listener_checks::LIMITS_TOML);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config);
+    let (mut child, url) = spawn_announcing(
+        cmd,
+        "artifactstore vend listening on ",
+        &dir.path().join("vend.stderr.log"),
+    );
+    listener_checks::check_all(&url);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_zero_limit_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for key in listener_checks::KEYS {
+        let config = config_in(dir.path(), &format!("{key} = 0"));
+        let out = Command::new(BIN)
+            .args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        listener_checks::assert_refused(&out, key);
+    }
+}
