@@ -1,11 +1,11 @@
 //! The vending service end to end: a real OIDC issuer, the real binary, Garage from
 //! the S3 fixture, unmodified boto3, moto's STS in auth mode.
 
+mod audit_chain;
 #[path = "../common/mod.rs"]
 mod common;
-mod audit_chain;
-mod helpers;
 mod flood;
+mod helpers;
 mod listener_limits;
 mod live;
 mod rotation;
