@@ -230,6 +230,33 @@ fn credential_settings_keep_their_environment_names_and_refs_are_typed() {
 
 #[test]
 #[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn s3_timeouts_have_bounded_defaults_and_come_from_file_or_environment() {
+    figment::Jail::expect_with(|jail| {
+        let c = load(None, &ServeFlags::default()).unwrap();
+        assert_eq!(
+            (
+                c.s3.connect_timeout_secs,
+                c.s3.read_timeout_secs,
+                c.s3.operation_timeout_secs
+            ),
+            (10, 60, 120)
+        );
+        jail.create_file("t.toml", "[s3]\noperation_timeout_secs = 30\n")?;
+        jail.set_env("ARTIFACTSTORE_S3_READ_TIMEOUT_SECS", "5");
+        let c = load(Some(Path::new("t.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!(
+            (c.s3.read_timeout_secs, c.s3.operation_timeout_secs),
+            (5, 30)
+        );
+        jail.set_env("ARTIFACTSTORE_S3_OPERATION_TIMEOUT_SECS", "7");
+        let c = load(Some(Path::new("t.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!(c.s3.operation_timeout_secs, 7);
+        Ok(())
+    });
+}
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
 fn upload_limits_come_from_the_file_and_the_environment_and_zero_is_refused() {
     figment::Jail::expect_with(|jail| {
         let c = load(None, &ServeFlags::default()).unwrap();
@@ -254,33 +281,6 @@ fn upload_limits_come_from_the_file_and_the_environment_and_zero_is_refused() {
         jail.set_env("ARTIFACTSTORE_BODY_IDLE_TIMEOUT_SECS", "0");
         let err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
         assert!(err.contains("body_idle_timeout_secs"), "{err}");
-        Ok(())
-    });
-}
-
-#[test]
-#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
-fn s3_timeouts_have_bounded_defaults_and_come_from_file_or_environment() {
-    figment::Jail::expect_with(|jail| {
-        let c = load(None, &ServeFlags::default()).unwrap();
-        assert_eq!(
-            (
-                c.s3.connect_timeout_secs,
-                c.s3.read_timeout_secs,
-                c.s3.operation_timeout_secs
-            ),
-            (10, 60, 120)
-        );
-        jail.create_file("t.toml", "[s3]\noperation_timeout_secs = 30\n")?;
-        jail.set_env("ARTIFACTSTORE_S3_READ_TIMEOUT_SECS", "5");
-        let c = load(Some(Path::new("t.toml")), &ServeFlags::default()).unwrap();
-        assert_eq!(
-            (c.s3.read_timeout_secs, c.s3.operation_timeout_secs),
-            (5, 30)
-        );
-        jail.set_env("ARTIFACTSTORE_S3_OPERATION_TIMEOUT_SECS", "7");
-        let c = load(Some(Path::new("t.toml")), &ServeFlags::default()).unwrap();
-        assert_eq!(c.s3.operation_timeout_secs, 7);
         Ok(())
     });
 }

@@ -6,6 +6,8 @@
 //! connections cannot carry on as before: each next request meets the new behaviour.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,6 +33,8 @@ pub enum Mode {
 pub struct FaultProxy {
     addr: SocketAddr,
     upstream: SocketAddr,
+    /// Bytes passed on to the store, in every mode so far.
+    forwarded: Arc<AtomicU64>,
     /// The task accepting connections in the current mode; it owns them, so aborting it
     /// closes them all.
     serving: Mutex<Option<JoinHandle<()>>>,
@@ -44,14 +48,25 @@ impl FaultProxy {
         let proxy = FaultProxy {
             addr,
             upstream,
+            forwarded: Arc::default(),
             serving: Mutex::new(None),
         };
-        *proxy.serving.lock().await = Some(tokio::spawn(serve(listener, Mode::Pass, upstream)));
+        *proxy.serving.lock().await = Some(tokio::spawn(serve(
+            listener,
+            Mode::Pass,
+            upstream,
+            proxy.forwarded.clone(),
+        )));
         proxy
     }
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// How many bytes clients have sent through to the store so far.
+    pub fn forwarded(&self) -> u64 {
+        self.forwarded.load(Ordering::Relaxed)
     }
 
     /// Switches to `mode`, closing every connection opened before.
@@ -77,7 +92,12 @@ impl FaultProxy {
             }
         }
         let listener = listener.unwrap_or_else(|| panic!("rebind proxy on {}", self.addr));
-        *serving = Some(tokio::spawn(serve(listener, mode, self.upstream)));
+        *serving = Some(tokio::spawn(serve(
+            listener,
+            mode,
+            self.upstream,
+            self.forwarded.clone(),
+        )));
     }
 }
 
@@ -89,13 +109,13 @@ impl Drop for FaultProxy {
     }
 }
 
-async fn serve(listener: TcpListener, mode: Mode, upstream: SocketAddr) {
+async fn serve(listener: TcpListener, mode: Mode, upstream: SocketAddr, forwarded: Arc<AtomicU64>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((socket, _)) = accepted {
-                    connections.spawn(handle(socket, mode, upstream));
+                    connections.spawn(handle(socket, mode, upstream, forwarded.clone()));
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
@@ -103,13 +123,34 @@ async fn serve(listener: TcpListener, mode: Mode, upstream: SocketAddr) {
     }
 }
 
-async fn handle(mut client: TcpStream, mode: Mode, upstream: SocketAddr) {
+async fn handle(
+    mut client: TcpStream,
+    mode: Mode,
+    upstream: SocketAddr,
+    forwarded: Arc<AtomicU64>,
+) {
     match mode {
         Mode::Pass => {
-            let Ok(mut store) = TcpStream::connect(upstream).await else {
+            let Ok(store) = TcpStream::connect(upstream).await else {
                 return;
             };
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut store).await;
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_store, mut to_store) = store.into_split();
+            let up = async {
+                let mut buf = vec![0u8; 64 << 10];
+                while let Ok(n) = from_client.read(&mut buf).await {
+                    if n == 0 || to_store.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    forwarded.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                let _ = to_store.shutdown().await;
+            };
+            let down = async {
+                let _ = tokio::io::copy(&mut from_store, &mut to_client).await;
+                let _ = to_client.shutdown().await;
+            };
+            tokio::join!(up, down);
         }
         Mode::Stall => {
             let mut buf = vec![0u8; 64 << 10];

@@ -33,6 +33,8 @@ const STORE_TIMEOUTS: [(&str, &str); 4] = [
 /// How long an answer during a fault may take: the operation timeout above and slack.
 const ANSWER_BOUND: Duration = Duration::from_secs(15);
 const FAULTS: [Mode; 3] = [Mode::Stall, Mode::Reset, Mode::Refuse];
+/// The smallest part S3 allows, so that a multipart upload takes only a few MiB.
+const PART_SIZE: usize = 5 << 20;
 
 /// The store behind the proxy, and a client of it that bypasses the proxy.
 struct Store {
@@ -161,7 +163,10 @@ impl Rig {
             .envs(STORE_TIMEOUTS)
             .env("ARTIFACTSTORE_S3_ENDPOINT_URL", proxy.url())
             .env("ARTIFACTSTORE_S3_PREFIX", &prefix)
-            .env("ARTIFACTSTORE_S3_STALE_UPLOAD_AGE_SECS", "0");
+            .env("ARTIFACTSTORE_S3_STALE_UPLOAD_AGE_SECS", "0")
+            .env("ARTIFACTSTORE_S3_PART_SIZE", PART_SIZE.to_string())
+            // 10,000 parts of PART_SIZE.
+            .env("ARTIFACTSTORE_MAX_UPLOAD_SIZE", (10u64 << 30).to_string());
         let (child, url) = spawn_announcing(cmd, "artifactstore listening on ", &stderr_log);
         Rig {
             proxy,
@@ -240,6 +245,69 @@ async fn uploads_while_the_store_stalls_resets_or_refuses_are_503_and_store_noth
         "the cause is logged: {logs}"
     );
     assert!(!logs.contains("internal error"), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_cut_off_midway_is_503_and_leaves_only_what_the_sweep_removes() {
+    use futures::{SinkExt, StreamExt};
+    let rig = Rig::start().await;
+    let data = bytes(3 * PART_SIZE - 1000, 45);
+    let (mut tx, rx) = futures::channel::mpsc::channel::<bytes::Bytes>(4);
+    let body = reqwest::Body::wrap_stream(rx.map(Ok::<_, std::io::Error>));
+    let upload = tokio::spawn(timed(
+        http()
+            .put(rig.server.artifacts("faults/midway/1/big.bin"))
+            .body(body),
+    ));
+    // The first part goes through to the store; then the connection to it is cut, and
+    // the rest of the body follows.
+    let before = rig.proxy.forwarded();
+    let (head, tail) = data.split_at(PART_SIZE + 1000);
+    for chunk in head.chunks(256 << 10) {
+        tx.send(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    let mut waited = 0;
+    while rig.proxy.forwarded() - before < (PART_SIZE as u64) / 2 {
+        assert!(waited < 400, "the first part never reached the store");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    rig.proxy.set(Mode::Reset).await;
+    for chunk in tail.chunks(256 << 10) {
+        if tx.send(bytes::Bytes::copy_from_slice(chunk)).await.is_err() {
+            break; // the server has given up on the body
+        }
+    }
+    drop(tx);
+    let answer = upload.await.unwrap();
+    assert_unavailable("multipart upload cut off midway", &answer);
+
+    rig.proxy.set(Mode::Pass).await;
+    let (status, _, body, _) =
+        timed(http().get(rig.server.artifacts("faults/midway/1/big.bin"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(!rig.holds(&data).await, "a blob became visible");
+    let direct = &rig.store.direct;
+    assert_eq!(
+        direct.staging_objects().await.unwrap(),
+        Vec::<String>::new(),
+        "a staging object became visible"
+    );
+    // The multipart upload the server could not abort while the store was cut off is
+    // one the start-up sweep finds and aborts (s3s-fs cannot list uploads; a live store can).
+    match direct.multipart_uploads_in_progress().await {
+        Ok(left) => {
+            let (aborted, _) = direct.sweep_stale(Duration::ZERO).await.unwrap();
+            assert_eq!(aborted, left, "the sweep aborts every upload left");
+            assert_eq!(direct.multipart_uploads_in_progress().await.unwrap(), 0);
+            eprintln!("multipart uploads left by the cut-off upload, all swept: {left}");
+        }
+        Err(artifactstore_blob::Error::Backend {
+            kind: artifactstore_blob::s3::BackendErrorKind::NotImplemented,
+            ..
+        }) => eprintln!("this store cannot list multipart uploads; the sweep is checked live"),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
