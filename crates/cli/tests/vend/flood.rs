@@ -1,6 +1,7 @@
 //! A flood against the real `vend serve`: 32 connections of refused tokens while a
 //! legitimate client keeps getting credentials from the sts driver at moto, and the
-//! audit log grows by coalesced lines only.
+//! audit log grows by coalesced lines only; then one subject asking faster than its
+//! bucket refills is refused 429 `rate_limited` past its burst.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
@@ -22,6 +23,8 @@ const FLOOD_FOR: Duration = Duration::from_secs(4);
 const PER_CONNECTION_MAX: u64 = 5_000;
 /// The audit window of the test's service.
 const WINDOW_SECS: u64 = 1;
+/// Its burst per subject (the default rate, 5 a second, refills it).
+const SUBJECT_BURST: u64 = 10;
 
 /// The lines that coalesce refusals (those with a `count`), and their counts' sum.
 fn coalesced(lines: &[Value]) -> (u64, u64) {
@@ -60,7 +63,9 @@ fn a_flood_of_refused_tokens_leaves_vending_working_and_the_audit_log_small() {
             boot["role_arn"].as_str().unwrap().to_owned(),
         ),
     ];
-    let extra = format!("\n[rate_limits]\naudit_window_secs = {WINDOW_SECS}\n");
+    let extra = format!(
+        "\n[rate_limits]\naudit_window_secs = {WINDOW_SECS}\nper_subject_burst = {SUBJECT_BURST}\n"
+    );
     let vend = Vend::start(&issuer, None, setup("examples/vend-sts.toml", &extra, &env));
     let token = issuer.token(writer_claims("repo:acme/flood-victim"));
     let lines_before = vend.audit_lines().len();
@@ -122,7 +127,7 @@ fn a_flood_of_refused_tokens_leaves_vending_working_and_the_audit_log_small() {
             let legit = reqwest::Client::new();
             let mut issued = 0u64;
             let deadline = Instant::now() + FLOOD_FOR;
-            while Instant::now() < deadline && issued < 20 {
+            while Instant::now() < deadline && issued < 12 {
                 let r = legit
                     .post(format!("{url}/v1/credentials"))
                     .bearer_auth(&token)
@@ -139,7 +144,8 @@ fn a_flood_of_refused_tokens_leaves_vending_working_and_the_audit_log_small() {
                         .is_some_and(|k| !k.is_empty())
                 );
                 issued += 1;
-                tokio::time::sleep(Duration::from_millis(150)).await;
+                // Four a second: within the subject's rate.
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
             tokio::time::sleep(deadline.saturating_duration_since(Instant::now())).await;
             stop.store(true, Ordering::Relaxed);
@@ -186,4 +192,42 @@ fn a_flood_of_refused_tokens_leaves_vending_working_and_the_audit_log_small() {
     assert_eq!(other, 2 * issued, "{:?}", &lines[..lines.len().min(5)]);
     let (status, text) = get_text(&format!("{}/readyz", vend.url));
     assert_eq!(status, 200, "{text}");
+
+    // One subject asking faster than its bucket refills is refused past its burst,
+    // whatever address it comes from, with a Retry-After.
+    let greedy = issuer.token(writer_claims("repo:acme/greedy"));
+    let url = vend.url.clone();
+    let answers: Vec<(u16, String, Option<String>)> = block_on(async move {
+        let client = reqwest::Client::new();
+        let mut answers = Vec::new();
+        for _ in 0..SUBJECT_BURST * 3 {
+            let r = client
+                .post(format!("{url}/v1/credentials"))
+                .bearer_auth(&greedy)
+                .send()
+                .await
+                .unwrap();
+            let reason = r
+                .headers()
+                .get("x-artifactstore-reason")
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default();
+            let retry_after = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            answers.push((r.status().as_u16(), reason, retry_after));
+        }
+        answers
+    });
+    let served = answers.iter().filter(|a| a.0 == 200).count() as u64;
+    assert!(served >= SUBJECT_BURST, "{answers:?}");
+    let limited: Vec<_> = answers.iter().filter(|a| a.0 == 429).collect();
+    assert!(!limited.is_empty(), "{answers:?}");
+    assert!(
+        limited
+            .iter()
+            .all(|a| a.1 == "rate_limited" && a.2.is_some()),
+        "{answers:?}"
+    );
 }
