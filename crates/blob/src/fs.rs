@@ -215,13 +215,16 @@ impl Writer {
     }
 }
 
+/// The writer with an empty buffer, the next batch to fill.
+type WriterAndSpare = (Writer, Vec<u8>);
+
 /// Gathers body chunks into batches and writes each in a blocking task while the next
 /// one is received, so that hashing and disk writes overlap with the network.
 struct WritePipeline {
     /// The writer and an empty spare buffer, when no write is in flight.
-    idle: Option<(Writer, Vec<u8>)>,
+    idle: Option<WriterAndSpare>,
     /// The write in flight; it hands the writer and its emptied buffer back.
-    in_flight: Option<JoinHandle<Result<(Writer, Vec<u8>)>>>,
+    in_flight: Option<JoinHandle<Result<WriterAndSpare>>>,
     batch: Vec<u8>,
 }
 
@@ -258,7 +261,7 @@ impl WritePipeline {
     }
 
     /// The writer with a spare buffer, once the write in flight (if any) is done.
-    async fn writer(&mut self) -> Result<(Writer, Vec<u8>)> {
+    async fn writer(&mut self) -> Result<WriterAndSpare> {
         match self.in_flight.take() {
             Some(write) => write.await.map_err(|e| Error::Task(e.to_string()))?,
             None => Ok(self.idle.take().expect("the writer is idle or in flight")),

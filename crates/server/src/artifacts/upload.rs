@@ -21,22 +21,21 @@ fn too_large(max: u64) -> ApiError {
 }
 
 /// Seconds a client refused at the upload cap is asked to wait before trying again.
-const UPLOADS_RETRY_AFTER_SECS: u32 = 1;
+const UPLOADS_RETRY_AFTER_SECS: u64 = 1;
 
 /// 503 `too_many_uploads`, with `Retry-After`: the server holds `max_concurrent_uploads`.
-fn too_many_uploads(max: usize) -> Response {
-    let mut resp = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        ErrorCode::TooManyUploads,
-        format!(
-            "the server is receiving its maximum of {max} uploads at once (max_concurrent_uploads); \
-             try again shortly"
-        ),
-    )
-    .into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, UPLOADS_RETRY_AFTER_SECS.into());
-    resp
+fn too_many_uploads(max: usize) -> ApiError {
+    ApiError {
+        retry_after_secs: Some(UPLOADS_RETRY_AFTER_SECS),
+        ..ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::TooManyUploads,
+            format!(
+                "the server is receiving its maximum of {max} uploads at once \
+                 (max_concurrent_uploads); try again shortly"
+            ),
+        )
+    }
 }
 
 fn declared_digest(headers: &HeaderMap) -> ApiResult<Option<Digest>> {
@@ -107,7 +106,7 @@ async fn put_file_at(
     // Refused before a byte of the body is read. The permit is held until this future
     // ends, however it ends: answered, failed, timed out or dropped with its client.
     let Ok(_permit) = st.upload_permits.try_acquire() else {
-        return Ok(too_many_uploads(st.config.max_concurrent_uploads));
+        return Err(too_many_uploads(st.config.max_concurrent_uploads));
     };
     let mut body = Some(body);
     let result = receive_file(&st, id, path, &headers, &mut body).await;
