@@ -245,6 +245,23 @@ async fn oversized_bodies_are_refused_in_the_endpoints_format() {
         }
     }
     assert_eq!(h.driver.mints.load(Ordering::SeqCst), 0);
+    // Both are audited, through the refusal window of their client: the first STS one
+    // as its own line, the JSON one counted on the window's summary.
+    h.service.close_all_refusal_windows().await;
+    let lines = h.audit_lines();
+    let first = lines
+        .iter()
+        .find(|l| l["event"] == "decision")
+        .expect("the oversized STS body is audited");
+    assert_eq!(
+        (&first["reason"], &first["format"], &first["count"]),
+        (&json!("token_too_large"), &json!("sts"), &json!(1))
+    );
+    let summary = lines
+        .iter()
+        .find(|l| l["event"] == "refusals.coalesced")
+        .unwrap();
+    assert_eq!(summary["by_reason"], json!({"token_too_large": 1}));
 }
 
 /// One token replayed in a loop cannot mint without end: the subject, and the role,
