@@ -8,7 +8,7 @@ mod listener_checks;
 use std::path::Path;
 use std::process::Command;
 
-use crate::common::{BIN, spawn_announcing};
+use crate::common::{BIN, block_on, spawn_announcing};
 
 /// A vend config whose every dependency is a closed loopback port, with `top` (top-level
 /// keys) first.
@@ -59,6 +59,32 @@ fn half_sent_heads_idle_connections_and_connections_beyond_the_cap_are_bounded()
         &dir.path().join("vend.stderr.log"),
     );
     listener_checks::check_all(&url);
+
+    // The vending routes take the peer from the listener's ConnectInfo: a refused token
+    // is answered as such (not 500 for a missing extension), its client in the audit.
+    let credentials = format!("{url}/v1/credentials");
+    let status = block_on(async move {
+        reqwest::Client::new()
+            .post(credentials)
+            .bearer_auth("not-a-token")
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert!((400..500).contains(&status), "{status}");
+    let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let clients: Vec<String> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| l["client"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        clients.iter().any(|c| c.starts_with("127.0.0.1")),
+        "{audit}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -6,7 +6,8 @@
 //! two waits apart: until the first byte of a head it is idle (keep-alive timeout;
 //! header-read timeout for a connection's first request), from that byte until the
 //! head is complete it reads a head (header-read timeout), and while a request is
-//! served nothing times it (the handlers bound their own work).
+//! served (its body arriving, its answer being sent) neither runs: a body that stops
+//! arriving is for the routes to bound (the artifact server's `body_idle_timeout_secs`).
 
 use std::convert::Infallible;
 use std::io;
