@@ -40,10 +40,22 @@ fn host_port(s: &Server) -> String {
 
 /// Opens an upload that declares `Content-Length: declared` and sends `first` of it.
 async fn start_upload(s: &Server, rest: &str, declared: usize, first: &[u8]) -> TcpStream {
+    start_request(s, "PUT", rest, "application/octet-stream", declared, first).await
+}
+
+/// Sends a request's head with `Content-Length: declared`, and `first` of its body.
+async fn start_request(
+    s: &Server,
+    method: &str,
+    rest: &str,
+    content_type: &str,
+    declared: usize,
+    first: &[u8],
+) -> TcpStream {
     let host = host_port(s);
     let mut tcp = TcpStream::connect(&host).await.expect("connect");
     let head = format!(
-        "PUT /v1/artifacts/{rest} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/octet-stream\r\nContent-Length: {declared}\r\n\r\n"
+        "{method} /v1/artifacts/{rest} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {declared}\r\n\r\n"
     );
     tcp.write_all(head.as_bytes()).await.unwrap();
     tcp.write_all(first).await.unwrap();
@@ -174,6 +186,16 @@ async fn stalled_uploads_leave_reads_and_health_answering_and_end_by_the_idle_ti
             (sent, Instant::now(), answer)
         }));
     }
+    // A labels body that stalls too: the timeout covers every route that reads a body.
+    let mut completion = start_request(
+        &s,
+        "POST",
+        "hostile/stall/1/complete",
+        "application/json",
+        64,
+        b"{\"labels\":",
+    )
+    .await;
     wait_for_uploads(&s, stalled as u64, IDLE_SECS - 1).await;
 
     // While every one of them stalls: a download, liveness and readiness answer.
@@ -214,6 +236,9 @@ async fn stalled_uploads_leave_reads_and_health_answering_and_end_by_the_idle_ti
         "the checks must have run while all uploads were still stalled"
     );
     assert!(answered_408 > 0, "no stalled upload read back its 408");
+    let answer = read_answer(&mut completion, Duration::from_secs(30)).await;
+    assert_eq!(answer.status, Some(408), "{}", answer.headers);
+    assert_eq!(answer.body["error"]["code"], "request_timeout");
 
     // Nothing of them is left: no file in the version, no temp file or pending upload.
     let manifest: Value = http()
@@ -231,6 +256,10 @@ async fn stalled_uploads_leave_reads_and_health_answering_and_end_by_the_idle_ti
         .map(|f| f["path"].as_str().unwrap())
         .collect();
     assert_eq!(paths, ["existing.bin"], "{manifest}");
+    assert_eq!(
+        manifest["state"], "open",
+        "the stalled completion changed nothing"
+    );
     assert!(
         eventually(10, || s.temp_files().is_empty()).await,
         "partial uploads left behind: {:?}",
