@@ -373,7 +373,7 @@ fn an_unwritable_audit_log_issues_nothing_and_an_edited_line_is_detected() {
         String::from_utf8_lossy(&out.stdout)
     );
 
-    // One edited line breaks the chain at the line after it.
+    // An edited line fails its own MAC under the chain key (generated beside the log).
     let text = std::fs::read_to_string(&vend.audit).unwrap();
     let edited = vend.dir.path().join("edited.log");
     std::fs::write(
@@ -381,7 +381,18 @@ fn an_unwritable_audit_log_issues_nothing_and_an_edited_line_is_detected() {
         text.replacen("\"subject\":\"audited\"", "\"subject\":\"someone-else\"", 1),
     )
     .unwrap();
-    let out = run_cli(&["vend", "audit", "verify", edited.to_str().unwrap()]);
+    let key_ref = format!(
+        "file:{}",
+        vend.dir.path().join("audit.log.chain-key").display()
+    );
+    let out = run_cli(&[
+        "vend",
+        "audit",
+        "verify",
+        edited.to_str().unwrap(),
+        "--key-ref",
+        &key_ref,
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(5), "{stdout}");
     assert!(stdout.contains("BROKEN at line 2"), "{stdout}");

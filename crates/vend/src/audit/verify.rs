@@ -2,7 +2,7 @@
 //! line, and reading its head.
 
 use std::io::BufRead;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -49,8 +49,8 @@ struct Cursor {
 /// later file's genesis, the head of the file before it). With `expect_head`, some
 /// line's MAC must be it (a head kept elsewhere earlier), or the tail was cut.
 /// Returns the first break, naming the file and line.
-pub fn verify(
-    paths: &[PathBuf],
+pub fn verify<P: AsRef<Path>>(
+    paths: &[P],
     key: Option<&ChainKey>,
     expect_head: Option<&str>,
 ) -> Result<VerifyReport, AuditError> {
@@ -66,6 +66,7 @@ pub fn verify(
     };
     let mut last = None;
     for path in paths {
+        let path = path.as_ref();
         let lines = verify_file(path, key, expect_head, &mut cursor, &mut report)?;
         last = Some((path, lines));
     }
@@ -73,7 +74,7 @@ pub fn verify(
         && report.lines_after_expected_head.is_none()
     {
         return Err(AuditError::Corrupt {
-            path: path.clone(),
+            path: path.to_owned(),
             line: lines,
             message: format!(
                 "no line has the expected head {want} as its MAC; the chain ends at {}: lines were cut from the end (or the expected head belongs to another log)",

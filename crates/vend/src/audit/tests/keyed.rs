@@ -102,7 +102,7 @@ async fn an_edited_line_with_a_chain_recomputed_by_sha256_fails() {
     assert!(message.contains("MAC does not verify"), "{message}");
 
     // Structurally the forgery is sound: only the key tells it apart.
-    let structure = verify(&[path.clone()], None, None).unwrap();
+    let structure = verify(&[&path], None, None).unwrap();
     assert!(!structure.authenticated);
     assert_eq!(structure.lines, 5);
 }
@@ -150,7 +150,7 @@ async fn an_edited_line_resealed_under_another_key_fails_at_that_line() {
     assert_eq!(line, 1, "{message}");
     assert!(message.contains(wrong.id()), "{message}");
     // And the forger's own key does verify it: the check is the key, not the shape.
-    assert!(verify(&[path.clone()], Some(&wrong), None).is_ok());
+    assert!(verify(&[&path], Some(&wrong), None).is_ok());
 }
 
 #[tokio::test]
@@ -170,7 +170,7 @@ async fn a_cut_head_and_a_missing_genesis_fail() {
     assert_eq!(line, 1);
 
     // Structure alone sees it too.
-    let (line, _) = broken_at(verify(&[path.clone()], None, None).unwrap_err());
+    let (line, _) = broken_at(verify(&[&path], None, None).unwrap_err());
     assert_eq!(line, 1);
 
     std::fs::write(&path, "").unwrap();
@@ -328,7 +328,7 @@ async fn a_new_key_moves_the_log_aside_and_chains_to_its_head() {
     let old_key = generated_key(&path);
     let old_report = verify(&aside[..], Some(&old_key), None).unwrap();
     assert_eq!(old_report.head, old_head);
-    let new_report = verify(&[path.clone()], Some(&other_key()), None).unwrap();
+    let new_report = verify(&[&path], Some(&other_key()), None).unwrap();
     assert_eq!(new_report.previous_head, old_head);
     assert_eq!(new_report.lines, 2);
 }
@@ -349,10 +349,8 @@ async fn files_chain_together_across_a_move() {
     assert_eq!((both.files, both.lines), (2, 6));
     assert_eq!(both.previous_head, GENESIS);
     assert_eq!(
-        verify(&[path.clone()], Some(&key), None)
-            .unwrap()
-            .previous_head,
-        verify(&[first.clone()], Some(&key), None).unwrap().head
+        verify(&[&path], Some(&key), None).unwrap().previous_head,
+        verify(&[&first], Some(&key), None).unwrap().head
     );
 
     // A file cut at its end, or one missing between two, breaks the link.
@@ -390,7 +388,7 @@ async fn the_chain_key_stays_secret() {
     log.append(&record("decision")).await.unwrap();
     assert!(!std::fs::read_to_string(&path).unwrap().contains(canary));
     let report = verify(
-        &[path.clone()],
+        &[&path],
         Some(&ChainKey::from_secret(&Secret::new(canary), "env:K").unwrap()),
         None,
     )

@@ -17,7 +17,7 @@ fn generated_key(path: &Path) -> ChainKey {
 
 /// The log at `path` checked under its generated key.
 fn verified(path: &Path) -> Result<VerifyReport, AuditError> {
-    verify(&[path.to_owned()], Some(&generated_key(path)), None)
+    verify(&[path], Some(&generated_key(path)), None)
 }
 
 fn record(event: &'static str) -> AuditRecord {
