@@ -371,3 +371,79 @@ fn a_configured_chain_key_verifies_by_reference_and_never_shows() {
         );
     }
 }
+
+/// A log in the unkeyed format of older versions is not appended to: `vend serve` moves
+/// it aside and begins a file chained to its head; a restart keeps the generated key and
+/// goes on with the same chain.
+#[test]
+fn an_unkeyed_log_is_moved_aside_and_a_restart_continues_the_chain() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("vend-audit.log");
+    let first = format!(
+        "{{\"seq\":1,\"event\":\"decision\",\"prev\":\"{}\"}}",
+        "0".repeat(64)
+    );
+    let second = format!(
+        "{{\"seq\":2,\"event\":\"decision\",\"prev\":\"{}\"}}",
+        sha256_hex(first.as_bytes())
+    );
+    std::fs::write(&log, format!("{first}\n{second}\n")).unwrap();
+    let old_head = sha256_hex(second.as_bytes());
+    let env = [("ARTIFACTSTORE_VEND_AUDIT_LOG", log.to_str().unwrap())];
+
+    let mut vend = Vend::start(&issuer, None, setup("examples/vend-garage.toml", &env));
+    some_traffic(&issuer, &vend);
+    vend.stop();
+    let aside: Vec<PathBuf> = std::fs::read_dir(logs.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("vend-audit.log.unkeyed-"))
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(
+        std::fs::read_to_string(&aside[0]).unwrap(),
+        format!("{first}\n{second}\n"),
+        "the old file is kept as it was"
+    );
+    assert!(vend.logs().contains("moved it aside"), "{}", vend.logs());
+    let parsed = |out: &str| -> Value { serde_json::from_str(out).unwrap() };
+    let (code, out, err) = cli(
+        &["--json", "vend", "audit", "verify", log.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let before = parsed(&out);
+    assert_eq!(before["previous_head"], old_head.as_str(), "{before}");
+    let genesis: Value = serde_json::from_str(&lines(&log)[0]).unwrap();
+    assert_eq!(genesis["seq"], 3, "seq goes on from the old file");
+
+    // A restart on the same log: same key, same chain, no new genesis.
+    let mut again = Vend::start(&issuer, None, setup("examples/vend-garage.toml", &env));
+    some_traffic(&issuer, &again);
+    again.stop();
+    let (code, out, err) = cli(
+        &[
+            "--json",
+            "vend",
+            "audit",
+            "verify",
+            log.to_str().unwrap(),
+            "--expect-head",
+            before["head"].as_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let after = parsed(&out);
+    assert_eq!(after["key_id"], before["key_id"]);
+    assert!(after["lines"].as_u64() > before["lines"].as_u64());
+    assert!(after["lines_after_expected_head"].as_u64() > Some(0));
+    let geneses = lines(&log)
+        .iter()
+        .filter(|l| l.contains("\"event\":\"audit.genesis\""))
+        .count();
+    assert_eq!(geneses, 1);
+}
