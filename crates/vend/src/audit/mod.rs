@@ -51,7 +51,7 @@ pub enum AuditError {
     },
     /// `line` counts from 1; 0 when the line's number is not known (the last line,
     /// found without reading the file through).
-    #[error("audit log {path}: line {line}: {message}")]
+    #[error("audit log {path}: {}", at_line(*line, message))]
     Corrupt {
         path: PathBuf,
         line: u64,
@@ -59,6 +59,14 @@ pub enum AuditError {
     },
     #[error("{0}")]
     Key(#[from] KeyError),
+}
+
+/// `line N: message`, or the message alone when the line's number is not known.
+fn at_line(line: u64, message: &str) -> String {
+    match line {
+        0 => message.to_owned(),
+        n => format!("line {n}: {message}"),
+    }
 }
 
 impl AuditLog {
@@ -85,6 +93,7 @@ impl AuditLog {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AuditError> {
         let chain = start::continue_or_begin(path, &chain_key, &*clock)?;
+        tracing::info!(path = %path.display(), key_id = chain_key.id(), seq = chain.seq, "audit log open; its chain is sealed under this key id");
         Ok(AuditLog {
             path: path.to_owned(),
             chain: std::sync::Arc::new(std::sync::Mutex::new(chain)),
