@@ -189,7 +189,7 @@ pub(crate) async fn serve_from(
                 ));
             }
             // The peer gave up between its handshake and our accept: nothing is wrong here.
-            Err(e) if is_one_connections(&e) => {
+            Err(e) if concerns_one_connection(&e) => {
                 tracing::debug!(error = %e, "a connection failed before it was accepted");
             }
             // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS): retrying at once
@@ -219,7 +219,7 @@ const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Errors of one pending connection (reset or aborted before it was accepted), after
 /// which the next accept can go ahead at once.
-fn is_one_connections(e: &io::Error) -> bool {
+fn concerns_one_connection(e: &io::Error) -> bool {
     use io::ErrorKind::*;
     matches!(
         e.kind(),
