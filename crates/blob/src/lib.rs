@@ -109,18 +109,7 @@ pub enum Error {
     },
 }
 
-/// A failure of the store itself, not of the request nor of this program: what the
-/// server answers as 503 or 507 rather than as an internal error.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StoreFault {
-    /// The store does not answer, answers too late, drops the connection, says it is
-    /// overloaded, fails (5xx), or its disk fails (`EIO`, a file system remounted
-    /// read-only): worth trying again later.
-    Unavailable,
-    /// The store has no room: a full disk (`ENOSPC`), an exhausted quota (`EDQUOT`), or an
-    /// object store that says it is out of capacity or over its quota.
-    Full,
-}
+pub use artifactstore_model::StoreFault;
 
 /// `EIO` is 5 on every Unix; std gives it no `ErrorKind` of its own.
 const EIO: i32 = 5;

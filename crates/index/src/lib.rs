@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use artifactstore_model::{Clock, Digest, SystemClock};
+use artifactstore_model::{Clock, Digest, StoreFault, SystemClock};
 use sqlx::{AnyPool, Row};
 use tokio::sync::{Mutex, watch};
 
@@ -66,6 +66,43 @@ pub enum Error {
 impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Db(e) if artifactstore_db::is_transient(e))
+    }
+
+    /// Whether the database itself failed — it does not answer, is shutting down, has
+    /// no connection to spare, or its disk is full — rather than a refused request or
+    /// a bug: the server answers these as 503 or 507, not as an internal error.
+    pub fn fault(&self) -> Option<StoreFault> {
+        let Error::Db(e) = self else { return None };
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Some(StoreFault::Unavailable)
+            }
+            sqlx::Error::Database(db) => db.code().and_then(|code| database_fault(&code)),
+            _ => None,
+        }
+    }
+}
+
+/// What an SQLSTATE (PostgreSQL) or an SQLite result code says about the database.
+fn database_fault(code: &str) -> Option<StoreFault> {
+    match code {
+        // PostgreSQL: disk_full; SQLite: SQLITE_FULL.
+        "53100" | "13" => Some(StoreFault::Full),
+        // PostgreSQL: insufficient resources (memory, connections), connection
+        // exceptions, shutting down or starting up, I/O errors.
+        c if c.starts_with("53") || c.starts_with("08") || c.starts_with("57P") => {
+            Some(StoreFault::Unavailable)
+        }
+        "58030" => Some(StoreFault::Unavailable),
+        // SQLite: SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR and their extended codes
+        // (the primary code is the low byte). SQLSTATEs are always five characters,
+        // SQLite's codes at most four digits.
+        c if c.len() >= 5 => None,
+        c => match c.parse::<u32>().map(|n| n & 0xff) {
+            Ok(5 | 6 | 10) => Some(StoreFault::Unavailable),
+            Ok(13) => Some(StoreFault::Full),
+            _ => None,
+        },
     }
 }
 

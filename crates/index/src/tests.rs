@@ -249,3 +249,32 @@ async fn file_pages_and_totals(index: Index) {
     assert_eq!(paged, whole);
     assert_eq!(index.file_totals(&v).await.unwrap(), (7, 28));
 }
+
+#[test]
+fn database_faults_are_told_from_refusals_and_bugs() {
+    use artifactstore_model::StoreFault;
+    let db = |e: sqlx::Error| Error::Db(e).fault();
+    assert_eq!(db(sqlx::Error::PoolTimedOut), Some(StoreFault::Unavailable));
+    assert_eq!(
+        db(sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused
+        ))),
+        Some(StoreFault::Unavailable)
+    );
+    assert_eq!(db(sqlx::Error::RowNotFound), None);
+    assert_eq!(Error::VersionComplete.fault(), None);
+    for (code, fault) in [
+        ("53100", Some(StoreFault::Full)),
+        ("53300", Some(StoreFault::Unavailable)),
+        ("57P01", Some(StoreFault::Unavailable)),
+        ("08006", Some(StoreFault::Unavailable)),
+        ("23505", None),
+        ("40001", None),
+        ("13", Some(StoreFault::Full)),
+        ("5", Some(StoreFault::Unavailable)),
+        ("266", Some(StoreFault::Unavailable)),
+        ("2067", None),
+    ] {
+        assert_eq!(database_fault(code), fault, "{code}");
+    }
+}

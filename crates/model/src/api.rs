@@ -159,7 +159,7 @@ pub enum ErrorCode {
     FileConflict,
     FileNotFound,
     HostNotAllowed,
-    /// 507: the blob store is full or over its quota.
+    /// 507: the blob store or the metadata database is full or over its quota.
     InsufficientStorage,
     InternalError,
     InvalidBody,
@@ -177,7 +177,8 @@ pub enum ErrorCode {
     /// 408: no byte of the request body arrived for `body_idle_timeout_secs`.
     RequestTimeout,
     RouteNotFound,
-    /// 503: the blob store does not answer, or fails; try again later (`Retry-After`).
+    /// 503: the blob store or the metadata database does not answer, or fails; try again
+    /// later (`Retry-After`).
     StorageUnavailable,
     /// 503: `max_concurrent_uploads` uploads are being received (`Retry-After`).
     TooManyUploads,

@@ -296,6 +296,20 @@ pub fn is_format_char(c: char) -> bool {
     )
 }
 
+/// A failure of a store itself — the blob store or the metadata database — not of the
+/// request nor of this program: what the server answers as 503 or 507 rather than as an
+/// internal error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreFault {
+    /// The store does not answer, answers too late, drops the connection, says it is
+    /// overloaded, fails (5xx), or its disk fails (`EIO`, a file system remounted
+    /// read-only): worth trying again later.
+    Unavailable,
+    /// The store has no room: a full disk (`ENOSPC`), an exhausted quota (`EDQUOT`), an
+    /// object store out of capacity or over its quota, a database whose disk is full.
+    Full,
+}
+
 /// What a version selector in a URL names: a concrete version or the `latest` alias.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum VersionRef {

@@ -54,29 +54,34 @@ impl ApiError {
 }
 
 impl ApiError {
-    /// A fault of the blob store, answered as what it is: 503 `storage_unavailable` with
-    /// `Retry-After`, or 507 `insufficient_storage`. The error, with the endpoint, path
-    /// or upstream text it names, goes to the log only.
-    fn store_fault(fault: artifactstore_blob::StoreFault, e: &artifactstore_blob::Error) -> Self {
-        use artifactstore_blob::StoreFault;
+    /// A fault of a store (`what`: the blob store or the metadata database), answered
+    /// as what it is: 503 `storage_unavailable` with `Retry-After`, or 507
+    /// `insufficient_storage`. The error, with the endpoint, path or upstream text it
+    /// names, goes to the log only.
+    fn store_fault(
+        what: &'static str,
+        fault: artifactstore_model::StoreFault,
+        e: &dyn std::fmt::Display,
+    ) -> Self {
+        use artifactstore_model::StoreFault;
         match fault {
             StoreFault::Unavailable => {
-                tracing::warn!(error = %e, "blob store unavailable");
+                tracing::warn!(error = %e, "{what} unavailable");
                 ApiError {
                     retry_after_secs: Some(STORAGE_RETRY_AFTER_SECS),
                     ..Self::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         ErrorCode::StorageUnavailable,
-                        "the blob store is unavailable; try again later",
+                        format!("the {what} is unavailable; try again later"),
                     )
                 }
             }
             StoreFault::Full => {
-                tracing::error!(error = %e, "blob store full");
+                tracing::error!(error = %e, "{what} full");
                 Self::new(
                     StatusCode::INSUFFICIENT_STORAGE,
                     ErrorCode::InsufficientStorage,
-                    "the blob store is full",
+                    format!("the {what} is full"),
                 )
             }
         }
@@ -118,7 +123,10 @@ impl From<artifactstore_index::Error> for ApiError {
                 ErrorCode::VersionFull,
                 format!("the version holds its maximum of {max} files (max_files_per_version)"),
             ),
-            other => ApiError::internal(other),
+            other => match other.fault() {
+                Some(fault) => ApiError::store_fault("metadata database", fault, &other),
+                None => ApiError::internal(other),
+            },
         }
     }
 }
@@ -149,7 +157,7 @@ impl From<artifactstore_blob::Error> for ApiError {
                 format!("upload body failed: {e}; nothing was stored"),
             ),
             other => match other.fault() {
-                Some(fault) => ApiError::store_fault(fault, &other),
+                Some(fault) => ApiError::store_fault("blob store", fault, &other),
                 None => ApiError::internal(other),
             },
         }

@@ -476,3 +476,87 @@ async fn a_full_disk_under_the_fs_backend_is_507_and_leaves_no_temp_file() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     drop(s);
 }
+
+#[tokio::test]
+async fn a_full_disk_under_the_metadata_database_is_507_and_the_file_is_not_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(disk) = Tmpfs::mount(&dir.path().join("dbdisk"), "2m") else {
+        eprintln!(
+            "a_full_disk_under_the_metadata_database_is_507_and_the_file_is_not_visible: \
+             NOT run: cannot mount a tmpfs here (needs root); the SQLite and PostgreSQL \
+             codes are unit-tested in the index"
+        );
+        return;
+    };
+    // Blobs have room; only the index's disk fills up.
+    let data_dir = dir.path().join("data");
+    let db = artifactstore_index::sqlite_url(&disk.0.join("index.db"));
+    let stderr_log = dir.path().join("db.stderr.log");
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "fs"])
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--database-url", &db])
+        .env_remove("ARTIFACTSTORE_URL");
+    let (child, url) = spawn_announcing(cmd, "artifactstore listening on ", &stderr_log);
+    let s = Server {
+        child,
+        url,
+        data_dir: data_dir.clone(),
+        stderr_log,
+        s3_prefix: None,
+    };
+    let (status, _, body, _) = timed(
+        http()
+            .put(s.artifacts("faults/db/1/first.txt"))
+            .body("first"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // Fill what is left of the database's disk.
+    let filler = disk.0.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 << 10];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = None;
+    // SQLite may find room in pages it already holds for a row or two.
+    for i in 0..50 {
+        let (status, retry, body, _) = timed(
+            http()
+                .put(s.artifacts(&format!("faults/db/1/f{i}.txt")))
+                .body(format!("file {i} {}", "x".repeat(4000))),
+        )
+        .await;
+        if status != StatusCode::CREATED {
+            refused = Some((i, status, retry, body));
+            break;
+        }
+    }
+    let (i, status, retry, body) = refused.expect("the full database disk refused nothing");
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    assert_eq!(body["error"]["code"], "insufficient_storage", "{body}");
+    assert_eq!(retry, None);
+    assert!(!body.to_string().contains("index.db"), "{body}");
+    let (status, _, _, _) = timed(http().get(s.artifacts(&format!("faults/db/1/f{i}.txt")))).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "a refused file is not visible"
+    );
+
+    // Room again: the same upload goes through, no restart needed.
+    std::fs::remove_file(&filler).unwrap();
+    let (status, _, body, _) = timed(
+        http()
+            .put(s.artifacts(&format!("faults/db/1/f{i}.txt")))
+            .body(format!("file {i} {}", "x".repeat(4000))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    drop(s);
+}
