@@ -462,11 +462,17 @@ fn serving_outlives_the_vend_service_until_the_credential_nears_expiry() {
         assert!(Instant::now() < deadline, "never unready: {body}");
         std::thread::sleep(Duration::from_millis(300));
     };
+    // The answer says which check fails, the log says why; the endpoint and the
+    // source's words stay out of the answer.
+    assert!(body.contains("\"credentials\":\"failing\""), "{body}");
+    assert!(!body.contains("cannot connect"), "{body}");
+    assert!(!body.contains(listen.as_str()), "{body}");
+    let logs = serve.logs();
     assert!(
-        body.contains("no valid credential from source web-identity"),
-        "{body}"
+        logs.contains("no valid credential from source web-identity"),
+        "{logs}"
     );
-    assert!(body.contains("cannot connect"), "{body}");
+    assert!(logs.contains("cannot connect"), "{logs}");
     // The vend service returns (same address): the server recovers on its own.
     let vend = rotating_vend(&issuer, &g, Some(listen));
     let deadline = Instant::now() + Duration::from_secs(90);
