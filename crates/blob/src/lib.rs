@@ -113,6 +113,10 @@ pub use artifactstore_model::StoreFault;
 
 /// `EIO` is 5 on every Unix; std gives it no `ErrorKind` of its own.
 const EIO: i32 = 5;
+/// `ENFILE` and `EMFILE` (23, 24 on Linux and the BSDs): no file descriptor to spare,
+/// in the system or in this process — connections hold them all for now.
+const ENFILE: i32 = 23;
+const EMFILE: i32 = 24;
 
 impl Error {
     /// Whether this is a fault of the store ([`StoreFault`]) rather than a refused
@@ -125,7 +129,9 @@ impl Error {
                 io::ErrorKind::ReadOnlyFilesystem | io::ErrorKind::TimedOut => {
                     Some(StoreFault::Unavailable)
                 }
-                _ if source.raw_os_error() == Some(EIO) => Some(StoreFault::Unavailable),
+                _ if matches!(source.raw_os_error(), Some(EIO | ENFILE | EMFILE)) => {
+                    Some(StoreFault::Unavailable)
+                }
                 _ => None,
             },
             #[cfg(feature = "s3")]
@@ -213,6 +219,9 @@ mod tests {
         assert_eq!(io(122).fault(), Some(StoreFault::Full));
         assert_eq!(io(5).fault(), Some(StoreFault::Unavailable));
         assert_eq!(io(30).fault(), Some(StoreFault::Unavailable));
+        // ENFILE, EMFILE: out of descriptors for now.
+        assert_eq!(io(23).fault(), Some(StoreFault::Unavailable));
+        assert_eq!(io(24).fault(), Some(StoreFault::Unavailable));
         // EACCES, ENOENT: a configuration fault, not the store's.
         assert_eq!(io(13).fault(), None);
         assert_eq!(io(2).fault(), None);

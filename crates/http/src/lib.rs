@@ -1,6 +1,7 @@
 //! The HTTP edge both servers share, so the artifact server and the vend server
 //! refuse hostile clients the same way.
 
+pub mod body;
 pub mod guard;
 pub mod listener;
 

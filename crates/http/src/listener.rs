@@ -209,10 +209,24 @@ pub(crate) async fn serve_from(
     let _ = drain.send(true);
     let open = limits.max_connections - slots.available_permits();
     tracing::debug!(open, "draining open connections");
-    // Every slot back means every connection has ended.
+    // Every slot back means every connection has ended. A request that never ends (a
+    // client that stopped reading) must not keep the process from exiting: past the
+    // deadline the remaining connections are dropped with the runtime.
     let all = u32::try_from(limits.max_connections).expect("max_connections is at most 2^20");
-    let _ = slots.acquire_many(all).await;
+    if tokio::time::timeout(DRAIN_DEADLINE, slots.acquire_many(all))
+        .await
+        .is_err()
+    {
+        let open = limits.max_connections - slots.available_permits();
+        tracing::warn!(
+            open,
+            "connections still open after the drain deadline; closing them"
+        );
+    }
 }
+
+/// How long a shutdown waits for requests in flight before it closes their connections.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// At most one "cap reached" warning per this long: a flood must not flood the log.
 const CAP_WARNING_INTERVAL: Duration = Duration::from_secs(60);

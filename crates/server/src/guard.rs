@@ -15,7 +15,7 @@ use crate::error::ApiError;
 const CORS: Cors = Cors {
     allow_methods: "GET, HEAD, PUT, POST, PATCH, DELETE",
     allow_headers: "content-type, x-artifact-digest, range",
-    expose_headers: "x-artifact-digest, x-artifact-version, content-range, content-disposition",
+    expose_headers: "x-artifact-digest, x-artifact-version, content-range, content-disposition, retry-after",
 };
 
 /// The guard of the artifact server for these origins.

@@ -114,6 +114,8 @@ async fn paging_parameters_are_bounded() {
         "/v1/artifacts/ci/p/1?limit=x".to_owned(),
         "/v1/artifacts/ci/p/1?page=2".to_owned(),
         format!("/v1/artifacts/ci/p/1?cursor={long}"),
+        "/v1/artifacts/ci/p/1?cursor=a%00b".to_owned(),
+        "/v1/artifacts/ci/p/1?cursor=%0A".to_owned(),
     ] {
         let (status, body) = call(&app, Method::GET, &uri, Vec::new()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}");

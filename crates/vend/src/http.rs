@@ -53,6 +53,10 @@ pub fn app(service: Arc<Service>, listen: SocketAddr) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(
+            service.edge.body_deadline,
+            edge::body_deadline,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
             edge::guard(&service.edge, listen),
             artifactstore_http::guard::guard,
         ))
@@ -401,9 +405,24 @@ struct ContainerQuery {
 async fn container_credentials(
     State(service): State<Arc<Service>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<ContainerQuery>,
+    query: Result<Query<ContainerQuery>, axum::extract::rejection::QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    // A malformed query is refused in the endpoint's own format and audited, like
+    // every other refusal (axum's own rejection is plain text).
+    let query = match query {
+        Ok(Query(q)) => q,
+        Err(_) => {
+            let denial = Denial::new(
+                Reason::RequestInvalid,
+                "the query string is not role=NAME&duration_seconds=N",
+            );
+            let refused = service
+                .refuse_early(Some(peer), Format::Container, denial)
+                .await;
+            return refusal(Format::Container, &refused);
+        }
+    };
     let outcome = match bearer(&headers) {
         Some(token) => {
             service

@@ -224,6 +224,8 @@ pub async fn build_with_clock(
         edge: service::EdgeConfig {
             allowed_hosts: config.allowed_hosts,
             cors_allowed_origins: config.cors_allowed_origins,
+            // A body of a few KiB arrives as fast as its head.
+            body_deadline: Some(Duration::from_secs(config.header_read_timeout_secs)),
         },
         clock,
     });

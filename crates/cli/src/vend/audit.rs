@@ -187,6 +187,14 @@ fn verify(
         if let Some(after) = report.lines_after_expected_head {
             println!("the expected head was found; {after} line(s) were appended after it");
         }
+        // A first file that continues an earlier one: what came before is not checked
+        // here, and a log emptied while vend ran looks just like this.
+        if report.previous_head != audit::GENESIS {
+            println!(
+                "note: the first file continues an earlier one whose head was {}; give the earlier files too (oldest first) to check them, or --expect-head a head you shipped",
+                report.previous_head
+            );
+        }
     } else {
         println!(
             "NOT AUTHENTICATED: {} lines in {} file(s), structure intact, but no chain key was found (--key-ref, --config, or {}), so anyone could have written this chain; head {}",

@@ -13,7 +13,7 @@ pub const CAP: usize = 4;
 
 /// Short timeouts, so that the checks wait only seconds; top-level keys of both configs.
 pub const LIMITS_TOML: &str =
-    "header_read_timeout_secs = 2\nkeep_alive_timeout_secs = 3\nmax_connections = 4\n";
+    "header_read_timeout_secs = 2\nkeep_alive_timeout_secs = 6\nmax_connections = 4\n";
 
 /// The keys of the listener's limits, the same in both configs.
 pub const KEYS: [&str; 3] = [

@@ -11,10 +11,12 @@ use tokio::time::timeout;
 
 use crate::common::*;
 
-/// Short, so that the test waits for the timeout only a few seconds.
-const IDLE_SECS: u64 = 5;
-/// What a check of a server with stalled uploads may take before it counts as hung.
-const CHECK_BOUND: Duration = Duration::from_secs(4);
+/// Short enough that the test waits for the timeout only seconds, long enough that a
+/// slow machine opens every stalled upload and runs the checks before the first ends.
+const IDLE_SECS: u64 = 20;
+/// What a check of a server with stalled uploads may take before it counts as hung
+/// (stuck, they never answer; the old thread-per-upload writer hung them all).
+const CHECK_BOUND: Duration = Duration::from_secs(10);
 
 /// Raises this process's soft open-file limit to the hard one: hundreds of stalled
 /// connections would otherwise exhaust a default limit of 1024 (the server raises its

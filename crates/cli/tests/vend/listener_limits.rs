@@ -102,3 +102,71 @@ fn a_zero_limit_is_refused_at_start_naming_the_key() {
         listener_checks::assert_refused(&out, key);
     }
 }
+
+#[test]
+fn a_trickled_body_is_cut_off_by_the_header_read_timeout_and_audited() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path(), listener_checks::LIMITS_TOML);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config);
+    let (mut child, url) = spawn_announcing(
+        cmd,
+        "artifactstore vend listening on ",
+        &dir.path().join("vend.stderr.log"),
+    );
+    let addr = url.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    // A whole head at once, then a 2,000-byte form body a byte every 100 ms: 200 s
+    // if nothing cut it off.
+    write!(
+        tcp,
+        "POST / HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-www-form-urlencoded\r\n\
+         content-length: 2000\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < Duration::from_secs(30) {
+        if tcp.write_all(b"A").is_err() {
+            break;
+        }
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let elapsed = started.elapsed();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "the trickled body held the request for {elapsed:?}: {answer}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(
+        answer.contains("<Error>") || answer.contains("Error"),
+        "{answer}"
+    );
+    // Audited like any early refusal (through the client's refusal window).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = std::fs::read_to_string(dir.path().join("audit.log")).unwrap_or_default();
+        if audit.contains("request_invalid") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not audited: {audit}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -87,3 +87,15 @@ pub(super) async fn client_limit(
         }
     }
 }
+
+/// The configured deadline for a whole request body, where there is one.
+pub(super) async fn body_deadline(
+    State(limit): State<Option<std::time::Duration>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match limit {
+        Some(limit) => artifactstore_http::body::body_deadline(State(limit), req, next).await,
+        None => next.run(req).await,
+    }
+}

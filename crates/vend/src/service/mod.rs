@@ -161,11 +161,15 @@ pub struct Service {
     pub clock: Arc<dyn Clock>,
 }
 
-/// Which `Host` and `Origin` values the HTTP layer serves, as configured.
+/// Which `Host` and `Origin` values the HTTP layer serves, and how long a request
+/// body may take to arrive, as configured.
 #[derive(Clone, Debug, Default)]
 pub struct EdgeConfig {
     pub allowed_hosts: Option<Vec<String>>,
     pub cors_allowed_origins: Vec<String>,
+    /// A body (at most a few KiB here) must be whole this long after the request
+    /// reached the router; `None`: no deadline (in-process tests).
+    pub body_deadline: Option<std::time::Duration>,
 }
 
 /// The client of an audit line and a refusal window: the address as limited.

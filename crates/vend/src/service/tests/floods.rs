@@ -330,3 +330,27 @@ async fn vend_refuses_rebound_hosts_and_foreign_origins() {
     .await;
     assert_eq!(a.status, StatusCode::OK, "{}", a.text);
 }
+
+/// A container-credentials query that does not parse is refused in that endpoint's
+/// JSON, not axum's plain text, and audited like every early refusal.
+#[tokio::test]
+async fn a_malformed_container_query_is_refused_in_json_and_audited() {
+    let h = harness().await;
+    let app = crate::http::app(h.service.clone(), LISTEN);
+    let req = axum::http::Request::get("/v1/container-credentials?duration_seconds=soon")
+        .header("authorization", "Bearer x");
+    let a = send(&app, FLOODER, req, "").await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    let body: Value = serde_json::from_str(&a.text).expect("a JSON answer");
+    assert!(
+        body.get("code").is_some() || body.get("error").is_some(),
+        "{body}"
+    );
+    let audit = h.audit_lines();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["reason"] == "request_invalid" && l["client"] == "192.0.2.66"),
+        "{audit:?}"
+    );
+}
