@@ -147,6 +147,18 @@ impl ManifestQuery {
                 format!("cursor must be at most {MAX_CURSOR_BYTES} bytes"),
             ));
         }
+        // A cursor is a path, which holds no control character; PostgreSQL would
+        // refuse a NUL in the comparison.
+        if self
+            .cursor
+            .as_ref()
+            .is_some_and(|c| c.chars().any(char::is_control))
+        {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                "cursor must not contain control characters",
+            ));
+        }
         Ok(self)
     }
 }
