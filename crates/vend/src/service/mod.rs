@@ -237,10 +237,7 @@ impl Service {
                 closed,
             } => {
                 if let Some(summary) = closed {
-                    let _ = self
-                        .audit
-                        .append(&summary.record(self.refusals.window()))
-                        .await;
+                    self.write_summary(*summary).await;
                 }
                 record.request_id = Some(request_id.clone());
                 record.client = Some(key.client);
@@ -272,10 +269,7 @@ impl Service {
     /// Writes the summaries of the refusal windows that have passed.
     pub async fn close_refusal_windows(&self) {
         for summary in self.refusals.due(self.clock.now()) {
-            let _ = self
-                .audit
-                .append(&summary.record(self.refusals.window()))
-                .await;
+            self.write_summary(summary).await;
         }
     }
 
@@ -283,10 +277,22 @@ impl Service {
     /// counted refusal goes unrecorded.
     pub async fn close_all_refusal_windows(&self) {
         for summary in self.refusals.drain() {
-            let _ = self
-                .audit
-                .append(&summary.record(self.refusals.window()))
-                .await;
+            self.write_summary(summary).await;
+        }
+    }
+
+    /// One window's summary line. Refusals are answered whether or not it is written
+    /// (issuance alone is fail-closed), so a summary the audit log cannot take goes to
+    /// the error log with its counts rather than nowhere.
+    async fn write_summary(&self, summary: refusals::Summary) {
+        let record = summary.record(self.refusals.window());
+        if let Err(e) = self.audit.append(&record).await {
+            tracing::error!(
+                error = %e,
+                client = record.client.as_deref().unwrap_or("unknown"),
+                count = record.count.unwrap_or(0),
+                "audit log unavailable: a refusal window's summary was not written"
+            );
         }
     }
 
