@@ -49,7 +49,10 @@ pub fn app(service: Arc<Service>, listen: SocketAddr) -> Router {
         .route("/v1/admin/leases", get(admin_leases))
         .route("/v1/admin/leases/{id}", get(admin_lease))
         .route("/healthz", get(healthz))
-        .route("/readyz", get(ready::readyz))
+        .route(
+            "/readyz",
+            get(ready::readyz).layer(axum::Extension(Arc::new(ready::ReadyCache::default()))),
+        )
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(

@@ -3,20 +3,52 @@
 //! request with the admin token.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use crate::service::Service;
 
+/// Each check's name and its outcome (the detail of a failure).
+type Checks = Vec<(String, Result<(), String>)>;
+
+/// How long one round of checks answers every `/readyz`: a flood of probes costs the
+/// drivers' upstreams and the lease store at most one round per this long.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The last round of checks. Holding the lock while checking makes the round single
+/// flight: probes that arrive meanwhile wait for it and take its result.
+#[derive(Default)]
+pub(super) struct ReadyCache(tokio::sync::Mutex<Option<(tokio::time::Instant, Checks)>>);
+
 /// Ready when every issuer's keys are loaded, every driver answers, the audit log can
 /// be written and the lease store answers. Issuers are named by their place in the
 /// configuration (`issuers.0`), drivers by their name (`drivers.garage`).
-pub(super) async fn readyz(State(service): State<Arc<Service>>, headers: HeaderMap) -> Response {
-    let mut checks: Vec<(String, Result<(), String>)> = Vec::new();
+pub(super) async fn readyz(
+    State(service): State<Arc<Service>>,
+    Extension(cache): Extension<Arc<ReadyCache>>,
+    headers: HeaderMap,
+) -> Response {
+    let checks = {
+        let mut last = cache.0.lock().await;
+        match &*last {
+            Some((at, checks)) if at.elapsed() < FRESH_FOR => checks.clone(),
+            _ => {
+                let checks = run_checks(&service).await;
+                *last = Some((tokio::time::Instant::now(), checks.clone()));
+                checks
+            }
+        }
+    };
+    answer(&service, &headers, checks)
+}
+
+async fn run_checks(service: &Service) -> Checks {
+    let mut checks: Checks = Vec::new();
     for (i, issuer) in service.verifier.issuers.iter().enumerate() {
         let result = if issuer.loaded() {
             Ok(())
@@ -54,16 +86,24 @@ pub(super) async fn readyz(State(service): State<Arc<Service>>, headers: HeaderM
         .await
         .map_err(|e| format!("lease store: {e}"));
     checks.push(("lease_store".to_owned(), leases));
+    // Logged once per round, not once per probe.
+    for (name, result) in &checks {
+        if let Err(detail) = result {
+            tracing::warn!(check = %name, "not ready: {detail}");
+        }
+    }
+    checks
+}
 
+fn answer(service: &Service, headers: &HeaderMap, checks: Checks) -> Response {
     let ready = checks.iter().all(|(_, r)| r.is_ok());
-    let admin = super::admin::is_admin(&service, &headers);
+    let admin = super::admin::is_admin(service, headers);
     let mut states = Map::new();
     let mut details = Map::new();
     for (name, result) in checks {
         let state = match result {
             Ok(()) => "ok",
             Err(detail) => {
-                tracing::warn!(check = %name, "not ready: {detail}");
                 if admin {
                     details.insert(name.clone(), Value::String(detail));
                 }

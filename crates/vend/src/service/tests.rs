@@ -75,6 +75,7 @@ struct FakeDriver {
     revokes: Mutex<Vec<(String, Option<String>)>>,
     fail_mint: std::sync::atomic::AtomicBool,
     fail_check: std::sync::atomic::AtomicBool,
+    checks: AtomicU64,
     gate: Mutex<Option<Arc<Gate>>>,
     /// Runs inside the next mint, before it returns.
     on_mint: Mutex<Option<Hook>>,
@@ -142,6 +143,7 @@ impl MintDriver for FakeDriver {
         })
     }
     async fn check(&self) -> Result<(), DriverError> {
+        self.checks.fetch_add(1, Ordering::SeqCst);
         if self.fail_check.load(Ordering::SeqCst) {
             return Err(DriverError::Unavailable(UPSTREAM_WORDS.into()));
         }

@@ -227,6 +227,8 @@ async fn readiness_details_are_for_the_admin_only() {
     h.driver.fail_check.store(true, Ordering::SeqCst);
     let broken = h.break_audit();
     broken();
+    // Past the round of checks the first probe made.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let a = send(&app, LEGIT, get(), "").await;
     assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE);
     let body: Value = serde_json::from_str(&a.text).unwrap();
@@ -353,4 +355,34 @@ async fn a_malformed_container_query_is_refused_in_json_and_audited() {
             .any(|l| l["reason"] == "request_invalid" && l["client"] == "192.0.2.66"),
         "{audit:?}"
     );
+}
+
+/// A flood of `/readyz` costs the upstreams one round of checks per second, however
+/// many probes arrive at once, and a change shows within that second.
+#[tokio::test]
+async fn a_flood_of_readiness_probes_checks_the_upstream_once_a_second() {
+    let h = harness().await;
+    let app = crate::http::app(h.service.clone(), LISTEN);
+    let probes: Vec<_> = (0..200)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                send(&app, FLOODER, axum::http::Request::get("/readyz"), "").await
+            })
+        })
+        .collect();
+    for probe in probes {
+        let a = probe.await.unwrap();
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    }
+    assert_eq!(
+        h.driver.checks.load(Ordering::SeqCst),
+        1,
+        "one round for 200 probes"
+    );
+    h.driver.fail_check.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let a = send(&app, FLOODER, axum::http::Request::get("/readyz"), "").await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert_eq!(h.driver.checks.load(Ordering::SeqCst), 2);
 }
