@@ -88,6 +88,8 @@ pub struct AppState {
     pub probes: Vec<Arc<dyn Probe>>,
     /// One permit per upload being received (`max_concurrent_uploads`).
     pub upload_permits: Arc<tokio::sync::Semaphore>,
+    /// The last round of `/readyz` checks.
+    pub(crate) ready: Arc<ops::ReadyCache>,
 }
 
 impl AppState {
@@ -99,6 +101,7 @@ impl AppState {
             upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
             config: Arc::new(config),
             probes: Vec::new(),
+            ready: Arc::default(),
         }
     }
 

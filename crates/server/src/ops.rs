@@ -26,9 +26,21 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// server whose store hangs answers 503 quickly instead of hanging with it.
 pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Each check's name and its outcome (why it failed).
+type Checks = Vec<(String, Result<(), String>)>;
+
+/// How long one round of checks answers every `/readyz`: a flood of probes costs the
+/// index and the store at most one round per this long.
+const FRESH_FOR: Duration = Duration::from_secs(1);
+
+/// The last round of checks. Holding the lock while checking makes the round single
+/// flight: probes that arrive meanwhile wait for it and take its result.
+#[derive(Default)]
+pub struct ReadyCache(tokio::sync::Mutex<Option<(tokio::time::Instant, Checks)>>);
+
 /// Ready when the index answers a query, the blob store answers a lookup and every
 /// probe (the S3 backend's credentials) passes; the lookup runs first, so it can fetch
-/// a credential that was due. Every call checks afresh: nothing is cached, so the
+/// a credential that was due. A round of checks answers for a second at most, so the
 /// answer turns 200 again by itself once the store answers.
 ///
 /// The answer names each check and says `ok` or `failing`, and the kinds of backend and
@@ -36,29 +48,21 @@ pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// (there is no admin token yet), and why a check fails — endpoints, paths, upstream
 /// messages — goes to the log.
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let probe = Digest::of(b"artifactstore readiness probe");
-    let (index, blobs) = tokio::join!(
-        bounded(async { st.index.ping().await.map_err(|e| e.to_string()) }),
-        bounded(async {
-            st.blobs
-                .head(&probe)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }),
-    );
-    let mut results: Vec<(&str, Result<(), String>)> = vec![("index", index), ("blobs", blobs)];
-    results.extend(st.probes.iter().map(|p| (p.name(), p.check())));
+    let results = {
+        let mut last = st.ready.0.lock().await;
+        match &*last {
+            Some((at, checks)) if at.elapsed() < FRESH_FOR => checks.clone(),
+            _ => {
+                let checks = run_checks(&st).await;
+                *last = Some((tokio::time::Instant::now(), checks.clone()));
+                checks
+            }
+        }
+    };
     let mut checks = serde_json::Map::new();
     for (name, result) in &results {
-        let state = match result {
-            Ok(()) => "ok",
-            Err(reason) => {
-                tracing::warn!(check = name, reason = %reason, "readiness check failing");
-                "failing"
-            }
-        };
-        checks.insert((*name).to_owned(), json!(state));
+        let state = if result.is_ok() { "ok" } else { "failing" };
+        checks.insert(name.clone(), json!(state));
     }
     let ready = results.iter().all(|(_, r)| r.is_ok());
     let body = json!({
@@ -74,6 +78,29 @@ pub async fn readyz(State(st): State<AppState>) -> Response {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body)).into_response()
+}
+
+/// One round of checks; what fails is logged once per round.
+async fn run_checks(st: &AppState) -> Checks {
+    let probe = Digest::of(b"artifactstore readiness probe");
+    let (index, blobs) = tokio::join!(
+        bounded(async { st.index.ping().await.map_err(|e| e.to_string()) }),
+        bounded(async {
+            st.blobs
+                .head(&probe)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+    );
+    let mut results: Checks = vec![("index".into(), index), ("blobs".into(), blobs)];
+    results.extend(st.probes.iter().map(|p| (p.name().to_owned(), p.check())));
+    for (name, result) in &results {
+        if let Err(reason) = result {
+            tracing::warn!(check = %name, reason = %reason, "readiness check failing");
+        }
+    }
+    results
 }
 
 /// A check that takes longer than [`READY_CHECK_TIMEOUT`] fails.
