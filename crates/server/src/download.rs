@@ -54,20 +54,23 @@ pub fn protect(headers: &mut HeaderMap, media_type: &str, file_name: &str, inlin
         HeaderValue::from_static(SANDBOX),
     );
     if is_active(media_type) && !inline {
-        let mut encoded = String::with_capacity(file_name.len());
-        for b in file_name.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                encoded.push(b as char);
-            } else {
-                encoded.push_str(&format!("%{b:02X}"));
-            }
-        }
-        let value = format!("attachment; filename*=UTF-8''{encoded}");
-        headers.insert(
-            header::CONTENT_DISPOSITION,
-            HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment")),
-        );
+        headers.insert(header::CONTENT_DISPOSITION, attachment(file_name));
     }
+}
+
+/// `Content-Disposition: attachment` naming the file it is saved under (RFC 6266
+/// `filename*`, UTF-8, percent-encoded).
+pub fn attachment(file_name: &str) -> HeaderValue {
+    let mut encoded = String::with_capacity(file_name.len());
+    for b in file_name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    let value = format!("attachment; filename*=UTF-8''{encoded}");
+    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment"))
 }
 
 #[cfg(test)]

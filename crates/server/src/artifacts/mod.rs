@@ -21,8 +21,10 @@ use crate::error::{ApiError, ApiResult};
 use crate::http_range::{self, RangeRequest};
 use artifactstore_model::api::ErrorCode;
 
+mod archive;
 mod listing;
 mod read;
+mod tar;
 mod upload;
 
 pub use listing::{list_names, list_namespaces, list_versions};
@@ -117,7 +119,8 @@ const MANIFEST_PAGE: u32 = 10_000;
 /// Longest accepted manifest cursor (a file path, whose segments are at most 255 bytes).
 const MAX_CURSOR_BYTES: usize = 4096;
 
-/// `?cursor=&limit=` of a manifest: which page of the version's files to answer.
+/// `?cursor=&limit=` of a manifest: which page of the version's files to answer; or
+/// `?format=tar`: every file of the version as one archive (then without paging).
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestQuery {
@@ -125,10 +128,21 @@ pub struct ManifestQuery {
     cursor: Option<String>,
     #[serde(default)]
     limit: Option<u32>,
+    #[serde(default)]
+    format: Option<String>,
 }
 
 impl ManifestQuery {
-    fn checked(self) -> ApiResult<Self> {
+    fn checked(mut self) -> ApiResult<Self> {
+        // An empty value is an absent one, as for `cursor`.
+        self.format = self.format.filter(|f| !f.is_empty());
+        let paged = self.limit.is_some() || self.cursor.as_ref().is_some_and(|c| !c.is_empty());
+        if self.format.is_some() && paged {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                "format answers the whole version: it takes no cursor or limit",
+            ));
+        }
         if let Some(n) = self.limit
             && !(1..=MANIFEST_PAGE).contains(&n)
         {
@@ -308,14 +322,27 @@ pub async fn patch_version(
 
 pub async fn get_version(
     State(st): State<AppState>,
+    method: Method,
     params: Result<Path<VersionParams>, PathRejection>,
     q: Result<Query<ManifestQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
-    let page = query(q)?.checked()?;
+    let mut page = query(q)?.checked()?;
+    let format = page
+        .format
+        .take()
+        .map(|f| archive::ArchiveFormat::parse(&f))
+        .transpose()?;
     let (id, record) = resolve(&st, &p.namespace, &p.name, &p.version).await?;
-    let mut resp = manifest(&st, &id, record, page).await?.into_response();
-    if let Ok(v) = HeaderValue::from_str(id.version.as_str()) {
+    let version = HeaderValue::from_str(id.version.as_str());
+    let mut resp = match format {
+        Some(format) => {
+            let is_alias = p.version == artifactstore_model::LATEST;
+            archive::respond(st, &method, id, &record, format, is_alias).await?
+        }
+        None => manifest(&st, &id, record, page).await?.into_response(),
+    };
+    if let Ok(v) = version {
         resp.headers_mut().insert(VERSION_HEADER, v);
     }
     Ok(resp)
