@@ -363,14 +363,39 @@ impl Client {
         Ok(0)
     }
 
-    pub async fn get(&self, target: &str, output: Option<&Path>) -> anyhow::Result<u8> {
+    /// `get NS/NAME@VERSION/PATH [-o FILE]`: one file, to stdout or atomically to FILE;
+    /// `get NS/NAME@VERSION -o DIR`: every file of the version (see `version_dir`).
+    pub async fn get(
+        &self,
+        target: &str,
+        output: Option<&Path>,
+        jobs: usize,
+        includes: &[String],
+    ) -> anyhow::Result<u8> {
         let t = target::parse(target)?;
-        let (Some(name), Some(version), Some(path)) = (&t.name, &t.version, &t.path) else {
+        let (Some(name), Some(version)) = (&t.name, &t.version) else {
             return Err(fail(
                 exit::USAGE,
-                format!("{target:?}: expected NS/NAME@VERSION/PATH"),
+                format!("{target:?}: expected NS/NAME@VERSION/PATH or NS/NAME@VERSION -o DIR"),
             ));
         };
+        let Some(path) = &t.path else {
+            let dir = output.ok_or_else(|| {
+                fail(
+                    exit::USAGE,
+                    "a whole version is written into a directory: give -o DIR",
+                )
+            })?;
+            return self
+                .get_version_into(&t.namespace, name, version, dir, jobs, includes)
+                .await;
+        };
+        if !includes.is_empty() {
+            return Err(fail(
+                exit::USAGE,
+                "--include selects files of a whole version (NS/NAME@VERSION -o DIR)",
+            ));
+        }
         let url = self.url(&["v1", "artifacts", &t.namespace, name, version, path]);
         let resp = self.send(self.http.request(Method::GET, url)).await?;
         let expected: Digest = resp
@@ -379,77 +404,29 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
             .context("server sent no X-Artifact-Digest header")?;
-        let len = resp.content_length().unwrap_or(0);
-        let multi = MultiProgress::new();
-        let bar = if output.is_some() {
-            self.bar(&multi, len, path)
-        } else {
-            ProgressBar::hidden()
-        };
+        if let Some(out) = output {
+            let multi = MultiProgress::new();
+            let bar = self.bar(&multi, resp.content_length().unwrap_or(0), path);
+            let saved = version_dir::save_verified(resp.bytes_stream(), expected, out, &bar).await;
+            bar.finish_and_clear();
+            return saved.map(|()| 0);
+        }
         let mut hasher = Hasher::new();
         let mut body = resp.bytes_stream();
-
-        let (mut sink, temp): (
-            Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
-            Option<PathBuf>,
-        ) = match output {
-            Some(out) => {
-                let dir = out
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                let file_name = out
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or("download");
-                let temp = dir.join(format!(".{file_name}.artifactstore-part"));
-                let f = tokio::fs::File::create(&temp)
-                    .await
-                    .with_context(|| format!("create {}", temp.display()))?;
-                (
-                    Box::new(tokio::io::BufWriter::with_capacity(1 << 20, f)),
-                    Some(temp),
-                )
-            }
-            None => (Box::new(tokio::io::stdout()), None),
-        };
-        let result: anyhow::Result<()> = async {
-            while let Some(chunk) = body.try_next().await? {
-                hasher.update(&chunk);
-                bar.inc(chunk.len() as u64);
-                sink.write_all(&chunk).await?;
-            }
-            sink.flush().await?;
-            Ok(())
+        let mut stdout = tokio::io::stdout();
+        while let Some(chunk) = body.try_next().await? {
+            hasher.update(&chunk);
+            stdout.write_all(&chunk).await?;
         }
-        .await;
-        bar.finish_and_clear();
-        drop(sink);
+        stdout.flush().await?;
         let actual = hasher.finish();
-        let outcome = result.and_then(|()| {
-            if actual == expected {
-                Ok(())
-            } else {
-                Err(fail(
-                    exit::INTEGRITY,
-                    format!("downloaded bytes hash to {actual}, expected {expected}"),
-                ))
-            }
-        });
-        match (outcome, temp, output) {
-            (Ok(()), Some(temp), Some(out)) => {
-                tokio::fs::File::open(&temp).await?.sync_all().await?;
-                tokio::fs::rename(&temp, out).await?;
-                Ok(0)
-            }
-            (Ok(()), _, _) => Ok(0),
-            (Err(e), temp, _) => {
-                if let Some(temp) = temp {
-                    let _ = tokio::fs::remove_file(temp).await;
-                }
-                Err(e)
-            }
+        if actual != expected {
+            return Err(fail(
+                exit::INTEGRITY,
+                format!("downloaded bytes hash to {actual}, expected {expected}"),
+            ));
         }
+        Ok(0)
     }
 
     /// Follows `next_cursor` until the listing is exhausted.
@@ -579,5 +556,7 @@ impl Client {
     }
 }
 
+mod glob;
 mod output;
+mod version_dir;
 use output::{PutOutput, Uploaded, VersionOutput, event_line};

@@ -66,13 +66,23 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         jobs: usize,
     },
-    /// Download a file (to stdout without -o); `@latest` works.
+    /// Download a file (to stdout without -o), or every file of a version into a
+    /// directory (NS/NAME@VERSION -o DIR); `@latest` works.
     Get {
-        /// NS/NAME@VERSION/PATH
+        /// NS/NAME@VERSION/PATH, or NS/NAME@VERSION with -o DIR
         target: String,
-        /// Write to this file (atomically, after the digest checks).
+        /// Write the file here (atomically, after the digest checks); for a whole
+        /// version, the directory to write its files into (files already there with the
+        /// right digest are kept, so a rerun fetches only what is missing or wrong).
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Whole version: downloads in parallel.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+        /// Whole version: only files whose path matches GLOB (`*`, `?` within a
+        /// segment, `**` across segments); repeatable.
+        #[arg(long = "include", value_name = "GLOB")]
+        includes: Vec<String>,
     },
     /// Complete a version: freeze its file set and move `latest` to it.
     Complete {
@@ -215,7 +225,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 )
                 .await
         }
-        Command::Get { target, output } => client()?.get(&target, output.as_deref()).await,
+        Command::Get {
+            target,
+            output,
+            jobs,
+            includes,
+        } => {
+            client()?
+                .get(&target, output.as_deref(), jobs, &includes)
+                .await
+        }
         Command::Complete { target, labels } => client()?.complete(&target, &labels).await,
         Command::Ls { target } => client()?.ls(target.as_deref()).await,
         Command::Rm { target } => client()?.rm(&target).await,

@@ -5,7 +5,8 @@ use std::process::Command;
 use crate::common::*;
 use serde_json::Value;
 
-fn ok(o: &std::process::Output) -> String {
+/// The stdout of a command that must have succeeded.
+pub(crate) fn ok(o: &std::process::Output) -> String {
     assert!(
         o.status.success(),
         "exit {:?}\nstdout: {}\nstderr: {}",

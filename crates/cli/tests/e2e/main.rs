@@ -9,6 +9,7 @@ mod common;
 mod cli;
 mod crash;
 mod fault_proxy;
+mod get_version;
 mod http_api;
 mod listener_limits;
 mod stalled_uploads;

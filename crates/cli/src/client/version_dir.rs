@@ -1,0 +1,275 @@
+//! `get NS/NAME@VERSION -o DIR`: every file of a version (or those `--include` selects)
+//! into a directory, several at a time. Each file is written to a temp file beside its
+//! final name, checked against the manifest's digest as it is written, and renamed into
+//! place only when it matches, so an interrupted run never leaves a partial file under
+//! a final name. A file already there with the manifest's digest is left alone, which
+//! makes a rerun fetch only what is missing or wrong.
+
+use std::path::Component;
+
+use artifactstore_model::api::FileEntry;
+use serde::Serialize;
+use tokio::io::BufWriter;
+
+use super::glob::Glob;
+use super::*;
+
+/// What a run did with one file (`--json` lists these).
+#[derive(Serialize)]
+struct Fetched {
+    path: String,
+    digest: Digest,
+    size: u64,
+    /// False when the file was already present with the right digest.
+    fetched: bool,
+}
+
+#[derive(Serialize)]
+struct VersionDirOutput {
+    namespace: String,
+    name: String,
+    version: String,
+    files: Vec<Fetched>,
+}
+
+/// The temp file a download is written to before it is renamed to `out`.
+pub(super) fn part_path(out: &Path) -> PathBuf {
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = out
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("download");
+    dir.join(format!(".{file_name}.artifactstore-part"))
+}
+
+/// Writes a body to `out` through its temp file: hashed as it is written, synced, and
+/// renamed only if it hashes to `expected`. On any failure the temp file is removed
+/// and `out` is untouched.
+pub(super) async fn save_verified(
+    mut body: impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
+    expected: Digest,
+    out: &Path,
+    bar: &ProgressBar,
+) -> anyhow::Result<()> {
+    let temp = part_path(out);
+    let file = tokio::fs::File::create(&temp)
+        .await
+        .with_context(|| format!("create {}", temp.display()))?;
+    let written: anyhow::Result<()> = async {
+        let mut sink = BufWriter::with_capacity(1 << 20, file);
+        let mut hasher = Hasher::new();
+        while let Some(chunk) = body.try_next().await? {
+            hasher.update(&chunk);
+            bar.inc(chunk.len() as u64);
+            sink.write_all(&chunk).await?;
+        }
+        sink.flush().await?;
+        let actual = hasher.finish();
+        if actual != expected {
+            return Err(fail(
+                exit::INTEGRITY,
+                format!("downloaded bytes hash to {actual}, expected {expected}"),
+            ));
+        }
+        sink.into_inner().sync_all().await?;
+        tokio::fs::rename(&temp, out)
+            .await
+            .with_context(|| format!("rename {} to {}", temp.display(), out.display()))?;
+        Ok(())
+    }
+    .await;
+    if written.is_err() {
+        let _ = tokio::fs::remove_file(&temp).await;
+    }
+    written
+}
+
+/// Where a manifest path goes under `dir`. The server checks paths, but a client
+/// writing into the user's directory does not rely on it: only plain segments are
+/// taken, never a root, `.`, `..`, an empty segment or a backslash.
+fn local_path(dir: &Path, path: &str) -> anyhow::Result<PathBuf> {
+    let refuse = || {
+        fail(
+            exit::FAILURE,
+            format!(
+                "the server listed {path:?}, which is not a plain relative path; nothing is written outside {}",
+                dir.display()
+            ),
+        )
+    };
+    let mut out = dir.to_path_buf();
+    for segment in path.split('/') {
+        if segment.contains(['\\', '\0']) {
+            return Err(refuse());
+        }
+        let mut parts = Path::new(segment).components();
+        match (parts.next(), parts.next()) {
+            (Some(Component::Normal(s)), None) if s == segment => out.push(segment),
+            _ => return Err(refuse()),
+        }
+    }
+    Ok(out)
+}
+
+/// Whether `local` is a regular file holding exactly `f`'s bytes.
+async fn already_present(local: &Path, f: &FileEntry) -> anyhow::Result<bool> {
+    match tokio::fs::symlink_metadata(local).await {
+        Ok(meta) if meta.is_file() && meta.len() == f.size => {
+            let path = local.to_owned();
+            let hashed =
+                tokio::task::spawn_blocking(move || artifactstore_blob::rehash_file(&path)).await?;
+            Ok(hashed.is_ok_and(|(digest, _)| digest == f.digest))
+        }
+        _ => Ok(false),
+    }
+}
+
+impl Client {
+    pub(super) async fn get_version_into(
+        &self,
+        ns: &str,
+        name: &str,
+        version: &str,
+        dir: &Path,
+        jobs: usize,
+        includes: &[String],
+    ) -> anyhow::Result<u8> {
+        let globs: Vec<Glob> = includes.iter().map(|g| Glob::new(g)).collect();
+        let m = self.manifest_all(ns, name, version).await?;
+        // Every file from the version the manifest resolved (`latest` can move).
+        let exact = m.version.version.clone();
+        let mut wanted = Vec::new();
+        for f in m.files {
+            if globs.is_empty() || globs.iter().any(|g| g.matches(&f.path)) {
+                let local = local_path(dir, &f.path)?;
+                wanted.push((f, local));
+            }
+        }
+        tokio::fs::create_dir_all(dir)
+            .await
+            .with_context(|| format!("create {}", dir.display()))?;
+        let multi = MultiProgress::new();
+        let results: Vec<anyhow::Result<Fetched>> = futures::stream::iter(wanted)
+            .map(|(f, local)| {
+                let (exact, multi) = (&exact, &multi);
+                async move {
+                    let fetched = self
+                        .fetch_into(ns, name, exact, &f, &local, multi)
+                        .await
+                        .with_context(|| f.path.clone())?;
+                    Ok(Fetched {
+                        path: f.path,
+                        digest: f.digest,
+                        size: f.size,
+                        fetched,
+                    })
+                }
+            })
+            .buffer_unordered(jobs.max(1))
+            .collect()
+            .await;
+        let mut files = Vec::new();
+        let mut first_error = None;
+        for r in results {
+            match r {
+                Ok(f) => {
+                    if !self.json {
+                        let verb = if f.fetched { "fetched" } else { "unchanged" };
+                        println!("{verb} {} {} {} bytes", f.path, f.digest, f.size);
+                    }
+                    files.push(f);
+                }
+                Err(e) => {
+                    eprintln!("artifactstore: {e:#}");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e.context(format!(
+                "some files of {ns}/{name}@{exact} were not fetched; run again to fetch only those"
+            )));
+        }
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        if self.json {
+            let out = VersionDirOutput {
+                namespace: ns.to_owned(),
+                name: name.to_owned(),
+                version: exact,
+                files,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        Ok(0)
+    }
+
+    /// Fetches one file unless it is already present; true if it was fetched.
+    async fn fetch_into(
+        &self,
+        ns: &str,
+        name: &str,
+        version: &str,
+        f: &FileEntry,
+        local: &Path,
+        multi: &MultiProgress,
+    ) -> anyhow::Result<bool> {
+        if already_present(local, f).await? {
+            return Ok(false);
+        }
+        if let Some(parent) = local.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .with_context(|| format!("create {}", parent.display()))?;
+        }
+        let url = self.url(&["v1", "artifacts", ns, name, version, &f.path]);
+        let resp = self.send(self.http.get(url)).await?;
+        let bar = self.bar(multi, f.size, &f.path);
+        let saved = save_verified(resp.bytes_stream(), f.digest, local, &bar).await;
+        bar.finish_and_clear();
+        saved.map(|()| true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_relative_paths_are_written() {
+        let dir = Path::new("/tmp/out");
+        assert_eq!(
+            local_path(dir, "a/b c/é.txt").unwrap(),
+            dir.join("a").join("b c").join("é.txt")
+        );
+        assert_eq!(local_path(dir, "..a/b..").unwrap(), dir.join("..a/b.."));
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            "a/",
+            "",
+            ".",
+            "a\\b",
+            "a\0b",
+        ] {
+            assert!(local_path(dir, bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn temp_files_sit_beside_their_final_name() {
+        assert_eq!(
+            part_path(Path::new("out/dir/f.bin")),
+            Path::new("out/dir/.f.bin.artifactstore-part")
+        );
+        assert_eq!(
+            part_path(Path::new("f.bin")),
+            Path::new("./.f.bin.artifactstore-part")
+        );
+    }
+}
