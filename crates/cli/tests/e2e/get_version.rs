@@ -238,3 +238,53 @@ fn an_interrupted_download_leaves_no_partial_file_and_a_rerun_completes() {
     );
     assert!(!part.exists());
 }
+
+#[tokio::test]
+async fn a_tar_whose_blob_is_gone_midway_reaches_the_client_truncated() {
+    if on_s3() {
+        return; // the blob is removed from the server's disk
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    let lost = bytes(200_000, 11);
+    std::fs::write(tree.join("a.txt"), b"first").unwrap();
+    std::fs::write(tree.join("b.bin"), &lost).unwrap();
+    std::fs::write(tree.join("c.txt"), b"third").unwrap();
+    ok(&s.cli(&["put", "ci/gap@1", tree.to_str().unwrap(), "--complete"]));
+    let whole = http()
+        .get(s.artifacts("ci/gap/1?format=tar"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    assert!(
+        whole.bytes().await.is_ok(),
+        "the intact archive arrives whole"
+    );
+
+    let hex = sha256_hex(&lost);
+    std::fs::remove_file(s.data_dir.join("blobs/sha256").join(&hex[..2]).join(&hex)).unwrap();
+    let resp = http()
+        .get(s.artifacts("ci/gap/1?format=tar"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "the head is sent before the blobs are read"
+    );
+    let body = resp.bytes().await;
+    assert!(
+        body.is_err(),
+        "a well-formed answer of {} bytes without b.bin",
+        body.map(|b| b.len()).unwrap_or(0)
+    );
+    assert!(
+        s.logs().contains("archive aborted midway"),
+        "the server logs why: {}",
+        s.logs()
+    );
+}
