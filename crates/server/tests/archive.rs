@@ -1,5 +1,6 @@
-//! `GET …/{version}?format=tar`: the archive holds every file of the version with its
-//! exact bytes, path and creation time (checked by extracting it with the system `tar`),
+//! `GET …/{version}?format=tar` and `zip`: the archive holds every file of the version
+//! with its exact bytes, path and creation time (checked by extracting it with the
+//! system `tar`, and reading the zip with Python's zipfile and unzip),
 //! its parameters are checked, and a blob missing from the store midway ends the body
 //! with an error instead of a well-formed archive without that file.
 
@@ -189,6 +190,66 @@ async fn the_archive_extracts_to_exactly_the_manifest() {
         .unwrap();
     assert_eq!((big.digest, big.size), (big_digest, big_size));
     assert!(manifest.files.iter().any(|f| f.path == long));
+
+    // The same version as a zip: Python's zipfile checks each CRC-32 and hashes each
+    // entry; unzip tests the archive on its own terms.
+    let req = Request::builder()
+        .uri("/v1/artifacts/ci/whole/1?format=zip")
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/zip");
+    assert_eq!(
+        resp.headers()[header::CONTENT_DISPOSITION],
+        "attachment; filename*=UTF-8''whole-1.zip"
+    );
+    let zip = dir.path().join("whole.zip");
+    let mut out = std::fs::File::create(&zip).unwrap();
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            out.write_all(&data).unwrap();
+        }
+    }
+    drop(out);
+    let script = "import hashlib, sys, zipfile\n\
+        z = zipfile.ZipFile(sys.argv[1])\n\
+        assert z.testzip() is None\n\
+        for i in z.infolist():\n    \
+            h = hashlib.sha256()\n    \
+            with z.open(i) as f:\n        \
+                for b in iter(lambda: f.read(1 << 20), b''):\n            \
+                    h.update(b)\n    \
+            print(i.filename, i.file_size, 'sha256:' + h.hexdigest(), i.compress_type)\n";
+    let listed = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&zip)
+        .output()
+        .expect("run python3");
+    assert!(
+        listed.status.success(),
+        "zipfile: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let expected: String = manifest
+        .files
+        .iter()
+        .map(|f| format!("{} {} {} 0\n", f.path, f.size, f.digest))
+        .collect();
+    assert_eq!(String::from_utf8(listed.stdout).unwrap(), expected);
+    let unzip = std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(&zip)
+        .output();
+    match unzip {
+        Ok(o) => assert!(
+            o.status.success(),
+            "unzip -t: {}",
+            String::from_utf8_lossy(&o.stdout)
+        ),
+        Err(e) => eprintln!("unzip not run: {e}"),
+    }
 }
 
 #[tokio::test]
@@ -232,6 +293,7 @@ async fn unknown_formats_and_paging_with_a_format_are_refused() {
     for uri in [
         "/v1/artifacts/ci/q/1?format=bogus",
         "/v1/artifacts/ci/q/1?format=TAR",
+        "/v1/artifacts/ci/q/1?format=zip&limit=1",
         "/v1/artifacts/ci/q/1?format=tar&limit=1",
         "/v1/artifacts/ci/q/1?format=tar&cursor=a",
     ] {
@@ -240,14 +302,11 @@ async fn unknown_formats_and_paging_with_a_format_are_refused() {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "invalid_query", "{uri}");
     }
-    let (status, _) = call(
-        &app,
-        Method::GET,
-        "/v1/artifacts/ci/q/1?format=tar",
-        Body::empty(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    for format in ["tar", "zip"] {
+        let uri = format!("/v1/artifacts/ci/q/1?format={format}");
+        let (status, _) = call(&app, Method::GET, &uri, Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! A whole version in one answer: `GET …/{version}?format=tar` streams every file of
-//! the version, in path order, as a tar archive.
+//! A whole version in one answer: `GET …/{version}?format=tar` (or `zip`) streams
+//! every file of the version, in path order, as one archive.
 //!
 //! The archive is produced by a task that pages through the index and copies each blob
 //! from the store chunk by chunk into a small queue that the connection drains, so an
@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 
 use artifactstore_model::api::FileEntry;
 
-use super::tar;
 use super::*;
+use super::{tar, zip};
 
 /// Files read from the index per query while an archive streams.
 const ARCHIVE_PAGE: u32 = 1000;
@@ -25,16 +25,32 @@ const QUEUED_CHUNKS: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArchiveFormat {
     Tar,
+    Zip,
 }
 
 impl ArchiveFormat {
     pub fn parse(s: &str) -> ApiResult<Self> {
         match s {
             "tar" => Ok(ArchiveFormat::Tar),
+            "zip" => Ok(ArchiveFormat::Zip),
             _ => Err(ApiError::bad_request(
                 ErrorCode::InvalidQuery,
-                format!("format {s:?}: the only archive format is \"tar\""),
+                format!("format {s:?}: the archive formats are \"tar\" and \"zip\""),
             )),
+        }
+    }
+
+    fn media_type(self) -> &'static str {
+        match self {
+            ArchiveFormat::Tar => "application/x-tar",
+            ArchiveFormat::Zip => "application/zip",
+        }
+    }
+
+    fn extension(self) -> &'static str {
+        match self {
+            ArchiveFormat::Tar => "tar",
+            ArchiveFormat::Zip => "zip",
         }
     }
 }
@@ -78,9 +94,8 @@ pub async fn respond(
     format: ArchiveFormat,
     is_alias: bool,
 ) -> ApiResult<Response> {
-    let ArchiveFormat::Tar = format;
     let first = st.index.files_page(&id, None, ARCHIVE_PAGE).await?;
-    let file_name = format!("{}-{}.tar", id.name, id.version);
+    let file_name = format!("{}-{}.{}", id.name, id.version, format.extension());
     // Only a complete version's archive is fixed forever under its URL.
     let cache = if !is_alias && record.state == VersionState::Complete {
         "public, max-age=31536000, immutable"
@@ -89,7 +104,7 @@ pub async fn respond(
     };
     let resp = Response::builder()
         .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/x-tar")
+        .header(header::CONTENT_TYPE, format.media_type())
         .header(
             header::CONTENT_DISPOSITION,
             crate::download::attachment(&file_name),
@@ -101,7 +116,22 @@ pub async fn respond(
     }
     let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(QUEUED_CHUNKS);
     tokio::spawn(async move {
-        let result = write_tar(&st, &id, first, &tx).await;
+        let mut out = Out {
+            st: &st,
+            tx: &tx,
+            sent: 0,
+        };
+        let mut files = Pages {
+            st: &st,
+            id: &id,
+            done: first.len() < ARCHIVE_PAGE as usize,
+            page: first.into_iter(),
+            after: None,
+        };
+        let result = match format {
+            ArchiveFormat::Tar => write_tar(&mut files, &mut out).await,
+            ArchiveFormat::Zip => write_zip(&mut files, &mut out).await,
+        };
         match result {
             Ok(()) | Err(ArchiveAbort::ClientGone) => {}
             Err(error) => {
@@ -120,80 +150,150 @@ pub async fn respond(
     Ok(resp.body(Body::from_stream(body)).expect("valid response"))
 }
 
-async fn send(
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-    st: &AppState,
-    b: Bytes,
-) -> Result<(), ArchiveAbort> {
-    st.metrics.add_bytes_out(b.len() as u64);
-    tx.send(Ok(b)).await.map_err(|_| ArchiveAbort::ClientGone)
+/// The connection's end of the queue, counting what was sent (a zip's offsets).
+struct Out<'a> {
+    st: &'a AppState,
+    tx: &'a mpsc::Sender<io::Result<Bytes>>,
+    sent: u64,
 }
 
-async fn write_tar(
-    st: &AppState,
-    id: &VersionId,
-    mut page: Vec<FileEntry>,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> Result<(), ArchiveAbort> {
-    loop {
-        let full_page = page.len() == ARCHIVE_PAGE as usize;
-        let after = page.last().map(|f| f.path.clone());
-        for file in page {
-            write_file(st, &file, tx).await?;
-        }
-        match after {
-            Some(after) if full_page => {
-                page = st.index.files_page(id, Some(&after), ARCHIVE_PAGE).await?;
-            }
-            _ => break,
-        }
-    }
-    send(tx, st, Bytes::from_static(&tar::END_OF_ARCHIVE)).await
-}
-
-async fn write_file(
-    st: &AppState,
-    file: &FileEntry,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> Result<(), ArchiveAbort> {
-    let header = tar::file_header(&file.path, file.size, file.created_at.unix_secs());
-    send(tx, st, header.into()).await?;
-    let mut sent = 0u64;
-    if file.size > 0 {
-        let read = st
-            .blobs
-            .get(&file.digest, None)
+impl Out<'_> {
+    async fn send(&mut self, b: Bytes) -> Result<(), ArchiveAbort> {
+        self.st.metrics.add_bytes_out(b.len() as u64);
+        self.sent += b.len() as u64;
+        self.tx
+            .send(Ok(b))
             .await
-            .map_err(|source| ArchiveAbort::Blob {
-                path: file.path.clone(),
-                digest: file.digest,
-                source,
-            })?;
-        let mut body = read.body;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|source| ArchiveAbort::BlobBody {
-                path: file.path.clone(),
-                digest: file.digest,
-                source,
-            })?;
-            sent += chunk.len() as u64;
-            if sent > file.size {
-                break;
+            .map_err(|_| ArchiveAbort::ClientGone)
+    }
+
+    /// Copies a file's blob from the store, chunk by chunk, checking its size and
+    /// showing each chunk to `inspect` (a zip's CRC).
+    async fn send_blob(
+        &mut self,
+        file: &FileEntry,
+        mut inspect: impl FnMut(&[u8]),
+    ) -> Result<(), ArchiveAbort> {
+        let mut sent = 0u64;
+        if file.size > 0 {
+            let read = self
+                .st
+                .blobs
+                .get(&file.digest, None)
+                .await
+                .map_err(|source| ArchiveAbort::Blob {
+                    path: file.path.clone(),
+                    digest: file.digest,
+                    source,
+                })?;
+            let mut body = read.body;
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|source| ArchiveAbort::BlobBody {
+                    path: file.path.clone(),
+                    digest: file.digest,
+                    source,
+                })?;
+                sent += chunk.len() as u64;
+                if sent > file.size {
+                    break;
+                }
+                inspect(&chunk);
+                self.send(chunk).await?;
             }
-            send(tx, st, chunk).await?;
+        }
+        if sent != file.size {
+            return Err(ArchiveAbort::SizeMismatch {
+                path: file.path.clone(),
+                digest: file.digest,
+                got: sent,
+                want: file.size,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The version's files in path order, read from the index a page at a time.
+struct Pages<'a> {
+    st: &'a AppState,
+    id: &'a VersionId,
+    page: std::vec::IntoIter<FileEntry>,
+    /// The last path handed out.
+    after: Option<String>,
+    done: bool,
+}
+
+impl Pages<'_> {
+    async fn next(&mut self) -> Result<Option<FileEntry>, ArchiveAbort> {
+        loop {
+            if let Some(f) = self.page.next() {
+                self.after = Some(f.path.clone());
+                return Ok(Some(f));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            let page = self
+                .st
+                .index
+                .files_page(self.id, self.after.as_deref(), ARCHIVE_PAGE)
+                .await?;
+            self.done = page.len() < ARCHIVE_PAGE as usize;
+            self.page = page.into_iter();
         }
     }
-    if sent != file.size {
-        return Err(ArchiveAbort::SizeMismatch {
-            path: file.path.clone(),
-            digest: file.digest,
-            got: sent,
-            want: file.size,
+}
+
+async fn write_tar(files: &mut Pages<'_>, out: &mut Out<'_>) -> Result<(), ArchiveAbort> {
+    while let Some(file) = files.next().await? {
+        let header = tar::file_header(&file.path, file.size, file.created_at.unix_secs());
+        out.send(header.into()).await?;
+        out.send_blob(&file, |_| {}).await?;
+        let pad = tar::padding(file.size);
+        if pad > 0 {
+            out.send(Bytes::from_static(&tar::END_OF_ARCHIVE[..pad]))
+                .await?;
+        }
+    }
+    out.send(Bytes::from_static(&tar::END_OF_ARCHIVE)).await
+}
+
+/// A zip keeps one small record per file (name, CRC, size, offset) for the central
+/// directory at its end: memory grows with the file count, never with the sizes.
+async fn write_zip(files: &mut Pages<'_>, out: &mut Out<'_>) -> Result<(), ArchiveAbort> {
+    let mut entries = Vec::new();
+    while let Some(file) = files.next().await? {
+        let (dos_time, dos_date) = zip::dos_date_time(file.created_at.unix_secs());
+        let zip64 = zip::size_needs_zip64(file.size);
+        let offset = out.sent;
+        out.send(zip::local_header(&file.path, dos_time, dos_date, zip64).into())
+            .await?;
+        let mut crc = crc32fast::Hasher::new();
+        out.send_blob(&file, |chunk| crc.update(chunk)).await?;
+        let crc = crc.finalize();
+        out.send(zip::data_descriptor(crc, file.size, zip64).into())
+            .await?;
+        entries.push(zip::Entry {
+            name: file.path,
+            dos_time,
+            dos_date,
+            crc,
+            size: file.size,
+            offset,
         });
     }
-    let pad = tar::padding(file.size);
-    if pad > 0 {
-        send(tx, st, Bytes::from_static(&tar::END_OF_ARCHIVE[..pad])).await?;
+    let cd_start = out.sent;
+    for e in &entries {
+        let record = zip::central_record(
+            e,
+            zip::size_needs_zip64(e.size),
+            e.offset >= zip::CLASSIC_MAX,
+        );
+        out.send(record.into()).await?;
     }
-    Ok(())
+    let count = entries.len() as u64;
+    let cd_size = out.sent - cd_start;
+    let zip64 = zip::end_needs_zip64(count, cd_size, cd_start);
+    out.send(zip::end_records(count, cd_size, cd_start, zip64).into())
+        .await
 }

@@ -26,6 +26,7 @@ mod listing;
 mod read;
 mod tar;
 mod upload;
+mod zip;
 
 pub use listing::{list_names, list_namespaces, list_versions};
 pub use read::{get_blob, get_file, get_file_named_complete};
