@@ -345,6 +345,8 @@ async fn readyz_fails_while_the_store_does_not_answer_and_recovers_by_itself() {
     assert_eq!(status, StatusCode::OK, "{body}");
     for mode in FAULTS {
         rig.proxy.set(mode).await;
+        // A round of checks answers every probe for a second: past it, a fresh round.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         let (status, _, body, took) = timed(http().get(&ready)).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{mode:?}: {body}");
         assert!(took < ANSWER_BOUND, "{mode:?}: /readyz took {took:?}");
@@ -426,6 +428,24 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `serve` on the fs backend with its data and its SQLite index where the test says.
+fn fs_server(data_dir: &Path, index_db: &Path, stderr_log: &Path) -> Server {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "fs"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--database-url", &artifactstore_index::sqlite_url(index_db)])
+        .env_remove("ARTIFACTSTORE_URL");
+    let (child, url) = spawn_announcing(cmd, "artifactstore listening on ", stderr_log);
+    Server {
+        child,
+        url,
+        data_dir: data_dir.to_owned(),
+        stderr_log: stderr_log.to_owned(),
+        s3_prefix: None,
+    }
+}
+
 #[tokio::test]
 async fn a_full_disk_under_the_fs_backend_is_507_and_leaves_no_temp_file() {
     let dir = tempfile::tempdir().unwrap();
@@ -438,22 +458,11 @@ async fn a_full_disk_under_the_fs_backend_is_507_and_leaves_no_temp_file() {
     };
     let data_dir = disk.0.join("data");
     // The index lives off the tiny disk: only the blob write is to meet ENOSPC.
-    let db = artifactstore_index::sqlite_url(&dir.path().join("index.db"));
-    let stderr_log = dir.path().join("fs.stderr.log");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "fs"])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--database-url", &db])
-        .env_remove("ARTIFACTSTORE_URL");
-    let (child, url) = spawn_announcing(cmd, "artifactstore listening on ", &stderr_log);
-    let s = Server {
-        child,
-        url,
-        data_dir: data_dir.clone(),
-        stderr_log,
-        s3_prefix: None,
-    };
+    let s = fs_server(
+        &data_dir,
+        &dir.path().join("index.db"),
+        &dir.path().join("fs.stderr.log"),
+    );
     let data = bytes(3 << 20, 70);
     let (status, retry, body, _) =
         timed(http().put(s.artifacts("faults/disk/1/big.bin")).body(data)).await;
@@ -489,23 +498,11 @@ async fn a_full_disk_under_the_metadata_database_is_507_and_the_file_is_not_visi
         return;
     };
     // Blobs have room; only the index's disk fills up.
-    let data_dir = dir.path().join("data");
-    let db = artifactstore_index::sqlite_url(&disk.0.join("index.db"));
-    let stderr_log = dir.path().join("db.stderr.log");
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--listen", "127.0.0.1:0", "--backend", "fs"])
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(["--database-url", &db])
-        .env_remove("ARTIFACTSTORE_URL");
-    let (child, url) = spawn_announcing(cmd, "artifactstore listening on ", &stderr_log);
-    let s = Server {
-        child,
-        url,
-        data_dir: data_dir.clone(),
-        stderr_log,
-        s3_prefix: None,
-    };
+    let s = fs_server(
+        &dir.path().join("data"),
+        &disk.0.join("index.db"),
+        &dir.path().join("db.stderr.log"),
+    );
     let (status, _, body, _) = timed(
         http()
             .put(s.artifacts("faults/db/1/first.txt"))

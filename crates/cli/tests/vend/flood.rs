@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::live::{bootstrap_moto, setup, start_moto};
+use super::live::{bootstrap_moto, moto_sts_env, setup, start_moto};
 use crate::common::block_on;
 use crate::helpers::*;
 
@@ -47,22 +47,7 @@ fn a_flood_of_refused_tokens_leaves_vending_working_and_the_audit_log_small() {
     let sk = dir.path().join("sk");
     std::fs::write(&ak, boot["access_key_id"].as_str().unwrap()).unwrap();
     std::fs::write(&sk, boot["secret_access_key"].as_str().unwrap()).unwrap();
-    let env = vec![
-        ("ARTIFACTSTORE_VEND_BUCKET", "artifacts".to_owned()),
-        ("ARTIFACTSTORE_VEND_STS_ENDPOINT_URL", moto.url.clone()),
-        (
-            "ARTIFACTSTORE_VEND_STS_ACCESS_KEY_ID_REF",
-            format!("file:{}", ak.display()),
-        ),
-        (
-            "ARTIFACTSTORE_VEND_STS_SECRET_ACCESS_KEY_REF",
-            format!("file:{}", sk.display()),
-        ),
-        (
-            "ARTIFACTSTORE_VEND_STS_ROLE_ARN",
-            boot["role_arn"].as_str().unwrap().to_owned(),
-        ),
-    ];
+    let env = moto_sts_env(&moto, &boot, &ak, &sk);
     let extra = format!(
         "\n[rate_limits]\naudit_window_secs = {WINDOW_SECS}\nper_subject_burst = {SUBJECT_BURST}\n"
     );

@@ -46,18 +46,23 @@ rules = [{{ groups = {{ contains = "artifact-readers" }} }}]
     path
 }
 
-#[test]
-fn half_sent_heads_idle_connections_and_connections_beyond_the_cap_are_bounded() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config_in(dir.path(), listener_checks::LIMITS_TOML);
+/// `vend serve` in `dir` with the listener limits of the checks.
+fn start(dir: &Path) -> (std::process::Child, String) {
+    let config = config_in(dir, listener_checks::LIMITS_TOML);
     let mut cmd = Command::new(BIN);
     cmd.args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
         .arg(&config);
-    let (mut child, url) = spawn_announcing(
+    spawn_announcing(
         cmd,
         "artifactstore vend listening on ",
-        &dir.path().join("vend.stderr.log"),
-    );
+        &dir.join("vend.stderr.log"),
+    )
+}
+
+#[test]
+fn half_sent_heads_idle_connections_and_connections_beyond_the_cap_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url) = start(dir.path());
     listener_checks::check_all(&url);
 
     // The vending routes take the peer from the listener's ConnectInfo: a refused token
@@ -109,15 +114,7 @@ fn a_trickled_body_is_cut_off_by_the_header_read_timeout_and_audited() {
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
-    let config = config_in(dir.path(), listener_checks::LIMITS_TOML);
-    let mut cmd = Command::new(BIN);
-    cmd.args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&config);
-    let (mut child, url) = spawn_announcing(
-        cmd,
-        "artifactstore vend listening on ",
-        &dir.path().join("vend.stderr.log"),
-    );
+    let (mut child, url) = start(dir.path());
     let addr = url.trim_start_matches("http://");
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_millis(50)))

@@ -536,6 +536,32 @@ pub fn bootstrap_moto(moto: &Moto) -> Value {
     serde_json::from_slice(out.stdout.lines().last().unwrap().unwrap().as_bytes()).unwrap()
 }
 
+/// The environment of a vend config whose `sts` driver assumes moto's bootstrapped
+/// role with the key in the files `ak` and `sk`.
+pub fn moto_sts_env(
+    moto: &Moto,
+    boot: &Value,
+    ak: &std::path::Path,
+    sk: &std::path::Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("ARTIFACTSTORE_VEND_BUCKET", "artifacts".to_owned()),
+        ("ARTIFACTSTORE_VEND_STS_ENDPOINT_URL", moto.url.clone()),
+        (
+            "ARTIFACTSTORE_VEND_STS_ACCESS_KEY_ID_REF",
+            format!("file:{}", ak.display()),
+        ),
+        (
+            "ARTIFACTSTORE_VEND_STS_SECRET_ACCESS_KEY_REF",
+            format!("file:{}", sk.display()),
+        ),
+        (
+            "ARTIFACTSTORE_VEND_STS_ROLE_ARN",
+            boot["role_arn"].as_str().unwrap().to_owned(),
+        ),
+    ]
+}
+
 pub fn start_moto() -> Option<Moto> {
     let have = Command::new("python3")
         .args(["-c", "import moto.server, flask"])
@@ -589,24 +615,7 @@ fn the_sts_driver_assumes_a_role_at_moto_with_a_scoped_session_policy() {
     let sk = dir.path().join("sk");
     std::fs::write(&ak, boot["access_key_id"].as_str().unwrap()).unwrap();
     std::fs::write(&sk, boot["secret_access_key"].as_str().unwrap()).unwrap();
-    let sts_env = |secret: &std::path::Path| -> Vec<(&str, String)> {
-        vec![
-            ("ARTIFACTSTORE_VEND_BUCKET", "artifacts".to_owned()),
-            ("ARTIFACTSTORE_VEND_STS_ENDPOINT_URL", moto.url.clone()),
-            (
-                "ARTIFACTSTORE_VEND_STS_ACCESS_KEY_ID_REF",
-                format!("file:{}", ak.display()),
-            ),
-            (
-                "ARTIFACTSTORE_VEND_STS_SECRET_ACCESS_KEY_REF",
-                format!("file:{}", secret.display()),
-            ),
-            (
-                "ARTIFACTSTORE_VEND_STS_ROLE_ARN",
-                boot["role_arn"].as_str().unwrap().to_owned(),
-            ),
-        ]
-    };
+    let sts_env = |secret: &std::path::Path| moto_sts_env(&moto, &boot, &ak, secret);
     let extra = r#"
 [[roles]]
 name = "team"
