@@ -32,8 +32,11 @@ struct VersionDirOutput {
     files: Vec<Fetched>,
 }
 
-/// The temp file a download is written to before it is renamed to `out`.
-pub(super) fn part_path(out: &Path) -> PathBuf {
+/// The temp file a download is written to before it is renamed to `out`: created new
+/// (never through a symlink or over a file already there) under a random name beside
+/// `out`, so neither a link planted in the directory, a manifest path that happens to
+/// look like a temp name, nor another run writing the same directory can share it.
+fn create_part(out: &Path) -> anyhow::Result<tempfile::NamedTempFile> {
     let dir = out
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -42,49 +45,50 @@ pub(super) fn part_path(out: &Path) -> PathBuf {
         .file_name()
         .and_then(|n| n.to_str())
         .unwrap_or("download");
-    dir.join(format!(".{file_name}.artifactstore-part"))
+    tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".artifactstore-part")
+        .tempfile_in(dir)
+        .with_context(|| format!("create a temp file in {}", dir.display()))
 }
 
 /// Writes a body to `out` through its temp file: hashed as it is written, synced, and
 /// renamed only if it hashes to `expected`. On any failure the temp file is removed
-/// and `out` is untouched.
+/// and `out` is untouched. The rename replaces whatever is at `out`, a symlink
+/// included, rather than writing through it.
 pub(super) async fn save_verified(
     mut body: impl futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Unpin,
     expected: Digest,
     out: &Path,
     bar: &ProgressBar,
 ) -> anyhow::Result<()> {
-    let temp = part_path(out);
-    let file = tokio::fs::File::create(&temp)
-        .await
-        .with_context(|| format!("create {}", temp.display()))?;
-    let written: anyhow::Result<()> = async {
-        let mut sink = BufWriter::with_capacity(1 << 20, file);
-        let mut hasher = Hasher::new();
-        while let Some(chunk) = body.try_next().await? {
-            hasher.update(&chunk);
-            bar.inc(chunk.len() as u64);
-            sink.write_all(&chunk).await?;
-        }
-        sink.flush().await?;
-        let actual = hasher.finish();
-        if actual != expected {
-            return Err(fail(
-                exit::INTEGRITY,
-                format!("downloaded bytes hash to {actual}, expected {expected}"),
-            ));
-        }
-        sink.into_inner().sync_all().await?;
-        tokio::fs::rename(&temp, out)
-            .await
-            .with_context(|| format!("rename {} to {}", temp.display(), out.display()))?;
-        Ok(())
+    let temp = create_part(out)?;
+    let file = tokio::fs::File::from_std(
+        temp.as_file()
+            .try_clone()
+            .with_context(|| format!("open {}", temp.path().display()))?,
+    );
+    let mut sink = BufWriter::with_capacity(1 << 20, file);
+    let mut hasher = Hasher::new();
+    while let Some(chunk) = body.try_next().await? {
+        hasher.update(&chunk);
+        bar.inc(chunk.len() as u64);
+        sink.write_all(&chunk).await?;
     }
-    .await;
-    if written.is_err() {
-        let _ = tokio::fs::remove_file(&temp).await;
+    sink.flush().await?;
+    let actual = hasher.finish();
+    if actual != expected {
+        return Err(fail(
+            exit::INTEGRITY,
+            format!("downloaded bytes hash to {actual}, expected {expected}"),
+        ));
     }
-    written
+    sink.into_inner().sync_all().await?;
+    // Dropping `temp` on any error above removes it.
+    temp.persist(out)
+        .map_err(|e| e.error)
+        .with_context(|| format!("rename a temp file to {}", out.display()))?;
+    Ok(())
 }
 
 /// Where a manifest path goes under `dir`. The server checks paths, but a client
@@ -112,6 +116,24 @@ fn local_path(dir: &Path, path: &str) -> anyhow::Result<PathBuf> {
         }
     }
     Ok(out)
+}
+
+/// Refuses, before anything is written, two files whose paths differ only in case: on
+/// a case-insensitive file system they would be one file.
+fn refuse_case_collisions(wanted: &[(FileEntry, PathBuf)]) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for (f, _) in wanted {
+        if let Some(other) = seen.insert(f.path.to_lowercase(), &f.path) {
+            return Err(fail(
+                exit::FAILURE,
+                format!(
+                    "the version holds {other:?} and {:?}, which differ only in case; nothing is written",
+                    f.path
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Whether `local` is a regular file holding exactly `f`'s bytes.
@@ -148,6 +170,7 @@ impl Client {
                 wanted.push((f, local));
             }
         }
+        refuse_case_collisions(&wanted)?;
         tokio::fs::create_dir_all(dir)
             .await
             .with_context(|| format!("create {}", dir.display()))?;
@@ -259,17 +282,5 @@ mod tests {
         ] {
             assert!(local_path(dir, bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn temp_files_sit_beside_their_final_name() {
-        assert_eq!(
-            part_path(Path::new("out/dir/f.bin")),
-            Path::new("out/dir/.f.bin.artifactstore-part")
-        );
-        assert_eq!(
-            part_path(Path::new("f.bin")),
-            Path::new("./.f.bin.artifactstore-part")
-        );
     }
 }

@@ -100,7 +100,11 @@ fn get_dir_fetches_every_file_then_only_what_is_missing_or_wrong() {
     for (path, data) in &files {
         assert_eq!(&std::fs::read(out.join(path)).unwrap(), data, "{path}");
     }
-    assert!(!out.join("reports/.y.xml.artifactstore-part").exists());
+    // The stale file is not this run's temp file: it is neither read nor removed.
+    assert_eq!(
+        std::fs::read(out.join("reports/.y.xml.artifactstore-part")).unwrap(),
+        b"stale partial"
+    );
 
     // --include takes a subset; `**/` also matches no directory.
     let subset = dir.path().join("subset");
@@ -173,7 +177,79 @@ fn a_corrupt_download_is_refused_and_never_renamed_into_place() {
         !out.join("f.bin").exists(),
         "a wrong file under its final name"
     );
-    assert!(!out.join(".f.bin.artifactstore-part").exists());
+    assert_eq!(temp_files(&out), Vec::<String>::new());
+}
+
+/// The names of the temp files in `dir` (downloads under way or interrupted).
+fn temp_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".artifactstore-part"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(unix)]
+#[test]
+fn temp_files_never_write_through_a_planted_link_nor_take_a_listed_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("d")).unwrap();
+    std::fs::write(tree.join("d/f"), b"the file").unwrap();
+    std::fs::write(
+        tree.join("d/.f.artifactstore-part"),
+        b"a file named like a temp",
+    )
+    .unwrap();
+    ok(&s.cli(&["put", "ci/temps@1", tree.to_str().unwrap(), "--complete"]));
+
+    // A link planted where a fixed temp name would be, pointing outside the directory.
+    let outside = dir.path().join("outside.txt");
+    std::fs::write(&outside, b"keep me").unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(out.join("d")).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("d/.f.artifactstore-part")).unwrap();
+
+    ok(&s.cli(&[
+        "get",
+        "ci/temps@1",
+        "-o",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+    ]));
+    assert_eq!(std::fs::read(&outside).unwrap(), b"keep me");
+    assert_eq!(std::fs::read(out.join("d/f")).unwrap(), b"the file");
+    // The listed file replaces the link rather than writing through it.
+    assert!(
+        !std::fs::symlink_metadata(out.join("d/.f.artifactstore-part"))
+            .unwrap()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read(out.join("d/.f.artifactstore-part")).unwrap(),
+        b"a file named like a temp"
+    );
+    assert_eq!(temp_files(&out.join("d")), [".f.artifactstore-part"]);
+}
+
+#[test]
+fn paths_differing_only_in_case_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(&tree).unwrap();
+    std::fs::write(tree.join("Readme.md"), b"upper").unwrap();
+    std::fs::write(tree.join("README.md"), b"lower").unwrap();
+    ok(&s.cli(&["put", "ci/case@1", tree.to_str().unwrap(), "--complete"]));
+    let out = dir.path().join("out");
+    let o = s.cli(&["get", "ci/case@1", "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("differ only in case"), "{}", stderr(&o));
+    assert!(!out.exists(), "nothing is written");
 }
 
 #[test]
@@ -189,7 +265,6 @@ fn an_interrupted_download_leaves_no_partial_file_and_a_rerun_completes() {
 
     let out = dir.path().join("out");
     let final_name = out.join("large.bin");
-    let part = out.join(".large.bin.artifactstore-part");
     let mut child = Command::new(BIN)
         .args([
             "get",
@@ -208,7 +283,13 @@ fn an_interrupted_download_leaves_no_partial_file_and_a_rerun_completes() {
     // SIGKILL as soon as the large file is partly written.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let written = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let written = std::fs::read_dir(&out)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".large.bin."))
+            .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+            .sum::<u64>();
         if written > 0 {
             break;
         }
@@ -225,8 +306,10 @@ fn an_interrupted_download_leaves_no_partial_file_and_a_rerun_completes() {
         !final_name.exists(),
         "a partial file under its final name after SIGKILL"
     );
-    assert!(
-        part.exists(),
+    let interrupted = temp_files(&out);
+    assert_eq!(
+        interrupted.len(),
+        1,
         "the interrupted download was in its temp file"
     );
 
@@ -236,7 +319,8 @@ fn an_interrupted_download_leaves_no_partial_file_and_a_rerun_completes() {
         sha256_hex(&std::fs::read(&final_name).unwrap()),
         sha256_hex(&data)
     );
-    assert!(!part.exists());
+    // The rerun wrote through a temp file of its own; the interrupted one is left be.
+    assert_eq!(temp_files(&out), interrupted);
 }
 
 #[tokio::test]
