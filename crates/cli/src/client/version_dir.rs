@@ -136,6 +136,52 @@ fn refuse_case_collisions(wanted: &[(FileEntry, PathBuf)]) -> anyhow::Result<()>
     Ok(())
 }
 
+/// Makes the directories between `dir` and the file at `path` (a checked manifest
+/// path) one at a time, refusing any that is a symlink: a link already inside `dir`
+/// (to `~/.ssh`, say) would otherwise take the file outside it.
+async fn create_parents(dir: &Path, path: &str) -> anyhow::Result<()> {
+    let mut at = dir.to_path_buf();
+    let Some((parents, _file)) = path.rsplit_once('/') else {
+        return Ok(());
+    };
+    for segment in parents.split('/') {
+        at.push(segment);
+        let meta = match tokio::fs::symlink_metadata(&at).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match tokio::fs::create_dir(&at).await {
+                    // Another file of the version may have made it just now.
+                    Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                        return Err(e).with_context(|| format!("create {}", at.display()));
+                    }
+                    _ => {}
+                }
+                tokio::fs::symlink_metadata(&at).await
+            }
+            found => found,
+        }
+        .with_context(|| format!("inspect {}", at.display()))?;
+        if meta.file_type().is_symlink() {
+            return Err(fail(
+                exit::FAILURE,
+                format!(
+                    "{} is a symlink; {path:?} is not written through it",
+                    at.display()
+                ),
+            ));
+        }
+        if !meta.is_dir() {
+            return Err(fail(
+                exit::FAILURE,
+                format!(
+                    "{} is not a directory; {path:?} is not written",
+                    at.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether `local` is a regular file holding exactly `f`'s bytes.
 async fn already_present(local: &Path, f: &FileEntry) -> anyhow::Result<bool> {
     match tokio::fs::symlink_metadata(local).await {
@@ -180,7 +226,7 @@ impl Client {
                 let (exact, multi) = (&exact, &multi);
                 async move {
                     let fetched = self
-                        .fetch_into(ns, name, exact, &f, &local, multi)
+                        .fetch_into(ns, name, exact, &f, dir, &local, multi)
                         .await
                         .with_context(|| f.path.clone())?;
                     Ok(Fetched {
@@ -236,16 +282,13 @@ impl Client {
         name: &str,
         version: &str,
         f: &FileEntry,
+        dir: &Path,
         local: &Path,
         multi: &MultiProgress,
     ) -> anyhow::Result<bool> {
+        create_parents(dir, &f.path).await?;
         if already_present(local, f).await? {
             return Ok(false);
-        }
-        if let Some(parent) = local.parent() {
-            tokio::fs::create_dir_all(parent)
-                .await
-                .with_context(|| format!("create {}", parent.display()))?;
         }
         let url = self.url(&["v1", "artifacts", ns, name, version, &f.path]);
         let resp = self.send(self.http.get(url)).await?;

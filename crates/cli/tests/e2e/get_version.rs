@@ -372,3 +372,33 @@ async fn a_tar_whose_blob_is_gone_midway_reaches_the_client_truncated() {
         s.logs()
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_symlinked_directory_inside_the_target_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("data"));
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("keys")).unwrap();
+    std::fs::write(
+        tree.join("keys/authorized_keys"),
+        b"ssh-ed25519 AAAA hostile",
+    )
+    .unwrap();
+    ok(&s.cli(&["put", "ci/keys@1", tree.to_str().unwrap(), "--complete"]));
+
+    let outside = dir.path().join("dot-ssh");
+    std::fs::create_dir_all(&outside).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("keys")).unwrap();
+
+    let o = s.cli(&["get", "ci/keys@1", "-o", out.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a symlink"), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_dir(&outside).unwrap().count(),
+        0,
+        "nothing is written through the link"
+    );
+}
