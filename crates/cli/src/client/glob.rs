@@ -11,29 +11,37 @@ impl Glob {
         Glob(pattern.chars().collect())
     }
 
+    /// Dynamic programming over (pattern position, path position), filled from the
+    /// ends: `at[p][s]` says whether the pattern from `p` matches the path from `s`.
+    /// Each cell looks at a fixed number of others, so a match costs
+    /// O(|pattern| * |path|) however many stars the pattern has.
     pub fn matches(&self, path: &str) -> bool {
-        let path: Vec<char> = path.chars().collect();
-        matches_at(&self.0, &path)
-    }
-}
-
-fn matches_at(p: &[char], s: &[char]) -> bool {
-    match p {
-        [] => s.is_empty(),
-        ['*', '*', rest @ ..] => {
-            if let ['/', after @ ..] = rest
-                && matches_at(after, s)
-            {
-                return true;
+        let (p, s) = (&self.0, path.chars().collect::<Vec<char>>());
+        let width = s.len() + 1;
+        let mut at = vec![false; (p.len() + 1) * width];
+        at[p.len() * width + s.len()] = true;
+        for pi in (0..p.len()).rev() {
+            for si in (0..=s.len()).rev() {
+                let here = s.get(si).copied();
+                let next = |dp: usize| at[dp * width + si];
+                let advanced = |dp: usize| si < s.len() && at[dp * width + si + 1];
+                at[pi * width + si] = match (p[pi], p.get(pi + 1)) {
+                    // `**`: skip a following `/` (no directory at all), match nothing
+                    // more, or take one more character of any kind.
+                    ('*', Some('*')) => {
+                        (p.get(pi + 2) == Some(&'/') && next(pi + 3))
+                            || next(pi + 2)
+                            || (si < s.len() && at[pi * width + si + 1])
+                    }
+                    ('*', _) => {
+                        next(pi + 1) || (here.is_some_and(|c| c != '/') && at[pi * width + si + 1])
+                    }
+                    ('?', _) => here.is_some_and(|c| c != '/') && advanced(pi + 1),
+                    (c, _) => here == Some(c) && advanced(pi + 1),
+                };
             }
-            (0..=s.len()).any(|i| matches_at(rest, &s[i..]))
         }
-        ['*', rest @ ..] => {
-            let segment = s.iter().position(|&c| c == '/').unwrap_or(s.len());
-            (0..=segment).any(|i| matches_at(rest, &s[i..]))
-        }
-        ['?', rest @ ..] => matches!(s, [c, tail @ ..] if *c != '/' && matches_at(rest, tail)),
-        [c, rest @ ..] => matches!(s, [d, tail @ ..] if d == c && matches_at(rest, tail)),
+        at[0]
     }
 }
 
@@ -62,6 +70,10 @@ mod tests {
             ("exact/path", "exact/path", true),
             ("exact/path", "exact/path2", false),
             ("données/*", "données/é.txt", true),
+            ("***.txt", "a/b.txt", true),
+            ("a*", "a", true),
+            ("", "", true),
+            ("", "a", false),
         ];
         for &(pattern, path, expected) in cases {
             assert_eq!(
@@ -70,5 +82,15 @@ mod tests {
                 "{pattern} ~ {path}"
             );
         }
+    }
+
+    #[test]
+    fn patterns_that_backtracking_would_take_exponential_time_over() {
+        let long = format!("{}/y", "d/".repeat(200));
+        assert!(!Glob::new("**/**/**/**/**/**/x").matches(&long));
+        assert!(Glob::new("**/**/**/**/**/**/y").matches(&long));
+        let many_a = "a".repeat(100);
+        assert!(!Glob::new("*a*a*a*a*a*a*a*a*b").matches(&many_a));
+        assert!(Glob::new("*a*a*a*a*a*a*a*a*a").matches(&many_a));
     }
 }
