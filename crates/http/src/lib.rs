@@ -4,5 +4,6 @@
 pub mod body;
 pub mod guard;
 pub mod listener;
+pub mod recent;
 
 pub use listener::{Limits, LimitsError, serve};

@@ -101,7 +101,9 @@ impl AppState {
             upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
             config: Arc::new(config),
             probes: Vec::new(),
-            ready: Arc::default(),
+            ready: Arc::new(ops::ReadyCache::new(
+                artifactstore_http::recent::READINESS_FRESH_FOR,
+            )),
         }
     }
 

@@ -29,14 +29,8 @@ pub const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Each check's name and its outcome (why it failed).
 type Checks = Vec<(String, Result<(), String>)>;
 
-/// How long one round of checks answers every `/readyz`: a flood of probes costs the
-/// index and the store at most one round per this long.
-const FRESH_FOR: Duration = Duration::from_secs(1);
-
-/// The last round of checks. Holding the lock while checking makes the round single
-/// flight: probes that arrive meanwhile wait for it and take its result.
-#[derive(Default)]
-pub struct ReadyCache(tokio::sync::Mutex<Option<(tokio::time::Instant, Checks)>>);
+/// The last round of `/readyz` checks, reused for a second.
+pub type ReadyCache = artifactstore_http::recent::Recent<Checks>;
 
 /// Ready when the index answers a query, the blob store answers a lookup and every
 /// probe (the S3 backend's credentials) passes; the lookup runs first, so it can fetch
@@ -48,17 +42,7 @@ pub struct ReadyCache(tokio::sync::Mutex<Option<(tokio::time::Instant, Checks)>>
 /// (there is no admin token yet), and why a check fails — endpoints, paths, upstream
 /// messages — goes to the log.
 pub async fn readyz(State(st): State<AppState>) -> Response {
-    let results = {
-        let mut last = st.ready.0.lock().await;
-        match &*last {
-            Some((at, checks)) if at.elapsed() < FRESH_FOR => checks.clone(),
-            _ => {
-                let checks = run_checks(&st).await;
-                *last = Some((tokio::time::Instant::now(), checks.clone()));
-                checks
-            }
-        }
-    };
+    let results = st.ready.get(|| run_checks(&st)).await;
     let mut checks = serde_json::Map::new();
     for (name, result) in &results {
         let state = if result.is_ok() { "ok" } else { "failing" };

@@ -51,7 +51,9 @@ pub fn app(service: Arc<Service>, listen: SocketAddr) -> Router {
         .route("/healthz", get(healthz))
         .route(
             "/readyz",
-            get(ready::readyz).layer(axum::Extension(Arc::new(ready::ReadyCache::default()))),
+            get(ready::readyz).layer(axum::Extension(Arc::new(ready::ReadyCache::new(
+                artifactstore_http::recent::READINESS_FRESH_FOR,
+            )))),
         )
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))

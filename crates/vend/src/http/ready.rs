@@ -3,7 +3,6 @@
 //! request with the admin token.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -16,14 +15,8 @@ use crate::service::Service;
 /// Each check's name and its outcome (the detail of a failure).
 type Checks = Vec<(String, Result<(), String>)>;
 
-/// How long one round of checks answers every `/readyz`: a flood of probes costs the
-/// drivers' upstreams and the lease store at most one round per this long.
-const FRESH_FOR: Duration = Duration::from_secs(1);
-
-/// The last round of checks. Holding the lock while checking makes the round single
-/// flight: probes that arrive meanwhile wait for it and take its result.
-#[derive(Default)]
-pub(super) struct ReadyCache(tokio::sync::Mutex<Option<(tokio::time::Instant, Checks)>>);
+/// The last round of checks, reused for a second.
+pub(super) type ReadyCache = artifactstore_http::recent::Recent<Checks>;
 
 /// Ready when every issuer's keys are loaded, every driver answers, the audit log can
 /// be written and the lease store answers. Issuers are named by their place in the
@@ -33,17 +26,7 @@ pub(super) async fn readyz(
     Extension(cache): Extension<Arc<ReadyCache>>,
     headers: HeaderMap,
 ) -> Response {
-    let checks = {
-        let mut last = cache.0.lock().await;
-        match &*last {
-            Some((at, checks)) if at.elapsed() < FRESH_FOR => checks.clone(),
-            _ => {
-                let checks = run_checks(&service).await;
-                *last = Some((tokio::time::Instant::now(), checks.clone()));
-                checks
-            }
-        }
-    };
+    let checks = cache.get(|| run_checks(&service)).await;
     answer(&service, &headers, checks)
 }
 
