@@ -100,11 +100,21 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow::Re
 }
 
 impl Client {
-    pub fn new(server: &str, json: bool) -> anyhow::Result<Self> {
+    /// `ca_cert`: a PEM file of CA certificates trusted for `https://` servers on top
+    /// of the system's (a private CA's).
+    pub fn new(server: &str, json: bool, ca_cert: Option<&Path>) -> anyhow::Result<Self> {
         let base = Url::parse(server)
             .map_err(|e| fail(exit::USAGE, format!("--server {server:?}: {e}")))?;
-        let http = artifactstore_credentials::sources::http_client_builder(Duration::from_secs(10))
-            .build()?;
+        let mut http =
+            artifactstore_credentials::sources::http_client_builder(Duration::from_secs(10));
+        if let Some(path) = ca_cert {
+            let pem = std::fs::read(path)
+                .map_err(|e| fail(exit::USAGE, format!("--ca-cert {}: {e}", path.display())))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| fail(exit::USAGE, format!("--ca-cert {}: {e}", path.display())))?;
+            http = http.tls_certs_merge(roots);
+        }
+        let http = http.build()?;
         Ok(Client {
             base,
             http,

@@ -29,6 +29,8 @@ pub const ENV_KEYS: &[&str] = &[
     "header_read_timeout_secs",
     "keep_alive_timeout_secs",
     "max_connections",
+    "tls_cert",
+    "tls_key",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -59,6 +61,10 @@ pub struct ServeConfig {
     pub keep_alive_timeout_secs: u64,
     /// Connections open at once; beyond it new ones wait until one ends.
     pub max_connections: u64,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); reread when it changes.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`; reread when it changes.
+    pub tls_key: Option<PathBuf>,
     /// Allow listening on a non-loopback address without authentication.
     pub insecure_no_auth: bool,
     /// `Host` values served (`name` for any port, `name:port` for one); `["*"]`
@@ -281,6 +287,8 @@ impl Default for ServeConfig {
             header_read_timeout_secs: Limits::DEFAULT_HEADER_READ_TIMEOUT_SECS,
             keep_alive_timeout_secs: Limits::DEFAULT_KEEP_ALIVE_TIMEOUT_SECS,
             max_connections: Limits::DEFAULT_MAX_CONNECTIONS,
+            tls_cert: None,
+            tls_key: None,
             insecure_no_auth: false,
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),
@@ -304,6 +312,10 @@ pub struct ServeFlags {
     pub max_upload_size: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub insecure_no_auth: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
 }
@@ -335,6 +347,10 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
         "max_concurrent_uploads must be 1..=1048576"
     );
     cfg.listener_limits()?;
+    anyhow::ensure!(
+        cfg.tls_cert.is_some() == cfg.tls_key.is_some(),
+        "tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)"
+    );
     Ok(cfg)
 }
 

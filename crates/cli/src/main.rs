@@ -35,6 +35,14 @@ struct Cli {
         default_value = "http://127.0.0.1:8480"
     )]
     server: String,
+    /// PEM file of CA certificates to trust for an `https://` server, besides the system's.
+    #[arg(
+        long,
+        global = true,
+        env = "ARTIFACTSTORE_CA_CERT",
+        value_name = "FILE"
+    )]
+    ca_cert: Option<PathBuf>,
     /// Machine-readable JSON output.
     #[arg(long, global = true)]
     json: bool,
@@ -203,7 +211,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let client = || client::Client::new(&cli.server, cli.json);
+    let client = || client::Client::new(&cli.server, cli.json, cli.ca_cert.as_deref());
     match cli.command {
         Command::Serve(args) => serve::serve(args).await.map(|()| 0),
         Command::Put {

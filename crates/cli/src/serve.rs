@@ -32,6 +32,12 @@ pub struct ServeArgs {
     /// Log format on stderr [env: ARTIFACTSTORE_LOG_FORMAT].
     #[arg(long, value_enum)]
     log_format: Option<LogFormat>,
+    /// Serve HTTPS with this PEM certificate chain, reread when it changes (with --tls-key) [env: ARTIFACTSTORE_TLS_CERT].
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert [env: ARTIFACTSTORE_TLS_KEY].
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
 }
 
 /// Where the store is: shared by `serve` and `storage verify`.
@@ -98,6 +104,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_upload_size: args.max_upload_size,
         insecure_no_auth: args.insecure_no_auth,
         log_format: args.log_format,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
     };
     let cfg: ServeConfig = config::load(args.store.config.as_deref(), &flags)
         .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
@@ -115,6 +123,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ));
         }
         tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address WITHOUT authentication: anyone who can reach it can read and write artifacts");
+    }
+
+    let limits = listener_limits(&cfg)?;
+    if !cfg.listen.ip().is_loopback() && limits.tls().is_none() {
+        tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address over plain HTTP: bearer tokens would travel in plain text; set tls_cert and tls_key");
     }
 
     let _lock = lock_data_dir(&cfg.data_dir)?;
@@ -135,7 +148,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "artifactstore serving"
     );
     // The one line on stdout: scripts (and tests on port 0) read the address from it.
-    println!("artifactstore listening on http://{addr}");
+    println!("artifactstore listening on {}://{addr}", limits.scheme());
 
     let mut state = AppState::new(
         blobs.blob_store(),
@@ -152,7 +165,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state = state.with_probe(Arc::new(crate::store::CredentialProbe(cache.clone())));
     }
     let index = state.index.clone();
-    artifactstore_server::run(listener, state, cfg.listener_limits()?, shutdown_signal()).await;
+    artifactstore_server::run(listener, state, limits, shutdown_signal()).await;
     index.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -220,6 +233,17 @@ pub async fn fsck(
     } else {
         exit::INTEGRITY
     })
+}
+
+/// The listener's limits, with TLS when the configuration names a certificate.
+fn listener_limits(cfg: &ServeConfig) -> anyhow::Result<artifactstore_server::Limits> {
+    let limits = cfg.listener_limits()?;
+    let (Some(cert), Some(key)) = (&cfg.tls_cert, &cfg.tls_key) else {
+        return Ok(limits);
+    };
+    limits
+        .with_tls(cert, key)
+        .map_err(|e| fail(exit::USAGE, format!("tls_cert/tls_key: {e}")))
 }
 
 /// The `Host` and `Origin` values this server answers.

@@ -29,6 +29,12 @@ pub enum VendCommand {
         /// Log format on stderr.
         #[arg(long, value_enum, default_value = "text")]
         log_format: LogFormat,
+        /// Serve HTTPS with this PEM certificate chain (with --tls-key), overriding the file's `tls_cert`.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of --tls-cert, overriding the file's `tls_key`.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Audit log tools.
     #[command(subcommand)]
@@ -88,20 +94,35 @@ pub async fn vend(command: VendCommand, json_out: bool) -> anyhow::Result<u8> {
             config,
             listen,
             log_format,
-        } => serve(&config, listen, log_format).await.map(|()| 0),
+            tls_cert,
+            tls_key,
+        } => serve(&config, listen, log_format, tls_cert.zip(tls_key))
+            .await
+            .map(|()| 0),
         VendCommand::Audit(command) => audit::audit(command, json_out),
         VendCommand::Revoke(args) => revoke(args, json_out).await,
     }
 }
 
-async fn serve(path: &Path, listen: Option<String>, log_format: LogFormat) -> anyhow::Result<()> {
+async fn serve(
+    path: &Path,
+    listen: Option<String>,
+    log_format: LogFormat,
+    tls_flags: Option<(PathBuf, PathBuf)>,
+) -> anyhow::Result<()> {
     init_logs(log_format);
     let config =
         artifactstore_vend::VendConfig::load(path).map_err(|e| fail(exit::USAGE, e.to_string()))?;
     let listen = listen.unwrap_or_else(|| config.listen.clone());
-    let limits = config
+    let mut limits = config
         .listener_limits()
         .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let tls_files = tls_flags.or_else(|| config.tls_cert.clone().zip(config.tls_key.clone()));
+    if let Some((cert, key)) = tls_files {
+        limits = limits
+            .with_tls(&cert, &key)
+            .map_err(|e| fail(exit::USAGE, format!("tls_cert/tls_key: {e}")))?;
+    }
     let reaper = Duration::from_secs(config.reaper.interval_secs.max(1));
     let (service, warnings) = artifactstore_vend::build(config)
         .await
@@ -113,11 +134,14 @@ async fn serve(path: &Path, listen: Option<String>, log_format: LogFormat) -> an
         .await
         .with_context(|| format!("listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && limits.tls().is_none() {
         tracing::warn!(%addr, "vending on a non-loopback address over plain HTTP: put TLS in front of it, tokens and credentials cross this connection");
     }
     tracing::info!(%addr, "artifactstore vend serving");
-    println!("artifactstore vend listening on http://{addr}");
+    println!(
+        "artifactstore vend listening on {}://{addr}",
+        limits.scheme()
+    );
     let background = tokio::spawn(artifactstore_vend::background(service.clone(), reaper));
     artifactstore_vend::http::run(listener, service.clone(), limits, shutdown_signal()).await?;
     background.abort();

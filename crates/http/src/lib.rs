@@ -5,5 +5,7 @@ pub mod body;
 pub mod guard;
 pub mod listener;
 pub mod recent;
+pub mod tls;
 
 pub use listener::{Limits, LimitsError, serve};
+pub use tls::{Tls, TlsError};

@@ -24,6 +24,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,16 +34,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
+use crate::tls::{Tls, TlsError};
+
 mod connection;
 #[cfg(test)]
 mod tests;
 
 /// How long a client may take and how many may be connected; see the module docs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// With [`Limits::with_tls`], connections speak TLS, whose handshake counts toward
+/// the header-read timeout of the connection's first request.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     pub(crate) header_read_timeout: Duration,
     pub(crate) keep_alive_timeout: Duration,
     pub(crate) max_connections: usize,
+    pub(crate) tls: Option<Tls>,
 }
 
 /// A configured limit outside what the listener accepts.
@@ -91,7 +97,28 @@ impl Limits {
             header_read_timeout: Duration::from_secs(header),
             keep_alive_timeout: Duration::from_secs(idle),
             max_connections: cap as usize,
+            tls: None,
         })
+    }
+
+    /// The same limits, serving TLS with the PEM certificate chain in `cert` and its
+    /// key in `key` instead of plain HTTP; both are reread when they change
+    /// ([`Tls`]). A pair that cannot be served now is refused.
+    pub fn with_tls(self, cert: &Path, key: &Path) -> Result<Self, TlsError> {
+        Ok(Limits {
+            tls: Some(Tls::load(cert, key)?),
+            ..self
+        })
+    }
+
+    /// The TLS the listener serves, if any.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_ref()
+    }
+
+    /// `https` with TLS, else `http`: the scheme of the URLs the listener answers.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 }
 
@@ -183,7 +210,7 @@ pub(crate) async fn serve_from(
                     stream,
                     peer,
                     router.clone(),
-                    limits,
+                    limits.clone(),
                     draining.clone(),
                     slot,
                 ));

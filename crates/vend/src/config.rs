@@ -64,6 +64,12 @@ pub struct VendConfig {
     /// Connections open at once; beyond it new ones wait until one ends.
     #[serde(default = "default_max_connections")]
     pub max_connections: u64,
+    /// PEM certificate chain to serve HTTPS with (with `tls_key`); reread when it changes.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`; reread when it changes.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
     /// Where leases and revocations live: `sqlite://...` or `postgres://...`.
     pub database_url: String,
     pub audit: AuditConfig,
@@ -381,6 +387,12 @@ impl VendConfig {
     fn check(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         self.listener_limits()?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return invalid(
+                "tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)"
+                    .into(),
+            );
+        }
         if self.issuers.is_empty() {
             return invalid("no [[issuers]]: no token could ever be accepted".into());
         }

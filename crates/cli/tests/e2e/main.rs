@@ -15,3 +15,4 @@ mod listener_limits;
 mod stalled_uploads;
 mod storage_verify;
 mod store_faults;
+mod tls;

@@ -167,3 +167,58 @@ fn a_trickled_body_is_cut_off_by_the_header_read_timeout_and_audited() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `vend serve` with `tls_cert`/`tls_key` in its file answers HTTPS; `--tls-cert`
+/// without `--tls-key`, or a file with only `tls_cert`, is refused.
+#[test]
+fn vend_serves_https_with_the_files_certificate() {
+    #[path = "../common/test_ca.rs"]
+    mod test_ca;
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca::TestCa::new(dir.path());
+    let (cert, key) = ca.issue("vend");
+    let top = format!(
+        "tls_cert = \"{}\"\ntls_key = \"{}\"",
+        cert.display(),
+        key.display()
+    );
+    let config = config_in(dir.path(), &top);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config);
+    let log = dir.path().join("vend.stderr.log");
+    let (mut child, url) = spawn_announcing(cmd, "artifactstore vend listening on https://", &log);
+    let out = Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "10", "--cacert"])
+        .arg(&ca.cert)
+        .arg(format!("https://{url}/healthz"))
+        .output()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        out.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = Command::new(BIN)
+        .args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--tls-cert")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+    let half = config_in(dir.path(), &format!("tls_cert = \"{}\"", cert.display()));
+    let out = Command::new(BIN)
+        .args(["vend", "serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&half)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("tls_cert and tls_key go together"), "{err}");
+}

@@ -32,7 +32,8 @@ use super::Limits;
 
 /// Serves one accepted connection until it closes, times out, or, once `draining`
 /// turns, has finished its current response. `_slot` is its place under the
-/// connection cap, given back when this returns or unwinds.
+/// connection cap, given back when this returns or unwinds, so a connection in its
+/// TLS handshake counts toward the cap too.
 pub(super) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -41,7 +42,46 @@ pub(super) async fn serve_connection(
     mut draining: watch::Receiver<bool>,
     _slot: OwnedSemaphorePermit,
 ) {
-    let activity = Arc::new(Activity::new());
+    let accepted = Instant::now();
+    let Some(tls) = limits.tls.as_ref() else {
+        return serve_http(stream, peer, router, &limits, accepted, draining).await;
+    };
+    // The handshake is part of the first request's wait: a client that connects and
+    // sends nothing, or stalls halfway, is closed at the same header-read deadline.
+    let handshake = tokio::time::timeout_at(
+        accepted + limits.header_read_timeout,
+        tls.acceptor().accept(stream),
+    );
+    let stream = tokio::select! {
+        shaken = handshake => match shaken {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "closing connection: TLS handshake not complete within header_read_timeout_secs");
+                return;
+            }
+        },
+        // Nothing was asked yet, so there is nothing to finish.
+        _ = draining.changed() => return,
+    };
+    serve_http(stream, peer, router, &limits, accepted, draining).await
+}
+
+/// HTTP/1.1 on `stream`, plain or TLS, from `accepted` on.
+async fn serve_http<S>(
+    stream: S,
+    peer: SocketAddr,
+    router: Router,
+    limits: &Limits,
+    accepted: Instant,
+    mut draining: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::new(accepted));
     let io = TokioIo::new(WatchedIo {
         stream,
         activity: activity.clone(),
@@ -67,7 +107,7 @@ pub(super) async fn serve_connection(
     let mut conn = pin!(builder.serve_connection(io, service));
     let mut drain_started = false;
     loop {
-        let deadline = activity.deadline(&limits);
+        let deadline = activity.deadline(limits);
         let timer = async {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -84,7 +124,7 @@ pub(super) async fn serve_connection(
             }
             () = activity.changed.notified() => {}
             () = timer => {
-                if let Some(why) = activity.expired(&limits, Instant::now()) {
+                if let Some(why) = activity.expired(limits, Instant::now()) {
                     tracing::debug!(%peer, "closing connection: {why}");
                     return;
                 }
@@ -123,10 +163,10 @@ pub(super) struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(accepted: Instant) -> Self {
         Activity {
             phase: Mutex::new(Phase::Idle {
-                since: Instant::now(),
+                since: accepted,
                 fresh: true,
             }),
             changed: Notify::new(),
@@ -225,13 +265,14 @@ impl Drop for RequestGuard {
     }
 }
 
-/// The TCP stream, telling the connection's [`Activity`] when bytes arrive.
-struct WatchedIo {
-    stream: TcpStream,
+/// The connection's stream (after TLS, if any), telling its [`Activity`] when bytes
+/// of requests arrive.
+struct WatchedIo<S> {
+    stream: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for WatchedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -247,7 +288,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

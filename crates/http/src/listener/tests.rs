@@ -64,6 +64,7 @@ fn limits(header_read: Duration, keep_alive: Duration, max_connections: usize) -
         header_read_timeout: header_read,
         keep_alive_timeout: keep_alive,
         max_connections,
+        tls: None,
     }
 }
 
