@@ -9,7 +9,10 @@ use artifactstore_http::Limits;
 use artifactstore_model::secret::SecretRef;
 use serde::Deserialize;
 
-use crate::roles::{Action, Matcher, PrefixTemplate};
+use artifactstore_oidc::claims::{Matcher, PrefixTemplate};
+use artifactstore_oidc::{IssuerConfig, TokenConfig};
+
+use crate::roles::Action;
 
 /// The shortest lease any role may hand out, as in STS.
 pub const MIN_LEASE_SECS: u64 = 900;
@@ -185,69 +188,6 @@ pub struct AuditConfig {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Allowed clock skew for `exp`, `nbf` and `iat`.
-    #[serde(default = "default_leeway")]
-    pub leeway_secs: u64,
-    /// Refuse tokens issued (`iat`) longer ago than this.
-    #[serde(default)]
-    pub max_age_secs: Option<u64>,
-    /// Refuse tokens longer than this many bytes before parsing them.
-    #[serde(default = "default_max_token_bytes")]
-    pub max_bytes: usize,
-    /// Claims every token must carry (besides `iss`, `aud` and `exp`).
-    #[serde(default = "default_required_claims")]
-    pub required_claims: Vec<String>,
-    /// Signature algorithms accepted; a subset of RS256, ES256, EdDSA.
-    #[serde(default = "default_algorithms")]
-    pub algorithms: Vec<String>,
-}
-
-impl Default for TokenConfig {
-    fn default() -> Self {
-        TokenConfig {
-            leeway_secs: default_leeway(),
-            max_age_secs: None,
-            max_bytes: default_max_token_bytes(),
-            required_claims: default_required_claims(),
-            algorithms: default_algorithms(),
-        }
-    }
-}
-
-fn default_leeway() -> u64 {
-    60
-}
-fn default_max_token_bytes() -> usize {
-    16 * 1024
-}
-fn default_required_claims() -> Vec<String> {
-    vec!["sub".into()]
-}
-fn default_algorithms() -> Vec<String> {
-    vec!["RS256".into(), "ES256".into(), "EdDSA".into()]
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct IssuerConfig {
-    /// The issuer exactly as it appears in tokens' `iss`.
-    pub issuer: String,
-    /// The audience that must be in `aud` (string or array).
-    pub audience: String,
-    /// Where the keys are. Without it: discovery at
-    /// `<issuer>/.well-known/openid-configuration`.
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    /// Fetch discovery and keys over plain `http://` from a host that is not loopback.
-    /// Off by default: keys fetched without TLS can be swapped by anyone on the path,
-    /// and with them every token. Logged as a warning when on.
-    #[serde(default)]
-    pub allow_insecure_http: bool,
-}
-
-#[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum DriverConfig {
     /// Garage's admin API v2: one expiring key per lease.
@@ -407,7 +347,9 @@ impl VendConfig {
                 Some(jwks) => jwks,
                 None => &issuer.issuer,
             };
-            if let Err(e) = crate::oidc::check_fetch_url(fetched, issuer.allow_insecure_http) {
+            if let Err(e) =
+                artifactstore_oidc::verify::check_fetch_url(fetched, issuer.allow_insecure_http)
+            {
                 return invalid(format!("issuer {:?}: {e}", issuer.issuer));
             }
             if issuer.audience.is_empty() {
@@ -511,7 +453,7 @@ impl VendConfig {
 }
 
 /// Replaces `${env:NAME}` and `${env:NAME:-default}` in every string of `value`.
-fn substitute_env(
+pub fn substitute_env(
     value: &mut toml::Value,
     key: &str,
     env: &dyn Fn(&str) -> Option<String>,

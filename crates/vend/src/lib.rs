@@ -2,10 +2,11 @@
 //! scoped by its role out — with leases, revocation and a hash-chained audit log that
 //! fails closed.
 //!
-//! Layers, each in its own module: [`oidc`] (token checks and the JWKS cache),
-//! [`roles`] and [`policy`] (what a token may get), [`driver`] (minting upstream),
-//! [`audit`], [`leases`] (the lease store: vend's own database and migrations),
-//! [`service`] (the one decision path) and [`http`] (wire formats).
+//! Token checks and the JWKS cache are `artifactstore_oidc`'s, shared with the artifact
+//! server. Layers, each in its own module: [`roles`] and [`policy`] (what a token may
+//! get), [`driver`] (minting upstream), [`audit`], [`leases`] (the lease store: vend's
+//! own database and migrations), [`service`] (the one decision path) and [`http`]
+//! (wire formats).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -20,7 +21,6 @@ pub mod driver;
 pub mod http;
 pub mod leases;
 pub mod metrics;
-pub mod oidc;
 pub mod policy;
 pub mod reason;
 pub mod roles;
@@ -197,16 +197,20 @@ pub async fn build_with_clock(
         .as_ref()
         .map(|r| resolve(r, "admin.token_ref", &mut warnings))
         .transpose()?;
-    let oidc_http =
-        oidc::http_client().map_err(|e| StartError::Invalid(format!("HTTP client: {e}")))?;
+    let oidc_http = artifactstore_oidc::verify::http_client()
+        .map_err(|e| StartError::Invalid(format!("HTTP client: {e}")))?;
     for issuer in config.issuers.iter().filter(|i| i.allow_insecure_http) {
         warnings.push(format!(
             "issuer {}: allow_insecure_http is on: its keys may be fetched over plain HTTP, where anyone on the path can replace them",
             issuer.issuer
         ));
     }
-    let verifier =
-        oidc::TokenVerifier::new(&config.issuers, config.token, oidc_http, clock.clone());
+    let verifier = artifactstore_oidc::TokenVerifier::new(
+        &config.issuers,
+        config.token,
+        oidc_http,
+        clock.clone(),
+    );
     let service = Arc::new(Service {
         verifier,
         roles,
@@ -243,7 +247,7 @@ pub async fn background(service: Arc<Service>, reaper_interval: Duration) {
                 service.verifier.refresh_all(Duration::ZERO).await;
                 let all = service.verifier.issuers.iter().all(|i| i.loaded());
                 tokio::time::sleep(if all {
-                    oidc::PERIODIC_REFRESH
+                    artifactstore_oidc::verify::PERIODIC_REFRESH
                 } else {
                     Duration::from_secs(2)
                 })

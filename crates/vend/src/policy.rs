@@ -268,7 +268,9 @@ fn actions_of(iam: &str) -> Vec<Action> {
     let iam_lower = iam.to_ascii_lowercase();
     let mut out: Vec<Action> = named
         .iter()
-        .filter(|(name, _)| crate::roles::glob_match(&iam_lower, &name.to_ascii_lowercase()))
+        .filter(|(name, _)| {
+            artifactstore_oidc::claims::glob_match(&iam_lower, &name.to_ascii_lowercase())
+        })
         .map(|(_, a)| *a)
         .collect();
     out.dedup();

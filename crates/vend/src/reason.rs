@@ -1,6 +1,8 @@
 //! The one vocabulary of decision reasons. Every answer, audit line and metric uses
 //! these codes; docs/VEND.md lists them.
 
+use artifactstore_oidc::{TokenReason, TokenRefusal};
+
 /// The string forms (answers, audit lines, metric labels, docs) all come from the
 /// `strum` derive below, so they cannot disagree.
 #[derive(
@@ -159,9 +161,50 @@ impl Denial {
     }
 }
 
+/// A refused token keeps its reason's spelling: the verifier's words are vend's.
+impl From<TokenReason> for Reason {
+    fn from(reason: TokenReason) -> Self {
+        match reason {
+            TokenReason::RequestInvalid => Reason::RequestInvalid,
+            TokenReason::TokenInvalid => Reason::TokenInvalid,
+            TokenReason::TokenExpired => Reason::TokenExpired,
+            TokenReason::TokenNotYetValid => Reason::TokenNotYetValid,
+            TokenReason::TokenTooOld => Reason::TokenTooOld,
+            TokenReason::TokenTooLarge => Reason::TokenTooLarge,
+            TokenReason::IssuerUntrusted => Reason::IssuerUntrusted,
+            TokenReason::AudienceMismatch => Reason::AudienceMismatch,
+            TokenReason::ClaimMissing => Reason::ClaimMissing,
+        }
+    }
+}
+
+impl From<TokenRefusal> for Denial {
+    fn from(refusal: TokenRefusal) -> Self {
+        Denial::new(refusal.reason.into(), refusal.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A token refused by the shared verifier is answered, audited and counted under
+    /// the same word the verifier uses.
+    #[test]
+    fn every_token_reason_is_spelled_as_the_vend_reason() {
+        for token_reason in TokenReason::all() {
+            let reason = Reason::from(token_reason);
+            assert_eq!(reason.as_str(), token_reason.as_str());
+            assert_eq!(reason.to_string(), token_reason.to_string());
+        }
+        let denial = Denial::from(TokenRefusal::new(
+            TokenReason::TokenExpired,
+            "token has expired",
+        ));
+        assert_eq!(denial.reason, Reason::TokenExpired);
+        assert_eq!(denial.message, "token has expired");
+        assert_eq!((denial.sts_code, denial.retry_after_secs), (None, None));
+    }
 
     /// The audit line (serde), the answer and metric label (`as_str`), the parser and
     /// the table in docs/VEND.md spell every reason the same way.

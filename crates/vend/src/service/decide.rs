@@ -2,11 +2,12 @@
 //! standing revocations, the role, its scope narrowed by a session policy, the
 //! duration.
 
+use artifactstore_oidc::VerifiedToken;
+use artifactstore_oidc::claims::{RenderError, rule_matches};
+
 use crate::leases::{RevocationKind, StoreError};
-use crate::oidc::VerifiedToken;
 use crate::policy::Scope;
 use crate::reason::{Denial, Reason};
-use crate::roles::{RenderError, rule_matches};
 
 use super::{Role, Service, VendRequest, short};
 
@@ -104,7 +105,7 @@ impl Service {
                 Err(e @ RenderError::Missing(_)) => {
                     return Err((name, Denial::new(Reason::ClaimMissing, e.to_string())));
                 }
-                Err(e @ RenderError::Unsafe(_)) => {
+                Err(e @ (RenderError::Unsafe(_) | RenderError::Refused(_))) => {
                     return Err((name, Denial::new(Reason::ClaimInvalid, e.to_string())));
                 }
             }

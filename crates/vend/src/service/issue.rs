@@ -20,11 +20,11 @@ use std::time::{Duration, Instant};
 
 use artifactstore_model::Timestamp;
 use artifactstore_model::secret::Secret;
+use artifactstore_oidc::VerifiedToken;
 
 use crate::audit::AuditRecord;
 use crate::driver::{MintDriver, MintRequest};
 use crate::leases::{Lease, LeaseState, RevocationKind};
-use crate::oidc::VerifiedToken;
 use crate::policy::Scope;
 use crate::reason::{Denial, Reason};
 

@@ -12,15 +12,15 @@ use std::sync::atomic::AtomicU64;
 
 use artifactstore_model::secret::Secret;
 use artifactstore_model::{Clock, Timestamp};
+use artifactstore_oidc::TokenVerifier;
+use artifactstore_oidc::claims::PrefixTemplate;
 
 use crate::audit::{AuditLog, AuditRecord};
 use crate::config::RoleConfig;
 use crate::driver::MintDriver;
 use crate::leases::{Lease, LeaseStore};
-use crate::oidc::TokenVerifier;
 use crate::policy::Scope;
 use crate::reason::{Denial, Reason};
-use crate::roles::PrefixTemplate;
 
 mod decide;
 mod issue;
@@ -309,13 +309,15 @@ impl Service {
         };
         let token = match self.verifier.verify(request.token.expose()).await {
             Ok(t) => t,
-            Err(denial) => {
+            Err(refusal) => {
                 let claimed = self.verifier.claimed_identity(request.token.expose());
                 record.issuer = claimed.issuer;
                 record.subject = claimed.subject;
                 record.identity_verified = Some(false);
                 record.client = Some(client_name(request.client));
-                return Err(self.refuse_coalesced(record, None, denial).await);
+                return Err(self
+                    .refuse_coalesced(record, None, Denial::from(refusal))
+                    .await);
             }
         };
         record.issuer = Some(token.issuer.clone());

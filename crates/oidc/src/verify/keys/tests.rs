@@ -59,10 +59,8 @@ async fn redirects_are_not_followed_to_keys() {
         );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let config = crate::config::IssuerConfig {
-        issuer: "https://issuer.test".into(),
-        audience: "a".into(),
         jwks_url: Some(format!("{base}/jwks")),
-        allow_insecure_http: false,
+        ..crate::config::IssuerConfig::new("https://issuer.test", "a")
     };
     let keys = super::IssuerKeys::new(&config);
     let http = super::http_client().unwrap();

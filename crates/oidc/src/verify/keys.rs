@@ -1,5 +1,5 @@
-//! Token checks: trusted issuers, their keys (a JWKS cache of our own) and the claims
-//! every token must satisfy before any role is looked at.
+//! One trusted issuer's signing keys: discovery, a JWKS cache of our own, and the
+//! rules for where keys may come from.
 //!
 //! Keys are pinned to one algorithm each (from the JWK's `alg`, or from its key type
 //! and curve), so a token cannot choose how it is verified: an HMAC token "signed"
@@ -9,15 +9,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use artifactstore_model::{Clock, Timestamp};
-
-use base64::Engine as _;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
-use serde_json::{Map, Value};
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde_json::Value;
 
-use crate::config::{IssuerConfig, TokenConfig};
-use crate::reason::{Denial, Reason};
+use crate::config::IssuerConfig;
 
 /// An unknown `kid` triggers a JWKS fetch at most this often per issuer.
 pub const UNKNOWN_KID_REFRESH: Duration = Duration::from_secs(30);
@@ -29,9 +25,9 @@ pub const MAX_KEYS: usize = 64;
 const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
-struct VerifyKey {
-    key: Arc<DecodingKey>,
-    alg: Algorithm,
+pub(super) struct VerifyKey {
+    pub(super) key: Arc<DecodingKey>,
+    pub(super) alg: Algorithm,
 }
 
 #[derive(Default)]
@@ -54,6 +50,10 @@ pub struct IssuerKeys {
     last_error: RwLock<Option<String>>,
     pub refreshes_ok: std::sync::atomic::AtomicU64,
     pub refreshes_failed: std::sync::atomic::AtomicU64,
+    /// This issuer's `leeway_secs` and `required_claims`, where they override the
+    /// token settings'.
+    pub(super) leeway_secs: Option<u64>,
+    pub(super) required_claims: Option<Vec<String>>,
 }
 
 impl IssuerKeys {
@@ -69,6 +69,8 @@ impl IssuerKeys {
             last_error: RwLock::new(None),
             refreshes_ok: Default::default(),
             refreshes_failed: Default::default(),
+            leeway_secs: config.leeway_secs,
+            required_claims: config.required_claims.clone(),
         }
     }
 
@@ -81,9 +83,9 @@ impl IssuerKeys {
         self.last_error.read().unwrap().clone()
     }
 
-    /// Installs a key set without fetching it, for in-process tests of the service.
-    #[cfg(test)]
-    pub(crate) fn install_jwks(&self, doc: &Value) {
+    /// Installs a key set without fetching it, for in-process tests of a service.
+    #[cfg(any(test, feature = "testing"))]
+    pub fn install_jwks(&self, doc: &Value) {
         *self.keys.write().unwrap() = Some(Arc::new(parse_jwks(doc).unwrap()));
     }
 
@@ -95,7 +97,7 @@ impl IssuerKeys {
             .map_or(0, |k| k.by_kid.len() + k.unnamed.len())
     }
 
-    fn lookup(&self, kid: Option<&str>) -> Option<VerifyKey> {
+    pub(super) fn lookup(&self, kid: Option<&str>) -> Option<VerifyKey> {
         let keys = self.keys.read().unwrap().clone()?;
         match kid {
             Some(kid) => keys.by_kid.get(kid).cloned(),
@@ -313,265 +315,6 @@ fn parse_jwks(doc: &Value) -> Result<KeySet, String> {
         }
     }
     Ok(set)
-}
-
-/// A token that passed every check.
-#[derive(Clone, Debug)]
-pub struct VerifiedToken {
-    pub issuer: String,
-    /// The vending audience it was accepted for.
-    pub audience: String,
-    pub subject: String,
-    pub claims: Map<String, Value>,
-    /// `exp`.
-    pub expires_at: Timestamp,
-}
-
-/// What an audit line may say about a token that was refused: its claimed issuer and
-/// subject, marked unverified, cut short.
-#[derive(Clone, Debug, Default)]
-pub struct ClaimedIdentity {
-    pub issuer: Option<String>,
-    pub subject: Option<String>,
-}
-
-pub struct TokenVerifier {
-    pub issuers: Vec<Arc<IssuerKeys>>,
-    config: TokenConfig,
-    algorithms: Vec<Algorithm>,
-    http: reqwest::Client,
-    /// Judges `exp`, `nbf`, `iat` and `max_age_secs`.
-    clock: Arc<dyn Clock>,
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-impl TokenVerifier {
-    pub fn new(
-        issuers: &[IssuerConfig],
-        config: TokenConfig,
-        http: reqwest::Client,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        let algorithms = config
-            .algorithms
-            .iter()
-            .filter_map(|a| match a.as_str() {
-                "RS256" => Some(Algorithm::RS256),
-                "ES256" => Some(Algorithm::ES256),
-                "EdDSA" => Some(Algorithm::EdDSA),
-                _ => None,
-            })
-            .collect();
-        TokenVerifier {
-            issuers: issuers
-                .iter()
-                .map(|i| Arc::new(IssuerKeys::new(i)))
-                .collect(),
-            config,
-            algorithms,
-            http,
-            clock,
-        }
-    }
-
-    /// Loads or refreshes every issuer's keys (no more often than `min_interval`).
-    pub async fn refresh_all(&self, min_interval: Duration) {
-        for issuer in &self.issuers {
-            issuer.refresh(&self.http, min_interval).await;
-        }
-    }
-
-    /// The claimed (unverified) issuer and subject of a token, for audit lines.
-    pub fn claimed_identity(&self, token: &str) -> ClaimedIdentity {
-        if token.len() > self.config.max_bytes {
-            return ClaimedIdentity::default();
-        }
-        let claims = unverified_claims(token).unwrap_or_default();
-        let get = |k: &str| {
-            claims
-                .get(k)
-                .and_then(Value::as_str)
-                .map(|s| truncate(s, 256))
-        };
-        ClaimedIdentity {
-            issuer: get("iss"),
-            subject: get("sub"),
-        }
-    }
-
-    /// Every check of a token, in order; the first failure decides the reason.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, Denial> {
-        let deny = |reason, msg: &str| Err(Denial::new(reason, msg));
-        if token.len() > self.config.max_bytes {
-            return deny(
-                Reason::TokenTooLarge,
-                &format!("token is larger than {} bytes", self.config.max_bytes),
-            );
-        }
-        if token.is_empty() {
-            return deny(Reason::RequestInvalid, "no token");
-        }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| {
-            Denial::new(
-                Reason::TokenInvalid,
-                "token is not a JWT with a supported signature algorithm",
-            )
-        })?;
-        if !self.algorithms.contains(&header.alg) {
-            return deny(
-                Reason::TokenInvalid,
-                &format!("signature algorithm {:?} is not allowed", header.alg),
-            );
-        }
-        let claimed = unverified_claims(token)
-            .ok_or_else(|| Denial::new(Reason::TokenInvalid, "token payload is not JSON"))?;
-        let iss = claimed.get("iss").and_then(Value::as_str).unwrap_or("");
-        let Some(issuer) = self.issuers.iter().find(|i| i.issuer == iss) else {
-            return deny(
-                Reason::IssuerUntrusted,
-                &format!("issuer {:?} is not trusted", truncate(iss, 200)),
-            );
-        };
-        let kid = header.kid.as_deref();
-        let key = match issuer.lookup(kid) {
-            Some(k) => k,
-            None => {
-                // Perhaps the issuer rotated its keys: look again, at most once per
-                // UNKNOWN_KID_REFRESH, so unknown kids cannot make us hammer it.
-                issuer.refresh(&self.http, UNKNOWN_KID_REFRESH).await;
-                issuer.lookup(kid).ok_or_else(|| {
-                    Denial::new(
-                        Reason::TokenInvalid,
-                        format!(
-                            "no usable signing key {:?} for issuer {:?}",
-                            kid.map(|k| truncate(k, 100)).unwrap_or_default(),
-                            issuer.issuer
-                        ),
-                    )
-                })?
-            }
-        };
-        if key.alg != header.alg {
-            return deny(
-                Reason::TokenInvalid,
-                "token algorithm does not match its key's algorithm",
-            );
-        }
-        // The signature, and that `exp`, `iss` and `aud` are present, are checked by
-        // jsonwebtoken; the times and the audience are checked below against our own
-        // clock (jsonwebtoken would read the system's), in the documented order:
-        // exp, nbf, iat, aud, max age.
-        let mut validation = Validation::new(key.alg);
-        validation.validate_exp = false;
-        validation.validate_nbf = false;
-        validation.validate_aud = false;
-        validation.set_issuer(&[&issuer.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
-            .map_err(|e| {
-                let (reason, msg) = match e.kind() {
-                    ErrorKind::MissingRequiredClaim(c) if c == "aud" => (
-                        Reason::AudienceMismatch,
-                        "token has no aud claim".to_owned(),
-                    ),
-                    ErrorKind::MissingRequiredClaim(c) => {
-                        (Reason::ClaimMissing, format!("token has no {c} claim"))
-                    }
-                    ErrorKind::InvalidIssuer => {
-                        (Reason::IssuerUntrusted, "issuer is not trusted".into())
-                    }
-                    ErrorKind::InvalidSignature => (
-                        Reason::TokenInvalid,
-                        "token signature does not verify".into(),
-                    ),
-                    _ => (Reason::TokenInvalid, format!("token rejected: {e}")),
-                };
-                Denial::new(reason, msg)
-            })?;
-        let claims = data.claims;
-        let now = self.clock.now().unix_secs();
-        let leeway = i64::try_from(self.config.leeway_secs).unwrap_or(i64::MAX);
-        let seconds = |name: &str| -> Result<Option<i64>, Denial> {
-            match claims.get(name) {
-                None | Some(Value::Null) => Ok(None),
-                Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-                    Denial::new(
-                        Reason::TokenInvalid,
-                        format!("token claim {name} is not a number of seconds"),
-                    )
-                }),
-            }
-        };
-        let exp = seconds("exp")?.unwrap_or(0);
-        if exp < now.saturating_sub(leeway) {
-            return deny(Reason::TokenExpired, "token has expired");
-        }
-        if seconds("nbf")?.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
-            return deny(Reason::TokenNotYetValid, "token is not valid yet (nbf)");
-        }
-        let iat = seconds("iat")?;
-        if iat.is_some_and(|iat| iat > now.saturating_add(leeway)) {
-            return deny(
-                Reason::TokenNotYetValid,
-                "token is issued in the future (iat)",
-            );
-        }
-        let audience_ok = match claims.get("aud") {
-            Some(Value::String(a)) => *a == issuer.audience,
-            Some(Value::Array(all)) => all.iter().any(|a| a.as_str() == Some(&issuer.audience)),
-            _ => false,
-        };
-        if !audience_ok {
-            return deny(
-                Reason::AudienceMismatch,
-                &format!("audience {:?} is not in the token's aud", issuer.audience),
-            );
-        }
-        if let Some(max_age) = self.config.max_age_secs {
-            let Some(iat) = iat else {
-                return deny(Reason::ClaimMissing, "token has no iat claim");
-            };
-            let max_age = i64::try_from(max_age).unwrap_or(i64::MAX);
-            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
-                return deny(
-                    Reason::TokenTooOld,
-                    &format!("token was issued more than {max_age} s ago"),
-                );
-            }
-        }
-        for name in &self.config.required_claims {
-            if claims.get(name).is_none_or(Value::is_null) {
-                return deny(Reason::ClaimMissing, &format!("token has no {name} claim"));
-            }
-        }
-        let subject = claims
-            .get("sub")
-            .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_owned();
-        let expires_at = Timestamp::from_unix_secs(exp);
-        Ok(VerifiedToken {
-            issuer: issuer.issuer.clone(),
-            audience: issuer.audience.clone(),
-            subject,
-            claims,
-            expires_at,
-        })
-    }
-}
-
-/// The payload of a JWT, decoded without any check. Only for routing (`iss`) and
-/// for what an audit line says about a refused token.
-fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
-    let mut parts = token.split('.');
-    let (_, payload) = (parts.next()?, parts.next()?);
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    serde_json::from_slice(&bytes).ok()
 }
 
 #[cfg(test)]
