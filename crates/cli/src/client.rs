@@ -13,9 +13,8 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use artifactstore_model::api::{
-    ErrorBody, EventsPage, Manifest, NameItem, Page, PutResult, VersionInfo,
-};
+use artifactstore_model::api::{EventsPage, Manifest, NameItem, Page, PutResult, VersionInfo};
+use artifactstore_model::secret::Secret;
 use artifactstore_model::{Digest, Hasher};
 
 use crate::exit::{self, fail};
@@ -30,6 +29,8 @@ pub struct Client {
     http: reqwest::Client,
     json: bool,
     progress: bool,
+    /// `None`: requests go without a token (a server open to anonymous callers).
+    token: Option<token::Token>,
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<Option<serde_json::Map<String, Value>>> {
@@ -102,7 +103,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, String)>) -> anyhow::Re
 impl Client {
     /// `ca_cert`: a PEM file of CA certificates trusted for `https://` servers on top
     /// of the system's (a private CA's).
-    pub fn new(server: &str, json: bool, ca_cert: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn new(
+        server: &str,
+        json: bool,
+        auth: &TokenArgs,
+        ca_cert: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let base = Url::parse(server)
             .map_err(|e| fail(exit::USAGE, format!("--server {server:?}: {e}")))?;
         let mut http =
@@ -115,11 +121,15 @@ impl Client {
             http = http.tls_certs_merge(roots);
         }
         let http = http.build()?;
+        let token = token::Source::from_args(auth, |name| std::env::var(name).ok())?
+            .map(|source| token::Token::new(source, http.clone()))
+            .transpose()?;
         Ok(Client {
             base,
             http,
             json,
             progress: !json && std::io::stderr().is_terminal(),
+            token,
         })
     }
 
@@ -135,8 +145,19 @@ impl Client {
         url
     }
 
-    /// Sends a request and turns every failure into a message and an exit code.
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+    /// Sends one request, with the bearer token if there is one; returns the token sent.
+    async fn transmit(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::Response, Option<Secret>)> {
+        let (req, sent) = match &self.token {
+            Some(token) => {
+                let secret = token.current().await?;
+                // bearer_auth marks the header sensitive: its Debug hides the value.
+                (req.bearer_auth(secret.expose()), Some(secret))
+            }
+            None => (req, None),
+        };
         let resp = req.send().await.map_err(|e| {
             if e.is_connect() || e.is_timeout() {
                 fail(
@@ -147,25 +168,34 @@ impl Client {
                 anyhow::Error::from(e)
             }
         })?;
-        if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+        Ok((resp, sent))
+    }
+
+    /// Sends a request and turns every failure into a message and an exit code. A
+    /// token the server says expired is got again for one retry, if the request can be
+    /// sent again (not a streamed upload).
+    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let ok = |s: StatusCode| s.is_success() || s == StatusCode::NOT_MODIFIED;
+        let replay = req.try_clone();
+        let (resp, sent) = self.transmit(req).await?;
+        if ok(resp.status()) {
             return Ok(resp);
         }
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        let (code, message) = match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(b) => (b.error.code, b.error.message),
-            Err(_) => ("http_error".to_owned(), text),
-        };
-        let exit_code = match (status, code.as_str()) {
-            (_, "digest_mismatch") => exit::INTEGRITY,
-            (StatusCode::NOT_FOUND, _) => exit::NOT_FOUND,
-            (StatusCode::CONFLICT, _) => exit::CONFLICT,
-            _ => exit::FAILURE,
-        };
-        Err(fail(
-            exit_code,
-            format!("{code}: {message} (HTTP {})", status.as_u16()),
-        ))
+        let mut status = resp.status();
+        let mut text = resp.text().await.unwrap_or_default();
+        if let (Some(token), Some(sent), Some(replay)) = (&self.token, &sent, replay)
+            && status == StatusCode::UNAUTHORIZED
+            && refusal::says_expired(&text)
+        {
+            token.refetch(sent).await?;
+            let (resp, _) = self.transmit(replay).await?;
+            if ok(resp.status()) {
+                return Ok(resp);
+            }
+            status = resp.status();
+            text = resp.text().await.unwrap_or_default();
+        }
+        Err(refusal::failure(status, text, sent.is_some()))
     }
 
     async fn get_json<T: DeserializeOwned>(&self, url: Url) -> anyhow::Result<T> {
@@ -299,8 +329,8 @@ impl Client {
         let url = self.url(&["v1", "artifacts", ns, name, version, remote]);
         if size >= SKIP_CHECK_MIN {
             // Already stored with these bytes? Then do not send them again.
-            let head = self.http.head(url.clone()).send().await;
-            if let Ok(head) = head
+            let head = self.transmit(self.http.head(url.clone())).await;
+            if let Ok((head, _)) = head
                 && head.status().is_success()
                 && head
                     .headers()
@@ -568,5 +598,8 @@ impl Client {
 
 mod glob;
 mod output;
+mod refusal;
+mod token;
 mod version_dir;
 use output::{PutOutput, Uploaded, VersionOutput, event_line};
+pub use token::TokenArgs;

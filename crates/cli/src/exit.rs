@@ -8,6 +8,11 @@ pub const NOT_FOUND: u8 = 3;
 pub const CONFLICT: u8 = 4;
 pub const INTEGRITY: u8 = 5;
 pub const UNREACHABLE: u8 = 6;
+/// The server refused to say who the caller is (401: no token, or one it does not
+/// accept), or no token could be got from the CI runner.
+pub const UNAUTHENTICATED: u8 = 7;
+/// The server knows the caller, who holds no grant for the action (403).
+pub const FORBIDDEN: u8 = 8;
 
 /// An error that knows which exit code it means.
 #[derive(Debug)]

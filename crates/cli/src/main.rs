@@ -3,7 +3,7 @@
 //!
 //! Exit codes (also in docs/CLI.md): 0 success, 1 failure, 2 usage or configuration
 //! error, 3 not found, 4 conflict, 5 integrity problem (digest mismatch, fsck findings),
-//! 6 server unreachable.
+//! 6 server unreachable, 7 not authenticated (401), 8 forbidden (403).
 
 use std::io;
 use std::path::PathBuf;
@@ -73,6 +73,8 @@ enum Command {
         /// Uploads in parallel.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
+        #[command(flatten)]
+        auth: client::TokenArgs,
     },
     /// Download a file (to stdout without -o), or every file of a version into a
     /// directory (NS/NAME@VERSION -o DIR); `@latest` works.
@@ -91,6 +93,8 @@ enum Command {
         /// segment, `**` across segments); repeatable.
         #[arg(long = "include", value_name = "GLOB")]
         includes: Vec<String>,
+        #[command(flatten)]
+        auth: client::TokenArgs,
     },
     /// Complete a version: freeze its file set and move `latest` to it.
     Complete {
@@ -99,16 +103,22 @@ enum Command {
         /// Set a label (KEY=VALUE) as it completes; repeatable.
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        #[command(flatten)]
+        auth: client::TokenArgs,
     },
     /// List namespaces, names, versions or the files of a version.
     Ls {
         /// Nothing, NS, NS/NAME or NS/NAME@VERSION
         target: Option<String>,
+        #[command(flatten)]
+        auth: client::TokenArgs,
     },
     /// Delete a version (a tombstone; the name cannot be reused).
     Rm {
         /// NS/NAME@VERSION
         target: String,
+        #[command(flatten)]
+        auth: client::TokenArgs,
     },
     /// Print the event log; with --follow, wait for new events.
     Events {
@@ -117,6 +127,8 @@ enum Command {
         after: i64,
         #[arg(long)]
         follow: bool,
+        #[command(flatten)]
+        auth: client::TokenArgs,
     },
     /// Check a local data directory: re-hash every blob, check every file has its blob.
     Fsck {
@@ -211,7 +223,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<u8> {
-    let client = || client::Client::new(&cli.server, cli.json, cli.ca_cert.as_deref());
+    let client = |auth: &client::TokenArgs| {
+        client::Client::new(&cli.server, cli.json, auth, cli.ca_cert.as_deref())
+    };
     match cli.command {
         Command::Serve(args) => serve::serve(args).await.map(|()| 0),
         Command::Put {
@@ -221,8 +235,9 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             complete,
             labels,
             jobs,
+            auth,
         } => {
-            client()?
+            client(&auth)?
                 .put(
                     &target,
                     &sources,
@@ -238,15 +253,24 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
             jobs,
             includes,
+            auth,
         } => {
-            client()?
+            client(&auth)?
                 .get(&target, output.as_deref(), jobs, &includes)
                 .await
         }
-        Command::Complete { target, labels } => client()?.complete(&target, &labels).await,
-        Command::Ls { target } => client()?.ls(target.as_deref()).await,
-        Command::Rm { target } => client()?.rm(&target).await,
-        Command::Events { after, follow } => client()?.events(after, follow).await,
+        Command::Complete {
+            target,
+            labels,
+            auth,
+        } => client(&auth)?.complete(&target, &labels).await,
+        Command::Ls { target, auth } => client(&auth)?.ls(target.as_deref()).await,
+        Command::Rm { target, auth } => client(&auth)?.rm(&target).await,
+        Command::Events {
+            after,
+            follow,
+            auth,
+        } => client(&auth)?.events(after, follow).await,
         Command::Fsck {
             data_dir,
             database_url,

@@ -15,4 +15,5 @@ mod listener_limits;
 mod stalled_uploads;
 mod storage_verify;
 mod store_faults;
+mod tokens;
 mod tls;
