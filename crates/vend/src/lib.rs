@@ -242,18 +242,7 @@ pub async fn build_with_clock(
 pub async fn background(service: Arc<Service>, reaper_interval: Duration) {
     let keys = {
         let service = service.clone();
-        async move {
-            loop {
-                service.verifier.refresh_all(Duration::ZERO).await;
-                let all = service.verifier.issuers.iter().all(|i| i.loaded());
-                tokio::time::sleep(if all {
-                    artifactstore_oidc::verify::PERIODIC_REFRESH
-                } else {
-                    Duration::from_secs(2)
-                })
-                .await;
-            }
-        }
+        async move { service.verifier.keep_keys_fresh().await }
     };
     // Refusal windows that have passed get their summary line within a second.
     let refusal_windows = {
