@@ -36,6 +36,10 @@ fi
 
 "${with_pg[@]}" cargo test --workspace --locked
 
+# The end-to-end HTTP API and CLI suites once more with [auth] on: every server the tests
+# start trusts one static token that grants everything, and every client sends it.
+ARTIFACTSTORE_TEST_AUTH=1 cargo test --locked -p artifactstore --test e2e -- http_api:: cli::
+
 if [ "${ARTIFACTSTORE_SKIP_LIVE:-0}" = 1 ]; then
   echo "test.sh: ARTIFACTSTORE_SKIP_LIVE=1: live S3 tests NOT run" >&2
   exit 0

@@ -76,6 +76,10 @@ pub struct ServeConfig {
     pub cors_allowed_origins: Vec<String>,
     /// `text` or `json` logs on stderr.
     pub log_format: LogFormat,
+    /// Who may do what (`[auth]`, docs/AUTH.md). Without it every caller may do
+    /// everything, so the server then listens on loopback only.
+    #[serde(skip_serializing)]
+    pub auth: Option<artifactstore_server::auth::AuthConfig>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -293,6 +297,7 @@ impl Default for ServeConfig {
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
+            auth: None,
         }
     }
 }
@@ -328,7 +333,7 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
             "config file {} does not exist",
             file.display()
         );
-        fig = fig.merge(Toml::file_exact(file));
+        fig = fig.merge(Toml::string(&substituted(file)?));
     }
     fig = fig
         .merge(Env::prefixed("ARTIFACTSTORE_").only(ENV_KEYS))
@@ -352,6 +357,22 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
         "tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)"
     );
     Ok(cfg)
+}
+
+/// The file's text with `${env:NAME}` and `${env:NAME:-default}` in its strings
+/// replaced from the environment (the same dialect as vend's configuration), so that
+/// one file serves every deployment (e.g. `[[auth.issuers]]`' issuer and audience).
+fn substituted(file: &Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("read config file {}", file.display()))?;
+    if !text.contains("${env:") {
+        return Ok(text);
+    }
+    let mut value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("config file {}", file.display()))?;
+    artifactstore_vend::config::substitute_env(&mut value, "", &|name| std::env::var(name).ok())
+        .with_context(|| format!("config file {}", file.display()))?;
+    Ok(toml::to_string(&value)?)
 }
 
 impl ServeConfig {

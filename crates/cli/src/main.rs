@@ -17,6 +17,7 @@ mod exit;
 mod serve;
 mod store;
 mod target;
+mod token_new;
 mod vend;
 mod verify;
 
@@ -150,8 +151,22 @@ enum Command {
     /// Credential helpers for AWS SDKs and tools.
     #[command(subcommand)]
     Creds(vend::CredsCommand),
+    /// Static bearer tokens for the server's `[[auth.tokens]]`.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new high-entropy token (once) and the configuration lines holding its
+    /// SHA-256.
+    New {
+        /// Who holds it: audit lines and logs name the token by this.
+        #[arg(long, default_value = "token")]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -279,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Storage(StorageCommand::Verify(args)) => verify::verify(args, cli.json).await,
         Command::Vend(command) => vend::vend(command, cli.json).await,
         Command::Creds(command) => vend::creds(command).await,
+        Command::Token(TokenCommand::New { name }) => token_new::token_new(&name, cli.json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

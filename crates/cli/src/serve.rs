@@ -111,19 +111,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
     init_logs(cfg.log_format);
 
-    if !cfg.listen.ip().is_loopback() {
+    if !cfg.listen.ip().is_loopback() && cfg.auth.is_none() {
         if !cfg.insecure_no_auth {
             return Err(fail(
                 exit::USAGE,
                 format!(
-                    "refusing to listen on non-loopback {} without authentication; \
-                     pass --insecure-no-auth (ARTIFACTSTORE_INSECURE_NO_AUTH=true) to do it anyway",
+                    "refusing to listen on non-loopback {} without authentication: configure [auth] \
+                     (docs/AUTH.md), or pass --insecure-no-auth (ARTIFACTSTORE_INSECURE_NO_AUTH=true) to do it anyway",
                     cfg.listen
                 ),
             ));
         }
         tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address WITHOUT authentication: anyone who can reach it can read and write artifacts");
     }
+    let auth = auth(&cfg)?;
 
     let limits = listener_limits(&cfg)?;
     if !cfg.listen.ip().is_loopback() && limits.tls().is_none() {
@@ -161,6 +162,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             ..ServiceConfig::default()
         },
     );
+    state = state.with_auth(auth);
+    if let Some(verifier) = state.auth.verifier_handle() {
+        tokio::spawn(async move { verifier.keep_keys_fresh().await });
+    }
     if let crate::store::Opened::S3(_, cache) = &blobs {
         state = state.with_probe(Arc::new(crate::store::CredentialProbe(cache.clone())));
     }
@@ -233,6 +238,29 @@ pub async fn fsck(
     } else {
         exit::INTEGRITY
     })
+}
+
+/// `[auth]`, checked; off without it.
+fn auth(cfg: &ServeConfig) -> anyhow::Result<artifactstore_server::auth::Auth> {
+    use artifactstore_server::auth::Auth;
+    let Some(config) = &cfg.auth else {
+        return Ok(Auth::off());
+    };
+    for issuer in config.issuers.iter().filter(|i| i.allow_insecure_http) {
+        tracing::warn!(issuer = %issuer.issuer, "allow_insecure_http is on: this issuer's keys may be fetched over plain HTTP, where anyone on the path can replace them");
+    }
+    let http =
+        artifactstore_oidc::verify::http_client().context("HTTP client for token issuers")?;
+    let auth = Auth::new(config, http, artifactstore_model::clock::system_clock())
+        .map_err(|e| fail(exit::USAGE, format!("[auth]: {e}")))?;
+    tracing::info!(
+        issuers = config.issuers.len(),
+        rules = config.rules.len(),
+        tokens = config.tokens.len(),
+        anonymous = !config.anonymous.is_empty(),
+        "authentication on: every /v1/ request is checked against [auth]"
+    );
+    Ok(auth)
 }
 
 /// The listener's limits, with TLS when the configuration names a certificate.

@@ -28,7 +28,7 @@ mod records;
 mod write;
 
 pub use artifactstore_model::api::{Event, EventKind, FileEntry};
-pub use records::{AddedFile, BlobRef, NewFile, VersionId, VersionRecord};
+pub use records::{AddedFile, BlobHolder, BlobRef, NewFile, VersionId, VersionRecord};
 
 /// The index's migrations. Migration 2 (leases and revocations) moved to the vending
 /// service, which keeps its own migrations table; databases made before that still

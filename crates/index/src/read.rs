@@ -3,7 +3,7 @@
 use artifactstore_model::{Digest, FilePath, Name, Namespace, Version};
 use sqlx::Row;
 
-use crate::records::{digest_from, event_from_row, file_from_row, version_from_row};
+use crate::records::{BlobHolder, digest_from, event_from_row, file_from_row, version_from_row};
 use crate::{BlobRef, Error, Event, Index, Result, VersionId, VersionRecord};
 use artifactstore_model::api::FileEntry;
 
@@ -182,24 +182,41 @@ impl Index {
         .await?;
         rows.iter().map(event_from_row).collect()
     }
-
-    /// Size and media type of a blob if a file of a live version references it.
-    pub async fn live_blob(&self, digest: &Digest) -> Result<Option<(u64, String)>> {
-        let row = sqlx::query(
-            "SELECT f.size, f.media_type FROM files f JOIN versions v \
+    /// The names (namespace and name) of live versions holding `digest`, in order after
+    /// `after`, at most `limit` of them: the server serves a blob only to a caller who
+    /// may read one of them. A name that holds it many times is one holder.
+    pub async fn live_blob_holders(
+        &self,
+        digest: &Digest,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> Result<Vec<BlobHolder>> {
+        let (after_ns, after_name) = after.unwrap_or(("", ""));
+        let rows = sqlx::query(
+            "SELECT f.namespace, f.name, MIN(f.size) AS size, MIN(f.media_type) AS media_type \
+             FROM files f JOIN versions v \
              ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.version \
-             WHERE f.digest = $1 AND v.state <> 'deleted' LIMIT 1",
+             WHERE f.digest = $1 AND v.state <> 'deleted' \
+             AND (f.namespace > $2 OR (f.namespace = $2 AND f.name > $3)) \
+             GROUP BY f.namespace, f.name ORDER BY f.namespace, f.name LIMIT $4",
         )
         .bind(digest.to_string())
-        .fetch_optional(&self.pool)
+        .bind(after_ns)
+        .bind(after_name)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
         .await?;
-        match row {
-            None => Ok(None),
-            Some(r) => {
+        rows.iter()
+            .map(|r| {
                 let size: i64 = r.try_get("size")?;
-                Ok(Some((size as u64, r.try_get("media_type")?)))
-            }
-        }
+                Ok(BlobHolder {
+                    namespace: r.try_get("namespace")?,
+                    name: r.try_get("name")?,
+                    size: size as u64,
+                    media_type: r.try_get("media_type")?,
+                })
+            })
+            .collect()
     }
 
     /// Referenced blobs in digest order, after `after` (for fsck).

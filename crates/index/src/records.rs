@@ -140,3 +140,12 @@ pub(crate) fn event_from_row(row: &AnyRow) -> Result<Event> {
         at: millis(row, "at")?,
     })
 }
+
+/// A live file holding some blob: where it is, and what it says the blob is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlobHolder {
+    pub namespace: String,
+    pub name: String,
+    pub size: u64,
+    pub media_type: String,
+}

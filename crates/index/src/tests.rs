@@ -107,8 +107,20 @@ async fn versions_files_and_events(index: Index) {
         index.add_file(&v1, file("n.txt", b"n")).await,
         Err(Error::VersionDeleted)
     ));
-    assert!(index.live_blob(&Digest::of(b"x")).await.unwrap().is_none());
-    assert!(index.live_blob(&Digest::of(b"r")).await.unwrap().is_some());
+    assert!(
+        index
+            .live_blob_holders(&Digest::of(b"x"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        !index
+            .live_blob_holders(&Digest::of(b"r"), None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]

@@ -158,6 +158,8 @@ pub enum ErrorCode {
     DigestMismatch,
     FileConflict,
     FileNotFound,
+    /// 403: the caller is known but holds no grant for this action on this resource.
+    Forbidden,
     HostNotAllowed,
     /// 507: the blob store or the metadata database is full or over its quota.
     InsufficientStorage,
@@ -182,6 +184,8 @@ pub enum ErrorCode {
     StorageUnavailable,
     /// 503: `max_concurrent_uploads` uploads are being received (`Retry-After`).
     TooManyUploads,
+    /// 401: no token where one is needed, or one that was refused (`reason` says why).
+    Unauthenticated,
     UnsupportedMediaType,
     VersionComplete,
     VersionDeleted,
@@ -209,6 +213,10 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+    /// Why a token was refused (401 `unauthenticated`), in the vend service's words
+    /// (`token_expired`, `audience_mismatch`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl ErrorBody {
@@ -217,6 +225,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message: message.into(),
+                reason: None,
             },
             request_id: None,
         }

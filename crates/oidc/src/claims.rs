@@ -80,13 +80,14 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // A `*` in the pattern is always a wildcard, also where the text holds a `*`.
+        if pi < p.len() && p[pi] == '*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some(s) = star {
             pi = s + 1;
             mark += 1;
@@ -267,6 +268,9 @@ mod tests {
         assert!(glob_match("*", ""));
         assert!(!glob_match("repo:acme/*", "repo:acmex/app"));
         assert!(glob_match("*b*b", "abxbb"));
+        // A `*` of the pattern stays a wildcard where the text holds a `*`.
+        assert!(glob_match("*b", "*ab"));
+        assert!(glob_match("a*", "a*"));
     }
 
     #[test]

@@ -88,3 +88,31 @@ impl IssuerConfig {
         }
     }
 }
+
+/// What a verifier's configuration must satisfy, checked where a service loads it:
+/// issuers are http(s) URLs whose keys may be fetched (`check_fetch_url`), audiences are
+/// not empty, and only asymmetric algorithms are named.
+pub fn check(issuers: &[IssuerConfig], token: &TokenConfig) -> Result<(), String> {
+    for issuer in issuers {
+        if !(issuer.issuer.starts_with("https://") || issuer.issuer.starts_with("http://")) {
+            return Err(format!(
+                "issuer {:?}: must be an http(s) URL",
+                issuer.issuer
+            ));
+        }
+        let fetched = issuer.jwks_url.as_deref().unwrap_or(&issuer.issuer);
+        crate::verify::check_fetch_url(fetched, issuer.allow_insecure_http)
+            .map_err(|e| format!("issuer {:?}: {e}", issuer.issuer))?;
+        if issuer.audience.is_empty() {
+            return Err(format!("issuer {:?}: audience is empty", issuer.issuer));
+        }
+    }
+    for alg in &token.algorithms {
+        if !matches!(alg.as_str(), "RS256" | "ES256" | "EdDSA") {
+            return Err(format!(
+                "token.algorithms: {alg:?} is not allowed (RS256, ES256, EdDSA only)"
+            ));
+        }
+    }
+    Ok(())
+}

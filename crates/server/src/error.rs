@@ -18,6 +18,8 @@ pub struct ApiError {
     pub unsatisfiable_size: Option<u64>,
     /// For 503: the seconds to send in `Retry-After`.
     pub retry_after_secs: Option<u64>,
+    /// For 401: why the token was refused, in the vend service's vocabulary.
+    pub reason: Option<&'static str>,
 }
 
 /// How long a client is asked to wait before trying a store that failed again.
@@ -31,7 +33,28 @@ impl ApiError {
             message: message.into(),
             unsatisfiable_size: None,
             retry_after_secs: None,
+            reason: None,
         }
+    }
+    /// 401 `unauthenticated`: no token where the anonymous grants do not reach, or a
+    /// token that was refused. The answer carries `WWW-Authenticate`.
+    pub fn unauthenticated(reason: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            reason: Some(reason),
+            ..Self::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthenticated,
+                message,
+            )
+        }
+    }
+    /// 403 `forbidden`, naming the permission and the resource it was needed on.
+    pub fn forbidden(permission: &str, resource: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::Forbidden,
+            format!("this caller is not granted `{permission}` on {resource}"),
+        )
     }
     pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
@@ -166,8 +189,15 @@ impl From<artifactstore_blob::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(ErrorBody::new(self.code.as_str(), self.message));
-        let mut resp = (self.status, body).into_response();
+        let mut body = ErrorBody::new(self.code.as_str(), self.message);
+        body.error.reason = self.reason.map(str::to_owned);
+        let mut resp = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Bearer realm="artifactstore", error="invalid_token""#),
+            );
+        }
         if let Some(size) = self.unsatisfiable_size
             && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
         {

@@ -11,6 +11,7 @@ use artifactstore_model::api::EventsPage;
 
 use crate::AppState;
 use crate::artifacts::query;
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use artifactstore_model::api::ErrorCode;
 
@@ -30,10 +31,18 @@ pub struct EventsQuery {
 /// that events written by another replica on a shared database are seen too.
 const POLL: Duration = Duration::from_secs(1);
 
+/// Events a request reads past for a caller who may not read them all, before it
+/// answers with what it found (maybe nothing) and where it stopped.
+const MAX_SCANNED: usize = 10_000;
+/// Events read at a time for such a caller.
+const SCAN_BATCH: u32 = 1000;
+
 pub async fn list(
     State(st): State<AppState>,
+    caller: Caller,
     q: Result<Query<EventsQuery>, QueryRejection>,
 ) -> ApiResult<Json<EventsPage>> {
+    caller.require_anywhere(Permission::Read)?;
     let q = query(q)?;
     let limit = match q.limit {
         None => 100,
@@ -48,13 +57,44 @@ pub async fn list(
     let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(st.config.max_event_wait);
     let deadline = tokio::time::Instant::now() + wait;
     let mut notified = st.index.subscribe();
+    let everything = caller.reads_everything();
+    // A caller who may not read everything has the log read past for it in batches of
+    // at least SCAN_BATCH, whatever its `limit`, so a small limit cannot turn one
+    // request into thousands of queries.
+    let batch = if everything {
+        limit
+    } else {
+        limit.max(SCAN_BATCH)
+    };
+    let (mut after, mut scanned) = (q.after, 0);
     loop {
         notified.borrow_and_update();
-        let events = st.index.events(q.after, limit).await?;
+        let mut events = st.index.events(after, batch).await?;
+        let full_batch = events.len() == batch as usize;
+        scanned += events.len();
+        if let Some(last) = events.last() {
+            after = last.seq;
+        }
+        // Events of names the caller cannot read are passed over: it learns neither
+        // their names nor, by an early answer, that one happened (only, from
+        // `next_after`, that the log moved on).
+        if !everything {
+            events.retain(|e| caller.allows(Permission::Read, &e.namespace, &e.name));
+            if events.len() > limit as usize {
+                events.truncate(limit as usize);
+                after = events.last().map_or(after, |e| e.seq);
+            }
+        }
         let now = tokio::time::Instant::now();
-        if !events.is_empty() || now >= deadline {
-            let next_after = events.last().map_or(q.after, |e| e.seq);
-            return Ok(Json(EventsPage { events, next_after }));
+        if !events.is_empty() || now >= deadline || scanned >= MAX_SCANNED {
+            return Ok(Json(EventsPage {
+                events,
+                next_after: after,
+            }));
+        }
+        if full_batch {
+            // More may be waiting right behind what was passed over.
+            continue;
         }
         let _ = tokio::time::timeout((deadline - now).min(POLL), notified.changed()).await;
     }

@@ -14,8 +14,8 @@ use crate::error::ApiError;
 /// What a listed origin may send and read across origins.
 const CORS: Cors = Cors {
     allow_methods: "GET, HEAD, PUT, POST, PATCH, DELETE",
-    allow_headers: "content-type, x-artifact-digest, range",
-    expose_headers: "x-artifact-digest, x-artifact-version, content-range, content-disposition, retry-after",
+    allow_headers: "authorization, content-type, x-artifact-digest, range",
+    expose_headers: "x-artifact-digest, x-artifact-version, content-range, content-disposition, retry-after, www-authenticate",
 };
 
 /// The guard of the artifact server for these origins.
@@ -33,4 +33,7 @@ fn the_cors_vocabulary_names_the_headers_the_api_uses() {
     use crate::{DIGEST_HEADER, VERSION_HEADER};
     assert!(CORS.allow_headers.contains(DIGEST_HEADER));
     assert!(CORS.expose_headers.contains(VERSION_HEADER));
+    // A dashboard on a listed origin sends its bearer token and reads the challenge.
+    assert!(CORS.allow_headers.contains("authorization"));
+    assert!(CORS.expose_headers.contains("www-authenticate"));
 }

@@ -18,6 +18,7 @@ use artifactstore_blob::BlobStore;
 use artifactstore_index::Index;
 
 mod artifacts;
+pub mod auth;
 mod body_idle;
 mod download;
 pub mod error;
@@ -90,6 +91,8 @@ pub struct AppState {
     pub upload_permits: Arc<tokio::sync::Semaphore>,
     /// The last round of `/readyz` checks.
     pub(crate) ready: Arc<ops::ReadyCache>,
+    /// Who may do what (`[auth]`); off unless configured.
+    pub auth: Arc<auth::Auth>,
 }
 
 impl AppState {
@@ -104,7 +107,13 @@ impl AppState {
             ready: Arc::new(ops::ReadyCache::new(
                 artifactstore_http::recent::READINESS_FRESH_FOR,
             )),
+            auth: Arc::new(auth::Auth::off()),
         }
+    }
+
+    pub fn with_auth(mut self, auth: auth::Auth) -> Self {
+        self.auth = Arc::new(auth);
+        self
     }
 
     pub fn with_probe(mut self, probe: Arc<dyn Probe>) -> Self {
@@ -150,6 +159,11 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             body_idle::limit,
+        ))
+        // After the Host/Origin guard, before any body is read.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::authenticate,
         ))
         .layer(middleware::from_fn_with_state(
             guard::of(&state.config.origins),

@@ -336,33 +336,8 @@ impl VendConfig {
         if self.issuers.is_empty() {
             return invalid("no [[issuers]]: no token could ever be accepted".into());
         }
-        for issuer in &self.issuers {
-            if !(issuer.issuer.starts_with("https://") || issuer.issuer.starts_with("http://")) {
-                return invalid(format!(
-                    "issuer {:?}: must be an http(s) URL",
-                    issuer.issuer
-                ));
-            }
-            let fetched = match &issuer.jwks_url {
-                Some(jwks) => jwks,
-                None => &issuer.issuer,
-            };
-            if let Err(e) =
-                artifactstore_oidc::verify::check_fetch_url(fetched, issuer.allow_insecure_http)
-            {
-                return invalid(format!("issuer {:?}: {e}", issuer.issuer));
-            }
-            if issuer.audience.is_empty() {
-                return invalid(format!("issuer {:?}: audience is empty", issuer.issuer));
-            }
-        }
-        for alg in &self.token.algorithms {
-            if !matches!(alg.as_str(), "RS256" | "ES256" | "EdDSA") {
-                return invalid(format!(
-                    "token.algorithms: {alg:?} is not allowed (RS256, ES256, EdDSA only)"
-                ));
-            }
-        }
+        artifactstore_oidc::config::check(&self.issuers, &self.token)
+            .map_err(ConfigError::Invalid)?;
         let r = &self.rate_limits;
         if !(r.per_client_per_sec >= 0.0 && r.per_subject_per_sec >= 0.0)
             || (r.per_client_per_sec > 0.0 && r.per_client_burst == 0)

@@ -3,6 +3,8 @@
 //! and the real `artifactstore` server on port 0 in a temp dir.
 #![allow(dead_code)]
 
+pub mod oidc;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -66,6 +68,37 @@ pub fn live_or_skip(present: bool, what: &str, require_var: &str) -> bool {
         "{test}: NOT run: {what} is missing (set {require_var}=1 to make that a failure)"
     );
     false
+}
+
+/// With `ARTIFACTSTORE_TEST_AUTH=1` (scripts/test.sh runs the end-to-end suite once so)
+/// every server the tests start has `[auth]` with one static token that grants
+/// everything, and every client they make sends it: the whole API behaves the same
+/// with authentication on.
+pub fn suite_token() -> Option<&'static str> {
+    (std::env::var("ARTIFACTSTORE_TEST_AUTH").as_deref() == Ok("1"))
+        .then_some("ast_5e1f7e575e1f7e575e1f7e575e1f7e575e1f7e575e1f7e575e1f7e575e1f7e57")
+}
+
+/// `Authorization: Bearer …\r\n` for a hand-written request, when [`suite_token`] is on.
+pub fn auth_header_line() -> String {
+    suite_token()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default()
+}
+
+/// The `--config` of a server under [`suite_token`].
+fn suite_auth_config(data_dir: &Path, token: &str) -> PathBuf {
+    let path = data_dir.with_extension("suite-auth.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[auth.tokens]]\nname = \"test-suite\"\nsha256 = \"{}\"\nnamespaces = [\"*\"]\n\
+             permissions = [\"read\", \"write\", \"complete\", \"delete\", \"admin\"]\n",
+            sha256_hex(token.as_bytes())
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// The variable that makes a missing live S3 store a failure instead of a skip.
@@ -161,6 +194,11 @@ impl Server {
             .args(extra)
             .env_remove("ARTIFACTSTORE_URL")
             .envs(env.iter().copied());
+        if let Some(token) = suite_token()
+            && !extra.contains(&"--config")
+        {
+            cmd.arg("--config").arg(suite_auth_config(data_dir, token));
+        }
         if let Some(prefix) = &s3_prefix {
             // Each server has its own prefix, so sweeping everything stale at start-up
             // (age 0) touches only its own uploads.
@@ -205,11 +243,20 @@ impl Server {
         format!("{}/v1/artifacts/{rest}", self.url)
     }
 
+    /// A client command aimed at this server (with the suite's token, if any).
+    pub fn cli_command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        if let Some(token) = suite_token() {
+            cmd.env("ARTIFACTSTORE_TOKEN", token);
+        }
+        cmd.env("ARTIFACTSTORE_URL", &self.url);
+        cmd
+    }
+
     /// Runs a client command against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
+        self.cli_command()
             .args(args)
-            .env("ARTIFACTSTORE_URL", &self.url)
             .stdin(Stdio::null())
             .output()
             .expect("run artifactstore")
@@ -286,7 +333,18 @@ pub fn stderr(o: &Output) -> String {
 }
 
 pub fn http() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().build().unwrap()
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(token) = suite_token() {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    reqwest::Client::builder()
+        .no_proxy()
+        .default_headers(headers)
+        .build()
+        .unwrap()
 }
 
 /// Polls `f` until it returns true, for at most `secs` seconds.

@@ -151,9 +151,9 @@ fn put_get_ls_complete_rm_and_events() {
 fn events_follow_prints_new_events_as_they_happen() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("data"));
-    let mut follower = Command::new(BIN)
+    let mut follower = s
+        .cli_command()
         .args(["--json", "events", "--follow"])
-        .env("ARTIFACTSTORE_URL", &s.url)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

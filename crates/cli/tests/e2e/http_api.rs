@@ -449,7 +449,8 @@ fn raw_put(s: &Server, path: &str, body: &[u8]) -> (u16, String) {
         .unwrap();
     write!(
         conn,
-        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\n{}Content-Length: {}\r\nConnection: close\r\n\r\n",
+        auth_header_line(),
         body.len()
     )
     .unwrap();
@@ -476,7 +477,8 @@ async fn interrupted_and_short_bodies_leave_nothing_behind() {
         let mut conn = TcpStream::connect(&addr).unwrap();
         write!(
             conn,
-            "PUT /v1/artifacts/ci/tck/1/cut.bin HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n",
+            "PUT /v1/artifacts/ci/tck/1/cut.bin HTTP/1.1\r\nHost: {addr}\r\n{}Content-Length: {}\r\n\r\n",
+            auth_header_line(),
             data.len()
         )
         .unwrap();
@@ -491,7 +493,8 @@ async fn interrupted_and_short_bodies_leave_nothing_behind() {
             .unwrap();
         write!(
             conn,
-            "PUT /v1/artifacts/ci/tck/1/short.bin HTTP/1.1\r\nHost: {addr}\r\nX-Artifact-Digest: {}\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+            "PUT /v1/artifacts/ci/tck/1/short.bin HTTP/1.1\r\nHost: {addr}\r\n{}X-Artifact-Digest: {}\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n",
+            auth_header_line(),
             digest(&data)
         )
         .unwrap();
@@ -1124,7 +1127,8 @@ async fn a_starting_replica_leaves_an_upload_in_flight_alone() {
     let data = bytes(256 * 1024, 7);
     let addr = a.url.trim_start_matches("http://").to_owned();
     let head = format!(
-        "PUT /v1/artifacts/shared/run/1/in-flight.bin HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {}\r\nX-Artifact-Digest: {}\r\nConnection: close\r\n\r\n",
+        "PUT /v1/artifacts/shared/run/1/in-flight.bin HTTP/1.1\r\nHost: {addr}\r\n{}Content-Length: {}\r\nX-Artifact-Digest: {}\r\nConnection: close\r\n\r\n",
+        auth_header_line(),
         data.len(),
         digest(&data)
     );

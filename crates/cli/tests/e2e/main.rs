@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod auth;
 mod cli;
 mod crash;
 mod fault_proxy;
@@ -15,5 +16,5 @@ mod listener_limits;
 mod stalled_uploads;
 mod storage_verify;
 mod store_faults;
-mod tokens;
 mod tls;
+mod tokens;

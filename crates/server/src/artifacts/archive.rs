@@ -93,12 +93,13 @@ pub async fn respond(
     record: &VersionRecord,
     format: ArchiveFormat,
     is_alias: bool,
+    caller: &Caller,
 ) -> ApiResult<Response> {
     let first = st.index.files_page(&id, None, ARCHIVE_PAGE).await?;
     let file_name = format!("{}-{}.{}", id.name, id.version, format.extension());
     // Only a complete version's archive is fixed forever under its URL.
     let cache = if !is_alias && record.state == VersionState::Complete {
-        "public, max-age=31536000, immutable"
+        caller.immutable_cache_control()
     } else {
         "no-cache"
     };

@@ -37,48 +37,129 @@ fn page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> P
     Page { items, next_cursor }
 }
 
+/// Rows read at a time while filtering a listing down to what a caller may read.
+const FILTER_BATCH: u32 = 1000;
+
+/// The prefix to list under: the one asked for, narrowed to what every readable name
+/// starts with; `None` when the two exclude each other (nothing can be shown).
+fn narrowed(asked: &str, readable: &str) -> Option<String> {
+    if asked.starts_with(readable) {
+        Some(asked.to_owned())
+    } else if readable.starts_with(asked) {
+        Some(readable.to_owned())
+    } else {
+        None
+    }
+}
+
+/// The first `want` names after `cursor` that `visible` keeps, read from `fetch` (names
+/// in order after a cursor) in batches. A caller who may not read everything is shown
+/// only what it may read, and a cursor is always a name it was shown, so neither a page
+/// nor its cursor ever names what it cannot read.
+async fn visible_names<F, Fut>(
+    cursor: &str,
+    want: u32,
+    visible: impl Fn(&str) -> bool,
+    fetch: F,
+) -> ApiResult<Vec<String>>
+where
+    F: Fn(String, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<String>, artifactstore_index::Error>>,
+{
+    let mut shown = Vec::new();
+    let mut after = cursor.to_owned();
+    loop {
+        let batch = fetch(after.clone(), FILTER_BATCH).await?;
+        let done = batch.len() < FILTER_BATCH as usize;
+        if let Some(last) = batch.last() {
+            after = last.clone();
+        }
+        shown.extend(batch.into_iter().filter(|n| visible(n)));
+        if done || shown.len() >= want as usize {
+            shown.truncate(want as usize);
+            return Ok(shown);
+        }
+    }
+}
+
 pub async fn list_namespaces(
     State(st): State<AppState>,
+    caller: Caller,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page<NameItem>>> {
+    caller.require_anywhere(Permission::Read)?;
     let q = query(q)?;
     let limit = q.limit()?;
-    let items = st
-        .index
-        .namespaces(&q.prefix, q.cursor.as_deref().unwrap_or(""), limit + 1)
-        .await?;
+    let cursor = q.cursor.as_deref().unwrap_or("");
+    let items = if caller.reads_everything() {
+        st.index.namespaces(&q.prefix, cursor, limit + 1).await?
+    } else {
+        match narrowed(&q.prefix, &caller.readable_namespace_prefix()) {
+            None => Vec::new(),
+            Some(prefix) => {
+                visible_names(
+                    cursor,
+                    limit + 1,
+                    |ns| caller.reads_in(ns),
+                    |after, n| {
+                        let (index, prefix) = (st.index.clone(), prefix.clone());
+                        async move { index.namespaces(&prefix, &after, n).await }
+                    },
+                )
+                .await?
+            }
+        }
+    };
     let items = items.into_iter().map(|name| NameItem { name }).collect();
     Ok(Json(page(items, limit, |i| i.name.clone())))
 }
 
 pub async fn list_names(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Path<NsParams>, PathRejection>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page<NameItem>>> {
     let p = path_params(params)?;
+    caller.require_read_in(&p.namespace)?;
     let q = query(q)?;
     let limit = q.limit()?;
     let namespace = Namespace::parse(&p.namespace)?;
-    let items = st
-        .index
-        .names(
-            &namespace,
-            &q.prefix,
-            q.cursor.as_deref().unwrap_or(""),
-            limit + 1,
-        )
-        .await?;
+    let cursor = q.cursor.as_deref().unwrap_or("");
+    let items = if caller.reads_everything() {
+        st.index
+            .names(&namespace, &q.prefix, cursor, limit + 1)
+            .await?
+    } else {
+        match narrowed(&q.prefix, &caller.readable_name_prefix(namespace.as_str())) {
+            None => Vec::new(),
+            Some(prefix) => {
+                visible_names(
+                    cursor,
+                    limit + 1,
+                    |name| caller.allows(Permission::Read, namespace.as_str(), name),
+                    |after, n| {
+                        let (index, prefix, ns) =
+                            (st.index.clone(), prefix.clone(), namespace.clone());
+                        async move { index.names(&ns, &prefix, &after, n).await }
+                    },
+                )
+                .await?
+            }
+        }
+    };
     let items = items.into_iter().map(|name| NameItem { name }).collect();
     Ok(Json(page(items, limit, |i| i.name.clone())))
 }
 
 pub async fn list_versions(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Path<NameParams>, PathRejection>,
     q: Result<Query<ListQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page<VersionInfo>>> {
     let p = path_params(params)?;
+    caller.require(Permission::Read, &p.namespace, &p.name)?;
     let q = query(q)?;
     let limit = q.limit()?;
     let namespace = Namespace::parse(&p.namespace)?;

@@ -17,6 +17,7 @@ use artifactstore_model::api::{FileEntry, Manifest, NameItem, Page, PutResult, V
 use artifactstore_model::{Digest, FilePath, Name, Namespace, Version, VersionRef, VersionState};
 
 use crate::AppState;
+use crate::auth::{Caller, Permission};
 use crate::error::{ApiError, ApiResult};
 use crate::http_range::{self, RangeRequest};
 use artifactstore_model::api::ErrorCode;
@@ -295,11 +296,13 @@ fn parse_labels_body(
 
 pub async fn complete(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Path<VersionParams>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
+    caller.require(Permission::Complete, &p.namespace, &p.name)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
     let labels = parse_labels_body(&headers, body)?;
     let record = st.index.complete(&id, labels).await?;
@@ -308,11 +311,15 @@ pub async fn complete(
 
 pub async fn patch_version(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Path<VersionParams>, PathRejection>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
+    // Labels are what a version is published under (e.g. `branch`): changing them is
+    // part of publishing, not of uploading.
+    caller.require(Permission::Complete, &p.namespace, &p.name)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
     let labels = parse_labels_body(&headers, body)?.ok_or_else(|| {
         ApiError::bad_request(ErrorCode::InvalidBody, "expected {\"labels\": {...}}")
@@ -323,11 +330,13 @@ pub async fn patch_version(
 
 pub async fn get_version(
     State(st): State<AppState>,
+    caller: Caller,
     method: Method,
     params: Result<Path<VersionParams>, PathRejection>,
     q: Result<Query<ManifestQuery>, QueryRejection>,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
+    caller.require(Permission::Read, &p.namespace, &p.name)?;
     let mut page = query(q)?.checked()?;
     let format = page
         .format
@@ -339,7 +348,7 @@ pub async fn get_version(
     let mut resp = match format {
         Some(format) => {
             let is_alias = p.version == artifactstore_model::LATEST;
-            archive::respond(st, &method, id, &record, format, is_alias).await?
+            archive::respond(st, &method, id, &record, format, is_alias, &caller).await?
         }
         None => manifest(&st, &id, record, page).await?.into_response(),
     };
@@ -351,9 +360,11 @@ pub async fn get_version(
 
 pub async fn delete_version(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Path<VersionParams>, PathRejection>,
 ) -> ApiResult<Json<VersionInfo>> {
     let p = path_params(params)?;
+    caller.require(Permission::Delete, &p.namespace, &p.name)?;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
     Ok(Json(st.index.delete_version(&id).await?.into()))
 }

@@ -3,6 +3,45 @@
 
 use super::*;
 
+/// Names holding a digest that `GET /v1/blobs/{digest}` reads at a time, and how many
+/// such pages it looks through for one the caller may read.
+const BLOB_HOLDERS_PAGE: u32 = 1000;
+const BLOB_HOLDER_PAGES: usize = 10;
+
+/// Size and media type of `digest` as a live version the caller may read holds it.
+async fn readable_blob(
+    st: &AppState,
+    caller: &Caller,
+    digest: &Digest,
+) -> ApiResult<Option<artifactstore_index::BlobHolder>> {
+    if caller.reads_everything() {
+        return Ok(st.index.live_blob_holders(digest, None, 1).await?.pop());
+    }
+    let mut after: Option<(String, String)> = None;
+    for _ in 0..BLOB_HOLDER_PAGES {
+        let page = st
+            .index
+            .live_blob_holders(
+                digest,
+                after.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                BLOB_HOLDERS_PAGE,
+            )
+            .await?;
+        let full = page.len() == BLOB_HOLDERS_PAGE as usize;
+        after = page.last().map(|h| (h.namespace.clone(), h.name.clone()));
+        if let Some(h) = page
+            .into_iter()
+            .find(|h| caller.allows(Permission::Read, &h.namespace, &h.name))
+        {
+            return Ok(Some(h));
+        }
+        if !full {
+            break;
+        }
+    }
+    Ok(None)
+}
+
 fn if_none_match_hits(headers: &HeaderMap, digest: &Digest) -> bool {
     let Some(v) = headers
         .get(header::IF_NONE_MATCH)
@@ -104,12 +143,14 @@ async fn send_blob(
 
 pub async fn get_file(
     State(st): State<AppState>,
+    caller: Caller,
     method: Method,
     uri: Uri,
     params: Result<Path<FileParams>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
+    caller.require(Permission::Read, &p.namespace, &p.name)?;
     let inline = crate::download::inline_requested(&uri);
     let url = FileUrl {
         namespace: &p.namespace,
@@ -117,7 +158,7 @@ pub async fn get_file(
         version: &p.version,
         path: &p.path,
     };
-    get_file_at(st, method, url, headers, inline).await
+    get_file_at(st, &caller, method, url, headers, inline).await
 }
 
 /// A file as a URL names it, before validation.
@@ -130,6 +171,7 @@ struct FileUrl<'a> {
 
 async fn get_file_at(
     st: AppState,
+    caller: &Caller,
     method: Method,
     url: FileUrl<'_>,
     headers: HeaderMap,
@@ -152,7 +194,7 @@ async fn get_file_at(
     })?;
     // Only a complete version's files are fixed forever under their URL.
     let cache = if !is_alias && record.state == VersionState::Complete {
-        "public, max-age=31536000, immutable"
+        caller.immutable_cache_control()
     } else {
         "no-cache"
     };
@@ -180,12 +222,14 @@ async fn get_file_at(
 /// `complete` must still be reachable with GET, HEAD and PUT.
 pub async fn get_file_named_complete(
     State(st): State<AppState>,
+    caller: Caller,
     method: Method,
     uri: Uri,
     params: Result<Path<VersionParams>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
+    caller.require(Permission::Read, &p.namespace, &p.name)?;
     let url = FileUrl {
         namespace: &p.namespace,
         name: &p.name,
@@ -194,6 +238,7 @@ pub async fn get_file_named_complete(
     };
     get_file_at(
         st,
+        &caller,
         method,
         url,
         headers,
@@ -204,13 +249,17 @@ pub async fn get_file_named_complete(
 
 pub async fn get_blob(
     State(st): State<AppState>,
+    caller: Caller,
     method: Method,
     uri: Uri,
     params: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let digest: Digest = path_params(params)?.parse()?;
-    let (size, media_type) = st.index.live_blob(&digest).await?.ok_or_else(|| {
+    // A blob is served only through a live version the caller may read; otherwise it
+    // does not exist for this caller (404, the same as for a digest nobody holds).
+    let holder = readable_blob(&st, &caller, &digest).await?;
+    let (size, media_type) = holder.map(|h| (h.size, h.media_type)).ok_or_else(|| {
         ApiError::not_found(
             ErrorCode::BlobNotFound,
             format!("no artifact holds blob {digest}"),
@@ -225,7 +274,7 @@ pub async fn get_blob(
             digest,
             size,
             media_type: &media_type,
-            cache_control: "public, max-age=31536000, immutable",
+            cache_control: caller.immutable_cache_control(),
             file_name: &file_name,
             inline: crate::download::inline_requested(&uri),
         },

@@ -76,6 +76,7 @@ fn media_type(headers: &HeaderMap) -> ApiResult<String> {
 
 pub async fn put_file(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Path<FileParams>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -83,6 +84,7 @@ pub async fn put_file(
     let p = path_params(params)?;
     put_file_at(
         st,
+        &caller,
         exact_id(&p.namespace, &p.name, &p.version)?,
         &p.path,
         headers,
@@ -95,21 +97,36 @@ pub async fn put_file(
 /// Closing a connection with unread data makes the kernel send a reset, and a client
 /// still writing its body may then lose the answer; reading the rest avoids that.
 const EARLY_ANSWER_DRAIN: u64 = 64 << 20;
+/// The same for a caller refused by `[auth]`: enough for the answer of a small upload
+/// to arrive, not enough to make a stranger's body worth sending.
+const REFUSED_CALLER_DRAIN: u64 = 1 << 20;
 
 async fn put_file_at(
     st: AppState,
+    caller: &Caller,
     id: VersionId,
     path: &str,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    // Refused before a byte of the body is read. The permit is held until this future
-    // ends, however it ends: answered, failed, timed out or dropped with its client.
-    let Ok(_permit) = st.upload_permits.try_acquire() else {
-        return Err(too_many_uploads(st.config.max_concurrent_uploads));
-    };
     let mut body = Some(body);
-    let result = receive_file(&st, id, path, &headers, &mut body).await;
+    // Refused before a byte of the body is read: a caller without `write` here (the
+    // body then drained a little, so a small upload's client reads its 401/403), or
+    // one upload too many. The permit is held until the upload ends, however it ends:
+    // answered, failed, timed out or dropped with its client.
+    let (result, drain) =
+        match caller.require(Permission::Write, id.namespace.as_str(), id.name.as_str()) {
+            Err(refused) => (Err(refused), REFUSED_CALLER_DRAIN),
+            Ok(()) => match st.upload_permits.try_acquire() {
+                // Answered at once, the body left unread: draining it would hold the
+                // answer for as long as the client takes to send it.
+                Err(_) => return Err(too_many_uploads(st.config.max_concurrent_uploads)),
+                Ok(_permit) => (
+                    receive_file(&st, id, path, &headers, &mut body).await,
+                    EARLY_ANSWER_DRAIN,
+                ),
+            },
+        };
     if let Some(unread) = body {
         // Answered without reading the body. A client that sent `Expect: 100-continue`
         // has not sent it (no 100 went out); a too-large body is not worth reading.
@@ -120,7 +137,7 @@ async fn put_file_at(
         if !expects_continue && !too_large {
             let mut stream = unread.into_data_stream();
             let mut drained = 0u64;
-            while drained <= EARLY_ANSWER_DRAIN {
+            while drained <= drain {
                 match stream.next().await {
                     Some(Ok(chunk)) => drained += chunk.len() as u64,
                     _ => break,
@@ -244,6 +261,7 @@ fn put_response(id: &VersionId, file: FileEntry, created: bool) -> Response {
 
 pub async fn put_file_named_complete(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Path<VersionParams>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -251,6 +269,7 @@ pub async fn put_file_named_complete(
     let p = path_params(params)?;
     put_file_at(
         st,
+        &caller,
         exact_id(&p.namespace, &p.name, &p.version)?,
         "complete",
         headers,

@@ -1,0 +1,700 @@
+//! `[auth]` on the real binary with the real test OIDC issuer: claim-gated grants, the
+//! pull-request token that cannot touch the main namespace, token attacks refused with
+//! their reason, tenants that never see each other's names, static tokens and
+//! anonymous read, and the non-loopback rule.
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::common::oidc::{Issuer, craft, hs256, now, payload_of};
+use crate::common::*;
+
+const AUDIENCE: &str = "artifactstore";
+
+/// examples/serve-auth-github.toml, after what a test adds (static tokens, anonymous
+/// grants). The server fills in its issuer from `ARTIFACTSTORE_AUTH_ISSUER` (see
+/// [`start`]) and its audience from the example's default.
+fn write_config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/serve-auth-github.toml"),
+    )
+    .unwrap();
+    let path = dir.join("serve.toml");
+    std::fs::write(&path, format!("{extra}\n{example}")).unwrap();
+    path
+}
+
+/// A GitHub Actions-shaped token of the test issuer.
+fn github_token(issuer: &Issuer, repository: &str, git_ref: &str) -> String {
+    issuer.token(json!({
+        "sub": format!("repo:{repository}:ref:{git_ref}"),
+        "aud": AUDIENCE,
+        "repository": repository,
+        "repository_owner": repository.split('/').next().unwrap(),
+        "ref": git_ref,
+    }))
+}
+
+struct Answer {
+    status: StatusCode,
+    www_authenticate: Option<String>,
+    body: Value,
+    text: String,
+}
+
+fn call(method: &str, url: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+    let (method, url, token) = (method.to_owned(), url.to_owned(), token.map(str::to_owned));
+    block_on(async move {
+        let mut req = http().request(method.parse().unwrap(), url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req = match body {
+            Some(Value::String(s)) => req.body(s),
+            Some(v) => req.json(&v),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let www_authenticate = resp
+            .headers()
+            .get("www-authenticate")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = resp.text().await.unwrap();
+        Answer {
+            status,
+            www_authenticate,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            text,
+        }
+    })
+}
+
+fn put(s: &Server, token: Option<&str>, rest: &str, data: &str) -> Answer {
+    call(
+        "PUT",
+        &s.artifacts(rest),
+        token,
+        Some(Value::String(data.into())),
+    )
+}
+
+fn start(dir: &Path, config: &Path, issuer: &Issuer) -> Server {
+    Server::start_with_env(
+        &dir.join("data"),
+        &["--config", config.to_str().unwrap()],
+        &[("ARTIFACTSTORE_AUTH_ISSUER", issuer.url.as_str())],
+    )
+}
+
+#[test]
+fn claims_get_exactly_their_grants_and_a_pull_request_cannot_touch_main() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &write_config(dir.path(), ""), &issuer);
+    let main = github_token(&issuer, "acme/app", "refs/heads/main");
+    let pr = github_token(&issuer, "acme/app", "refs/pull/7/merge");
+    let reader =
+        issuer.token(json!({"sub": "dash", "aud": AUDIENCE, "groups": ["artifact-readers"]}));
+    let stranger = github_token(&issuer, "evil/app", "refs/heads/main");
+
+    // main publishes acme/app@1 and moves latest to it.
+    assert_eq!(
+        put(&s, Some(&main), "acme/app/1/report.txt", "main").status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &s.artifacts("acme/app/1/complete"),
+            Some(&main),
+            None
+        )
+        .status,
+        StatusCode::OK
+    );
+
+    // The pull request can neither write to, complete, relabel, delete nor move
+    // latest in acme: 403 naming the permission and the resource.
+    let a = put(&s, Some(&pr), "acme/app/2/report.txt", "poisoned");
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert_eq!(a.body["error"]["code"], "forbidden");
+    let message = a.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`write`") && message.contains("acme/app"),
+        "{message}"
+    );
+    for (method, rest, body, permission) in [
+        ("POST", "acme/app/1/complete", None, "complete"),
+        (
+            "PATCH",
+            "acme/app/1",
+            Some(json!({"labels": {"branch": "pr"}})),
+            "complete",
+        ),
+        ("DELETE", "acme/app/1", None, "delete"),
+    ] {
+        let a = call(method, &s.artifacts(rest), Some(&pr), body);
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{method} {rest}: {}",
+            a.text
+        );
+        assert!(a.text.contains(permission), "{}", a.text);
+    }
+    let latest = call("GET", &s.artifacts("acme/app/latest"), Some(&main), None);
+    assert_eq!(latest.body["version"], "1", "{}", latest.text);
+    // Nor read it: files, manifests (`latest` too), archives, listings, a file named
+    // `complete` (a route of its own), with GET or HEAD.
+    for (method, rest) in [
+        ("GET", "acme/app/1/report.txt"),
+        ("HEAD", "acme/app/1/report.txt"),
+        ("GET", "acme/app/1"),
+        ("GET", "acme/app/latest"),
+        ("GET", "acme/app/1?format=tar"),
+        ("GET", "acme/app"),
+        ("GET", "acme"),
+        ("GET", "acme/app/1/complete"),
+    ] {
+        let a = call(method, &s.artifacts(rest), Some(&pr), None);
+        assert_eq!(
+            a.status,
+            StatusCode::FORBIDDEN,
+            "{method} {rest}: {}",
+            a.text
+        );
+    }
+    let a = put(
+        &s,
+        Some(&pr),
+        "acme/app/2/complete",
+        "a file named complete",
+    );
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    // In its own namespace the pull request may publish.
+    assert_eq!(
+        put(&s, Some(&pr), "acme-pr/app/7/report.txt", "pr").status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(
+            "POST",
+            &s.artifacts("acme-pr/app/7/complete"),
+            Some(&pr),
+            None
+        )
+        .status,
+        StatusCode::OK
+    );
+    // Nobody here may delete, not even main.
+    assert_eq!(
+        call("DELETE", &s.artifacts("acme/app/1"), Some(&main), None).status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The reader reads both namespaces and writes nowhere.
+    let a = call(
+        "GET",
+        &s.artifacts("acme/app/1/report.txt"),
+        Some(&reader),
+        None,
+    );
+    assert_eq!((a.status, a.text.as_str()), (StatusCode::OK, "main"));
+    let a = call(
+        "GET",
+        &s.artifacts("acme-pr/app/7/report.txt"),
+        Some(&reader),
+        None,
+    );
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(
+        put(&s, Some(&reader), "acme/app/3/x", "x").status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Another repository's token gets nothing at all.
+    let a = call(
+        "GET",
+        &s.artifacts("acme/app/1/report.txt"),
+        Some(&stranger),
+        None,
+    );
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        put(&s, Some(&stranger), "acme/app/3/x", "x").status,
+        StatusCode::FORBIDDEN
+    );
+
+    // Without a token: 401 with the challenge, and nothing served.
+    let a = call("GET", &s.artifacts("acme/app/1/report.txt"), None, None);
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        a.www_authenticate.as_deref(),
+        Some(r#"Bearer realm="artifactstore", error="invalid_token""#)
+    );
+    assert_eq!(a.body["error"]["code"], "unauthenticated");
+    // The probes stay open.
+    assert_eq!(
+        call("GET", &format!("{}/healthz", s.url), None, None).status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call("GET", &format!("{}/metrics", s.url), None, None).status,
+        StatusCode::OK
+    );
+    for token in [&main, &pr, &reader, &stranger] {
+        assert!(
+            !s.logs().contains(token.as_str()),
+            "a token reached the log"
+        );
+    }
+}
+
+#[test]
+fn token_attacks_get_401_with_the_reason_of_each() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let Some(mut impostor) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &write_config(dir.path(), ""), &issuer);
+    let good = github_token(&issuer, "acme/app", "refs/heads/main");
+    let good_payload = payload_of(&good);
+    let now = now();
+    let rsa_public = issuer.jwks()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == "rs256-key")
+        .unwrap()
+        .to_string();
+    let mut tampered_payload = good_payload.clone();
+    tampered_payload["ref"] = json!("refs/heads/main");
+    tampered_payload["repository"] = json!("acme/other");
+    let tampered = {
+        let parts: Vec<&str> = good.split('.').collect();
+        let forged = craft(&json!({}), &tampered_payload, |_| Vec::new());
+        format!(
+            "{}.{}.{}",
+            parts[0],
+            forged.split('.').nth(1).unwrap(),
+            parts[2]
+        )
+    };
+    let claims = |extra: Value| {
+        let mut c = json!({"sub": "s", "aud": AUDIENCE, "repository": "acme/app", "ref": "refs/heads/main"});
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        c
+    };
+    let attacks: Vec<(&str, String, &str)> = vec![
+        (
+            "alg none",
+            craft(
+                &json!({"alg": "none", "typ": "JWT", "kid": "rs256-key"}),
+                &good_payload,
+                |_| Vec::new(),
+            ),
+            "token_invalid",
+        ),
+        (
+            "HS256 signed with the issuer's public key",
+            craft(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": "rs256-key"}),
+                &good_payload,
+                hs256(rsa_public.as_bytes()),
+            ),
+            "token_invalid",
+        ),
+        (
+            "unknown kid",
+            issuer.token_with(
+                claims(json!({})),
+                "RS256",
+                Some(json!({"kid": "not-published"})),
+            ),
+            "token_invalid",
+        ),
+        ("tampered payload", tampered, "token_invalid"),
+        (
+            "expired",
+            issuer.token(claims(
+                json!({"iat": now - 7200, "nbf": now - 7200, "exp": now - 3600}),
+            )),
+            "token_expired",
+        ),
+        (
+            "wrong iss",
+            issuer.token(claims(json!({"iss": "https://evil.example"}))),
+            "issuer_untrusted",
+        ),
+        (
+            "another audience",
+            issuer.token(claims(json!({"aud": "vend"}))),
+            "audience_mismatch",
+        ),
+        (
+            "untrusted issuer copying the trusted iss",
+            impostor.token(claims(json!({"iss": issuer.url}))),
+            "token_invalid",
+        ),
+        (
+            "oversized",
+            format!("{good}{}", "A".repeat(20_000)),
+            "token_too_large",
+        ),
+        ("not a JWT", "garbage".to_owned(), "token_invalid"),
+    ];
+    impostor.stop();
+    for (name, token, reason) in &attacks {
+        let a = put(&s, Some(token), "acme/app/1/x", "x");
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{name}: {}", a.text);
+        assert_eq!(a.body["error"]["code"], "unauthenticated", "{name}");
+        assert_eq!(a.body["error"]["reason"], *reason, "{name}: {}", a.text);
+        assert!(a.www_authenticate.is_some(), "{name}");
+        assert!(!a.text.contains(token.as_str()), "{name}: token echoed");
+    }
+    assert!(!s.holds_blob(b"x"), "a refused upload stored something");
+    // The good token still works, so the refusals were about the tokens.
+    assert_eq!(
+        put(&s, Some(&good), "acme/app/1/x", "x").status,
+        StatusCode::CREATED
+    );
+    let logs = s.logs();
+    for (name, token, _) in &attacks {
+        if token.len() > 20 {
+            assert!(!logs.contains(token.as_str()), "{name}: token in the log");
+        }
+    }
+}
+
+#[test]
+fn one_tenant_never_sees_another_tenants_names_not_even_by_long_poll() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &write_config(dir.path(), ""), &issuer);
+    let acme = github_token(&issuer, "acme/app", "refs/heads/main");
+    // The tenants are acme (main) and acme-pr (pull requests): a pull-request token
+    // must learn nothing of acme's names.
+    let pr = github_token(&issuer, "acme/app", "refs/pull/9/merge");
+    assert_eq!(
+        put(&s, Some(&pr), "acme-pr/pr-app/9/a", "a").status,
+        StatusCode::CREATED
+    );
+    let from = call("GET", &format!("{}/v1/events", s.url), Some(&pr), None).body["next_after"]
+        .as_i64()
+        .unwrap();
+
+    // The pull-request token follows the feed while main writes a secret name.
+    let follower = {
+        let (url, pr) = (
+            format!("{}/v1/events?after={from}&wait=4", s.url),
+            pr.clone(),
+        );
+        std::thread::spawn(move || call("GET", &url, Some(&pr), None))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        put(&s, Some(&acme), "acme/secret-name/1/f", "f").status,
+        StatusCode::CREATED
+    );
+    let page = follower.join().unwrap();
+    assert_eq!(page.status, StatusCode::OK);
+    assert_eq!(page.body["events"], json!([]), "{}", page.text);
+    assert!(!page.text.contains("secret-name"), "{}", page.text);
+
+    // Its own writes reach it.
+    let next = page.body["next_after"].as_i64().unwrap();
+    assert_eq!(
+        put(&s, Some(&pr), "acme-pr/pr-app/9/b", "b").status,
+        StatusCode::CREATED
+    );
+    let page = call(
+        "GET",
+        &format!("{}/v1/events?after={next}&wait=4", s.url),
+        Some(&pr),
+        None,
+    );
+    let events = page.body["events"].as_array().unwrap();
+    assert!(
+        !events.is_empty() && events.iter().all(|e| e["namespace"] == "acme-pr"),
+        "{}",
+        page.text
+    );
+
+    // Listings: namespaces, names and blobs of acme stay hidden.
+    let ns = call("GET", &format!("{}/v1/artifacts", s.url), Some(&pr), None);
+    assert_eq!(
+        ns.body["items"],
+        json!([{"name": "acme-pr"}]),
+        "{}",
+        ns.text
+    );
+    let ns = call("GET", &format!("{}/v1/artifacts", s.url), Some(&acme), None);
+    assert_eq!(
+        ns.body["items"],
+        json!([{"name": "acme"}, {"name": "acme-pr"}]),
+        "{}",
+        ns.text
+    );
+    let names = call("GET", &s.artifacts("acme"), Some(&pr), None);
+    assert_eq!(names.status, StatusCode::FORBIDDEN);
+    let blob = call(
+        "GET",
+        &format!("{}/v1/blobs/{}", s.url, digest(b"f")),
+        Some(&pr),
+        None,
+    );
+    assert_eq!(blob.status, StatusCode::NOT_FOUND, "a blob only acme holds");
+    let blob = call(
+        "GET",
+        &format!("{}/v1/blobs/{}", s.url, digest(b"f")),
+        Some(&acme),
+        None,
+    );
+    assert_eq!((blob.status, blob.text.as_str()), (StatusCode::OK, "f"));
+}
+
+#[test]
+fn static_tokens_expire_and_anonymous_reads_one_namespace_only() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let new_token = |name: &str| {
+        let o = std::process::Command::new(BIN)
+            .args(["--json", "token", "new", "--name", name])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        (
+            v["token"].as_str().unwrap().to_owned(),
+            v["sha256"].as_str().unwrap().to_owned(),
+        )
+    };
+    let (bot, bot_hash) = new_token("release-bot");
+    let (old, old_hash) = new_token("retired");
+    assert_eq!(
+        sha256_hex(bot.as_bytes()),
+        bot_hash,
+        "the config holds the token's SHA-256"
+    );
+    let extra = format!(
+        r#"[auth]
+anonymous = [{{ namespaces = ["public"], permissions = ["read"] }}]
+
+[[auth.tokens]]
+name = "release-bot"
+sha256 = "{bot_hash}"
+namespaces = ["public", "releases"]
+permissions = ["read", "write", "complete"]
+
+[[auth.tokens]]
+name = "retired"
+sha256 = "{old_hash}"
+namespaces = ["*"]
+permissions = ["read"]
+expires = "2020-01-01T00:00:00Z"
+"#
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &extra);
+    let s = start(dir.path(), &config, &issuer);
+    assert!(!std::fs::read_to_string(&config).unwrap().contains(&bot));
+
+    assert_eq!(
+        put(&s, Some(&bot), "public/site/1/index.html", "<p>hi</p>").status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        put(&s, Some(&bot), "releases/app/1/app.tar", "bin").status,
+        StatusCode::CREATED
+    );
+    let a = put(&s, Some(&bot), "acme/app/1/x", "x");
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+
+    let a = call("GET", &s.artifacts("public/site/1/index.html"), None, None);
+    assert_eq!((a.status, a.text.as_str()), (StatusCode::OK, "<p>hi</p>"));
+    let a = call("GET", &s.artifacts("releases/app/1/app.tar"), None, None);
+    assert_eq!(
+        a.status,
+        StatusCode::UNAUTHORIZED,
+        "anonymous reads public only"
+    );
+    assert_eq!(
+        put(&s, None, "public/site/2/x", "x").status,
+        StatusCode::UNAUTHORIZED
+    );
+    let ns = call("GET", &format!("{}/v1/artifacts", s.url), None, None);
+    assert_eq!(ns.body["items"], json!([{"name": "public"}]), "{}", ns.text);
+
+    let a = call(
+        "GET",
+        &s.artifacts("public/site/1/index.html"),
+        Some(&old),
+        None,
+    );
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(a.body["error"]["reason"], "token_expired");
+    let (unknown, _) = new_token("never-configured");
+    let a = call(
+        "GET",
+        &s.artifacts("public/site/1/index.html"),
+        Some(&unknown),
+        None,
+    );
+    assert_eq!(a.body["error"]["reason"], "token_invalid");
+    let logs = s.logs();
+    for t in [&bot, &old, &unknown] {
+        assert!(!logs.contains(t.as_str()));
+    }
+}
+
+#[test]
+fn a_non_loopback_listen_address_needs_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("[auth]"), "{}", stderr(&o));
+    // With [auth] it starts (and is reached here on loopback only).
+    let hash = "ab".repeat(32);
+    let config = dir.path().join("auth.toml");
+    std::fs::write(
+        &config,
+        format!("[[auth.tokens]]\nname = \"x\"\nsha256 = \"{hash}\"\nnamespaces = [\"x\"]\npermissions = [\"read\"]\n"),
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args([
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--config",
+        config.to_str().unwrap(),
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data2"));
+    let (mut child, url) = spawn_announcing(
+        cmd,
+        "artifactstore listening on ",
+        &dir.path().join("s.log"),
+    );
+    let port = url.rsplit(':').next().unwrap();
+    let a = call(
+        "GET",
+        &format!("http://127.0.0.1:{port}/v1/artifacts"),
+        None,
+        None,
+    );
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A stand-in for the GitHub runner's ID-token endpoint: it hands `token` (minted by the
+/// real test issuer) to a request with the right request token and audience, and
+/// refuses anything else. Returns the URL to put in `ACTIONS_ID_TOKEN_REQUEST_URL`.
+fn runner_stand_in(request_token: &'static str, token: String) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/idtoken?api-version=2.0",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(100) {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let mut authorized = false;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h.trim().is_empty() {
+                    break;
+                }
+                if h.to_ascii_lowercase().starts_with("authorization:") {
+                    authorized = h.trim_end().ends_with(&format!("Bearer {request_token}"));
+                }
+            }
+            let right_audience = line.contains(&format!("audience={AUDIENCE}"));
+            let (status, body) = if authorized && right_audience {
+                (200, json!({ "value": token }).to_string())
+            } else {
+                (403, "{}".to_owned())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn the_cli_publishes_a_directory_with_a_github_actions_token() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), &write_config(dir.path(), ""), &issuer);
+    let reports = dir.path().join("reports");
+    std::fs::create_dir_all(reports.join("junit")).unwrap();
+    std::fs::write(reports.join("summary.md"), "# all green\n").unwrap();
+    std::fs::write(reports.join("junit/a.xml"), "<testsuite/>").unwrap();
+
+    let run = |git_ref: &str, target: &str| {
+        let token = github_token(&issuer, "acme/app", git_ref);
+        let url = runner_stand_in("runner-request-token", token.clone());
+        let out = std::process::Command::new(BIN)
+            .args(["put", target, reports.to_str().unwrap(), "--complete"])
+            .args(["--token-from", "github-actions"])
+            .env("ARTIFACTSTORE_URL", &s.url)
+            .env("ACTIONS_ID_TOKEN_REQUEST_URL", url)
+            .env("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "runner-request-token")
+            .env_remove("ARTIFACTSTORE_TOKEN")
+            .output()
+            .unwrap();
+        for secret in [token.as_str(), "runner-request-token"] {
+            assert!(!stdout(&out).contains(secret) && !stderr(&out).contains(secret));
+        }
+        out
+    };
+    let out = run("refs/heads/main", "acme/app@run-1");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reader =
+        issuer.token(json!({"sub": "dash", "aud": AUDIENCE, "groups": ["artifact-readers"]}));
+    let latest = call("GET", &s.artifacts("acme/app/latest"), Some(&reader), None);
+    assert_eq!(latest.body["version"], "run-1", "{}", latest.text);
+    assert_eq!(latest.body["state"], "complete");
+    let paths: Vec<&str> = latest.body["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(paths, ["junit/a.xml", "summary.md"]);
+
+    // The same workflow on a pull request is refused in acme: exit 8 (forbidden).
+    let out = run("refs/pull/3/merge", "acme/app@run-2");
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(stderr(&out).contains("forbidden"), "{}", stderr(&out));
+    let out = run("refs/pull/3/merge", "acme-pr/app@run-2");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
