@@ -484,6 +484,8 @@ fn static_tokens_expire_and_anonymous_reads_one_namespace_only() {
     };
     let (bot, bot_hash) = new_token("release-bot");
     let (old, old_hash) = new_token("retired");
+    let (ops, ops_hash) = new_token("ops");
+    let (apps, apps_hash) = new_token("app-reader");
     assert_eq!(
         sha256_hex(bot.as_bytes()),
         bot_hash,
@@ -492,6 +494,20 @@ fn static_tokens_expire_and_anonymous_reads_one_namespace_only() {
     let extra = format!(
         r#"[auth]
 anonymous = [{{ namespaces = ["public"], permissions = ["read"] }}]
+protect_metrics = true
+
+[[auth.tokens]]
+name = "ops"
+sha256 = "{ops_hash}"
+namespaces = ["*"]
+permissions = ["admin"]
+
+[[auth.tokens]]
+name = "app-reader"
+sha256 = "{apps_hash}"
+namespaces = ["releases"]
+names = ["app-*"]
+permissions = ["read"]
 
 [[auth.tokens]]
 name = "release-bot"
@@ -522,6 +538,55 @@ expires = "2020-01-01T00:00:00Z"
     );
     let a = put(&s, Some(&bot), "acme/app/1/x", "x");
     assert_eq!(a.status, StatusCode::FORBIDDEN);
+
+    // A grant limited by name: listings show only those names, reads elsewhere are 403.
+    for name in ["app-cli", "app-server", "internal-tool"] {
+        let a = put(&s, Some(&bot), &format!("releases/{name}/1/f"), name);
+        assert_eq!(a.status, StatusCode::CREATED);
+    }
+    let names = call("GET", &s.artifacts("releases"), Some(&apps), None);
+    assert_eq!(
+        names.body["items"],
+        json!([{"name": "app-cli"}, {"name": "app-server"}]),
+        "{}",
+        names.text
+    );
+    let a = call(
+        "GET",
+        &s.artifacts("releases/internal-tool/1/f"),
+        Some(&apps),
+        None,
+    );
+    assert_eq!(a.status, StatusCode::FORBIDDEN);
+    let a = call(
+        "GET",
+        &s.artifacts("releases/app-cli/1/f"),
+        Some(&apps),
+        None,
+    );
+    assert_eq!((a.status, a.text.as_str()), (StatusCode::OK, "app-cli"));
+
+    // protect_metrics: /metrics needs `admin`; the probes stay open.
+    let metrics = format!("{}/metrics", s.url);
+    assert_eq!(
+        call("GET", &metrics, None, None).status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call("GET", &metrics, Some(&bot), None).status,
+        StatusCode::FORBIDDEN
+    );
+    let m = call("GET", &metrics, Some(&ops), None);
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.text.contains("artifactstore_"),
+        "{}",
+        &m.text[..m.text.len().min(300)]
+    );
+    assert_eq!(
+        call("GET", &format!("{}/healthz", s.url), None, None).status,
+        StatusCode::OK
+    );
 
     let a = call("GET", &s.artifacts("public/site/1/index.html"), None, None);
     assert_eq!((a.status, a.text.as_str()), (StatusCode::OK, "<p>hi</p>"));
@@ -555,7 +620,7 @@ expires = "2020-01-01T00:00:00Z"
     );
     assert_eq!(a.body["error"]["reason"], "token_invalid");
     let logs = s.logs();
-    for t in [&bot, &old, &unknown] {
+    for t in [&bot, &old, &unknown, &ops, &apps] {
         assert!(!logs.contains(t.as_str()));
     }
 }

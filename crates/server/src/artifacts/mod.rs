@@ -6,7 +6,7 @@ use std::io;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequest, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures::{StreamExt, TryStreamExt};
@@ -299,10 +299,12 @@ pub async fn complete(
     caller: Caller,
     params: Result<Path<VersionParams>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
     caller.require(Permission::Complete, &p.namespace, &p.name)?;
+    // Read only once the caller may: a stranger's body is never taken in.
+    let body = Bytes::from_request(req, &()).await;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
     let labels = parse_labels_body(&headers, body)?;
     let record = st.index.complete(&id, labels).await?;
@@ -314,12 +316,13 @@ pub async fn patch_version(
     caller: Caller,
     params: Result<Path<VersionParams>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> ApiResult<Json<Manifest>> {
     let p = path_params(params)?;
     // Labels are what a version is published under (e.g. `branch`): changing them is
     // part of publishing, not of uploading.
     caller.require(Permission::Complete, &p.namespace, &p.name)?;
+    let body = Bytes::from_request(req, &()).await;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
     let labels = parse_labels_body(&headers, body)?.ok_or_else(|| {
         ApiError::bad_request(ErrorCode::InvalidBody, "expected {\"labels\": {...}}")

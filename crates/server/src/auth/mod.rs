@@ -68,7 +68,8 @@ pub enum Who {
 #[derive(Clone, Debug)]
 enum Access {
     All,
-    Grants(Vec<Grant>),
+    /// Shared, so a request's caller costs no copy of its grants.
+    Grants(Arc<[Grant]>),
 }
 
 /// The caller of one request: who, and what it may do.
@@ -221,7 +222,7 @@ struct Enforced {
     verifier: Option<Arc<TokenVerifier>>,
     rules: Vec<Rule>,
     tokens: StaticTokens,
-    anonymous: Vec<Grant>,
+    anonymous: Arc<[Grant]>,
     protect_metrics: bool,
     clock: Arc<dyn Clock>,
 }
@@ -303,7 +304,7 @@ impl Auth {
                 verifier,
                 rules,
                 tokens: StaticTokens::parse(&config.tokens)?,
-                anonymous,
+                anonymous: anonymous.into(),
                 protect_metrics: config.protect_metrics,
                 clock,
             }),
@@ -364,7 +365,7 @@ impl Auth {
             }
             return Ok(Caller {
                 who: Who::Token(found.name.clone()),
-                access: Access::Grants(vec![found.grant.clone()]),
+                access: Access::Grants(found.grants.clone()),
             });
         }
         let Some(verifier) = &on.verifier else {
@@ -387,7 +388,7 @@ impl Auth {
                 issuer: verified.issuer,
                 subject: verified.subject,
             },
-            access: Access::Grants(grants),
+            access: Access::Grants(grants.into()),
         })
     }
 }

@@ -39,7 +39,8 @@ fn everything() -> Vec<String> {
 #[derive(Clone, Debug)]
 pub struct StaticToken {
     pub name: String,
-    pub grant: Grant,
+    /// Its one grant, shared by every request it makes.
+    pub grants: std::sync::Arc<[Grant]>,
     pub expires: Option<Timestamp>,
 }
 
@@ -91,7 +92,7 @@ impl StaticTokens {
             };
             let token = StaticToken {
                 name: c.name.clone(),
-                grant,
+                grants: vec![grant].into(),
                 expires,
             };
             if by_hash.values().any(|t: &StaticToken| t.name == token.name) {
