@@ -42,11 +42,12 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
             }
         }));
     }
-    // One upload that is certainly mid-body at the kill: it trickles for 30 s (a
-    // multipart upload in progress on the S3 backend).
+    // One upload that is certainly mid-body at the kill: it trickles for 60 s (a
+    // multipart upload in progress on the S3 backend), longer than the wait below, so
+    // that a loaded machine slow to acknowledge the others cannot see it end first.
     let slow_url = s.artifacts("crash/slow/1/partial.bin");
     let slow = tokio::spawn(async move {
-        let chunks = futures::stream::iter(0..300).then(|_| async {
+        let chunks = futures::stream::iter(0..600).then(|_| async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok::<_, std::io::Error>(vec![0x5a_u8; 256 * 1024])
         });
@@ -57,7 +58,7 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
             .await;
     });
     // Kill while uploads are in flight: once enough have been acknowledged.
-    for _ in 0..300 {
+    for _ in 0..450 {
         if acked.lock().unwrap().len() >= 60 && !s.temp_files().is_empty() {
             break;
         }

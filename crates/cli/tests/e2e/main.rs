@@ -7,6 +7,7 @@
 mod common;
 
 mod auth;
+mod auth_tokens;
 mod cli;
 mod crash;
 mod fault_proxy;
