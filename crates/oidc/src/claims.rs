@@ -168,7 +168,8 @@ impl Template {
         })
     }
 
-    fn literals(&self) -> impl Iterator<Item = &str> {
+    /// The literal parts, between the placeholders.
+    pub fn literals(&self) -> impl Iterator<Item = &str> {
         self.parts.iter().filter_map(|p| match p {
             Part::Literal(l) => Some(l.as_str()),
             Part::Claim(_) => None,

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use artifactstore_model::secret::{Secret, read_trimmed_file};
-use base64::Engine as _;
 use reqwest::{Url, header};
 
 use crate::exit::{self, fail};
@@ -221,19 +220,11 @@ async fn request_github(
 /// get a fresh one; the server does the checking. `None` for a token that is not a JWT
 /// with a numeric `exp` (a static token), which never expires on this side.
 pub fn jwt_exp(token: &str) -> Option<u64> {
-    let mut parts = token.split('.');
-    let (Some(_), Some(payload), Some(_), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // A JWS has exactly three parts.
+    if token.split('.').count() != 3 {
         return None;
-    };
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let exp = serde_json::from_slice::<serde_json::Value>(&bytes)
-        .ok()?
-        .get("exp")?
-        .clone();
+    }
+    let exp = artifactstore_oidc::verify::unverified_claims(token)?.remove("exp")?;
     exp.as_u64().or_else(|| {
         exp.as_f64()
             .filter(|f| f.is_finite() && *f >= 0.0)
@@ -316,6 +307,7 @@ impl Held {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine as _;
 
     fn jwt(payload: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);

@@ -3,7 +3,6 @@
 //! and nothing else. With no `[auth]` configured every caller may do everything (the
 //! server then listens on loopback only, or behind `--insecure-no-auth`).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use artifactstore_model::Clock;
@@ -243,24 +242,17 @@ impl Auth {
         http: reqwest::Client,
         clock: Arc<dyn Clock>,
     ) -> Result<Auth, GrantError> {
-        let rules = config
-            .rules
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                Rule::parse(r)
-                    .map_err(|e| GrantError(format!("[[auth.rules]] #{}: {}", i + 1, e.0)))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         artifactstore_oidc::config::check(&config.issuers, &config.token)
             .map_err(|e| GrantError(format!("[auth] {e}")))?;
-        if !rules.is_empty() && config.issuers.is_empty() {
+        if !config.rules.is_empty() && config.issuers.is_empty() {
             return Err(GrantError(
                 "[[auth.rules]] match token claims, but no [[auth.issuers]] is configured".into(),
             ));
         }
+        let mut rules = Vec::new();
         for (i, r) in config.rules.iter().enumerate() {
             let what = |m: String| GrantError(format!("[[auth.rules]] #{}: {m}", i + 1));
+            rules.push(Rule::parse(r).map_err(|e| what(e.0))?);
             match &r.issuer {
                 Some(issuer) if !config.issuers.iter().any(|c| &c.issuer == issuer) => {
                     return Err(what(format!(
@@ -309,10 +301,6 @@ impl Auth {
                 clock,
             }),
         })
-    }
-
-    pub fn is_on(&self) -> bool {
-        self.enforced.is_some()
     }
 
     /// The OIDC verifier, whose keys the server keeps fresh in the background.
@@ -408,13 +396,6 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Caller {
             .cloned()
             .ok_or_else(|| ApiError::internal("a route ran without authentication"))
     }
-}
-
-/// Which permissions exist, for documents that list them.
-pub fn permissions() -> BTreeSet<&'static str> {
-    <Permission as strum::IntoEnumIterator>::iter()
-        .map(Permission::as_str)
-        .collect()
 }
 
 /// Finds the caller of every `/v1/` request (and of `/metrics` with

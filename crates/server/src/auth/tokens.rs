@@ -7,7 +7,7 @@ use artifactstore_model::Timestamp;
 use artifactstore_model::secret::Secret;
 use serde::Deserialize;
 
-use super::grants::{Grant, GrantError, GrantTemplate, Permission};
+use super::grants::{Grant, GrantError, GrantTemplate, Permission, everything};
 
 /// Every static token starts with this, so a server tells it from a JWT at a glance
 /// and secret scanners can find one that leaked.
@@ -30,10 +30,6 @@ pub struct TokenConfig {
     /// RFC 3339; after it the token is refused (`token_expired`).
     #[serde(default)]
     pub expires: Option<String>,
-}
-
-fn everything() -> Vec<String> {
-    vec!["*".to_owned()]
 }
 
 #[derive(Clone, Debug)]
