@@ -307,3 +307,60 @@ fn the_cli_publishes_a_directory_with_a_github_actions_token() {
     let out = run("refs/pull/3/merge", "acme-pr/app@run-2");
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// A refused upload whose body then stalls is answered at once: the server reads a
+/// little of a refused body (so a small upload's client gets its answer rather than a
+/// reset), but does not wait for the rest until the body idle timeout.
+#[test]
+fn a_refused_upload_that_stalls_is_answered_at_once() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let token = "ast_".to_owned() + &"ab".repeat(32);
+    let config = dir.path().join("auth.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[auth.tokens]]\nname = \"ci\"\nsha256 = \"{}\"\nnamespaces = [\"ci\"]\npermissions = [\"write\"]\n",
+            sha256_hex(token.as_bytes())
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let addr = s.url.trim_start_matches("http://").to_owned();
+    for (path, auth, want) in [
+        (
+            "other/app/1/f",
+            format!("Authorization: Bearer {token}\r\n"),
+            "403",
+        ),
+        ("ci/app/1/f", String::new(), "401"),
+    ] {
+        let mut conn = std::net::TcpStream::connect(&addr).unwrap();
+        conn.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        write!(
+            conn,
+            "PUT /v1/artifacts/{path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: 10000000\r\n\r\nabc"
+        )
+        .unwrap();
+        let mut answer = [0u8; 64];
+        let n = conn
+            .read(&mut answer)
+            .expect("an answer before the body idle timeout");
+        let head = String::from_utf8_lossy(&answer[..n]).into_owned();
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {want}")),
+            "{path}: {head}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{path}: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(!s.logs().contains(&token));
+}

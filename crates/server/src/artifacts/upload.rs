@@ -98,8 +98,11 @@ pub async fn put_file(
 /// still writing its body may then lose the answer; reading the rest avoids that.
 const EARLY_ANSWER_DRAIN: u64 = 64 << 20;
 /// The same for a caller refused by `[auth]`: enough for the answer of a small upload
-/// to arrive, not enough to make a stranger's body worth sending.
+/// to arrive, not enough to make a stranger's body worth sending, and never longer
+/// than REFUSED_CALLER_DRAIN_TIME, so a refused body that stalls does not hold its
+/// answer until the body idle timeout.
 const REFUSED_CALLER_DRAIN: u64 = 1 << 20;
+const REFUSED_CALLER_DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(1);
 
 async fn put_file_at(
     st: AppState,
@@ -114,9 +117,13 @@ async fn put_file_at(
     // body then drained a little, so a small upload's client reads its 401/403), or
     // one upload too many. The permit is held until the upload ends, however it ends:
     // answered, failed, timed out or dropped with its client.
-    let (result, drain) =
+    let (result, drain, drain_time) =
         match caller.require(Permission::Write, id.namespace.as_str(), id.name.as_str()) {
-            Err(refused) => (Err(refused), REFUSED_CALLER_DRAIN),
+            Err(refused) => (
+                Err(refused),
+                REFUSED_CALLER_DRAIN,
+                Some(REFUSED_CALLER_DRAIN_TIME),
+            ),
             Ok(()) => match st.upload_permits.try_acquire() {
                 // Answered at once, the body left unread: draining it would hold the
                 // answer for as long as the client takes to send it.
@@ -124,6 +131,7 @@ async fn put_file_at(
                 Ok(_permit) => (
                     receive_file(&st, id, path, &headers, &mut body).await,
                     EARLY_ANSWER_DRAIN,
+                    None,
                 ),
             },
         };
@@ -135,13 +143,21 @@ async fn put_file_at(
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let too_large = matches!(&result, Err(e) if e.status == StatusCode::PAYLOAD_TOO_LARGE);
         if !expects_continue && !too_large {
-            let mut stream = unread.into_data_stream();
-            let mut drained = 0u64;
-            while drained <= drain {
-                match stream.next().await {
-                    Some(Ok(chunk)) => drained += chunk.len() as u64,
-                    _ => break,
+            let drain_all = async {
+                let mut stream = unread.into_data_stream();
+                let mut drained = 0u64;
+                while drained <= drain {
+                    match stream.next().await {
+                        Some(Ok(chunk)) => drained += chunk.len() as u64,
+                        _ => break,
+                    }
                 }
+            };
+            match drain_time {
+                Some(limit) => {
+                    let _ = tokio::time::timeout(limit, drain_all).await;
+                }
+                None => drain_all.await,
             }
         }
     }
