@@ -464,3 +464,103 @@ fn one_tenant_never_sees_another_tenants_names_not_even_by_long_poll() {
     );
     assert_eq!((blob.status, blob.text.as_str()), (StatusCode::OK, "f"));
 }
+
+/// The attacks that need a configuration of their own: an issuer whose key set holds a
+/// symmetric (`oct`) key, which must never verify anything; `nbf` beyond the leeway;
+/// and claim values that would widen or escape a `${claim}` template.
+#[test]
+fn oct_keys_early_tokens_and_template_escapes_are_refused() {
+    use base64::Engine as _;
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let secret = b"a-shared-secret-that-must-not-work";
+    let oct_issuer = "http://127.0.0.1:1/oct-issuer";
+    let oct_jwks = crate::common::oidc::serve_static_json(json!({"keys": [{
+        "kty": "oct", "kid": "hmac-key", "alg": "HS256",
+        "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    }]}));
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[[auth.issuers]]
+issuer = "{real}"
+audience = "{AUDIENCE}"
+
+[[auth.issuers]]
+issuer = "{oct_issuer}"
+audience = "{AUDIENCE}"
+jwks_url = "{oct_jwks}"
+
+[[auth.rules]]
+issuer = "{real}"
+claims = {{ repository_owner = {{ glob = "*" }} }}
+namespaces = ["gh-${{repository_owner}}"]
+permissions = ["read", "write"]
+
+[[auth.rules]]
+issuer = "{oct_issuer}"
+claims = {{ sub = {{ glob = "*" }} }}
+namespaces = ["*"]
+permissions = ["read", "write"]
+"#,
+            real = issuer.url
+        ),
+    )
+    .unwrap();
+    let s = Server::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap()],
+    );
+    let now = now();
+    let oct_payload = json!({"iss": oct_issuer, "aud": AUDIENCE, "sub": "x", "exp": now + 600});
+    for (name, token, reason) in [
+        (
+            "HS256 with the JWKS oct key",
+            craft(
+                &json!({"alg": "HS256", "typ": "JWT", "kid": "hmac-key"}),
+                &oct_payload,
+                hs256(secret),
+            ),
+            "token_invalid",
+        ),
+        (
+            "RS256 header naming the JWKS oct key",
+            craft(
+                &json!({"alg": "RS256", "typ": "JWT", "kid": "hmac-key"}),
+                &oct_payload,
+                hs256(secret),
+            ),
+            "token_invalid",
+        ),
+        (
+            "nbf beyond the leeway",
+            issuer.token(
+                json!({"sub": "s", "aud": AUDIENCE, "repository_owner": "acme", "nbf": now + 600}),
+            ),
+            "token_not_yet_valid",
+        ),
+    ] {
+        let a = put(&s, Some(&token), "gh-acme/app/1/x", "x");
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{name}: {}", a.text);
+        assert_eq!(a.body["error"]["reason"], reason, "{name}: {}", a.text);
+    }
+    // The template gives each owner its namespace, and a claim value that is not a
+    // valid name — a glob, a path, nothing — fills in nothing: no grant at all.
+    let owner = |o: &str| issuer.token(json!({"sub": "s", "aud": AUDIENCE, "repository_owner": o}));
+    assert_eq!(
+        put(&s, Some(&owner("acme")), "gh-acme/app/1/x", "x").status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        put(&s, Some(&owner("acme")), "gh-other/app/1/x", "x").status,
+        StatusCode::FORBIDDEN
+    );
+    for bad in ["*", "a*", "../gh-acme", ""] {
+        let a = put(&s, Some(&owner(bad)), "gh-acme/app/1/y", "y");
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "owner {bad:?}: {}", a.text);
+    }
+    assert!(!s.holds_blob(b"y"));
+}
