@@ -228,8 +228,9 @@ impl Service {
         };
         match self
             .refusals
-            .note(key, denial.reason, self.clock.now(), || random_hex(8))
-        {
+            .note(key, denial.reason.as_str(), self.clock.now(), || {
+                random_hex(8)
+            }) {
             refusals::Noted::Counted { request_id } => Refused { request_id, denial },
             refusals::Noted::Opened {
                 request_id,
@@ -285,7 +286,7 @@ impl Service {
     /// (issuance alone is fail-closed), so a summary the audit log cannot take goes to
     /// the error log with its counts rather than nowhere.
     async fn write_summary(&self, summary: refusals::Summary) {
-        let record = summary.record(self.refusals.window());
+        let record = refusals::summary_record(&summary, self.refusals.window());
         if let Err(e) = self.audit.append(&record).await {
             tracing::error!(
                 error = %e,

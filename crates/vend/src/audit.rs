@@ -1,6 +1,9 @@
-//! What an audit line records, and the bounds that keep a line small.
+//! vend's audit log: the shared keyed chain ([`artifactstore_audit`]) with vend's own
+//! record of decisions and lease changes.
 
 use serde::Serialize;
+
+pub use artifactstore_audit::*;
 
 use crate::reason::Reason;
 
@@ -42,7 +45,7 @@ pub struct AuditRecord {
     pub client: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<&'static str>,
-    /// How many refusals a coalesced line stands for (see `service::refusals`).
+    /// How many refusals a coalesced line stands for (see [`Coalescer`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     /// A `refusals.coalesced` line's count by reason.
@@ -50,46 +53,29 @@ pub struct AuditRecord {
     pub by_reason: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
-/// Longest value of a field that can carry what a client sent (claims of a refused
-/// token, a role name asked for, a client address).
-pub const FIELD_MAX: usize = 128;
-/// Longest `detail` (a revocation's target and reason, an upstream's message).
-pub const DETAIL_MAX: usize = 1024;
-
-/// `s` cut to at most `max` bytes on a character boundary, marked when cut.
-pub(super) fn truncated(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut cut = max;
-    while !s.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}…[{} bytes cut]", &s[..cut], s.len() - cut)
-}
-
-impl AuditRecord {
+impl Record for AuditRecord {
     /// Every field within its bound, so that no line can grow without limit (a flood
     /// of refused tokens with huge claims, a 64 KiB revocation reason).
-    pub(super) fn bounded(mut self) -> Self {
+    fn bounded(&self) -> Self {
+        let mut bounded = self.clone();
         for v in [
-            &mut self.request_id,
-            &mut self.issuer,
-            &mut self.subject,
-            &mut self.audience,
-            &mut self.role,
-            &mut self.driver,
-            &mut self.lease_id,
-            &mut self.client,
+            &mut bounded.request_id,
+            &mut bounded.issuer,
+            &mut bounded.subject,
+            &mut bounded.audience,
+            &mut bounded.role,
+            &mut bounded.driver,
+            &mut bounded.lease_id,
+            &mut bounded.client,
         ]
         .into_iter()
         .flatten()
         {
             *v = truncated(v, FIELD_MAX);
         }
-        if let Some(d) = &mut self.detail {
+        if let Some(d) = &mut bounded.detail {
             *d = truncated(d, DETAIL_MAX);
         }
-        self
+        bounded
     }
 }

@@ -3,10 +3,10 @@ use std::sync::Arc;
 
 use artifactstore_model::{Clock, Timestamp};
 
-use super::chain::append_line;
-use super::record::truncated;
+use serde::Serialize;
+
+use super::chain::{Entry, append_entries};
 use super::*;
-use crate::reason::Reason;
 
 mod keyed;
 
@@ -20,10 +20,36 @@ fn verified(path: &Path) -> Result<VerifyReport, AuditError> {
     verify(&[path], Some(&generated_key(path)), None)
 }
 
+/// A service's record, as the tests write it.
+#[derive(Clone, Debug, Default, Serialize)]
+struct AuditRecord {
+    event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl Record for AuditRecord {
+    fn bounded(&self) -> Self {
+        let cut = |v: &Option<String>, max| v.as_deref().map(|v| truncated(v, max));
+        AuditRecord {
+            issuer: cut(&self.issuer, FIELD_MAX),
+            subject: cut(&self.subject, FIELD_MAX),
+            detail: cut(&self.detail, DETAIL_MAX),
+            ..self.clone()
+        }
+    }
+}
+
 fn record(event: &'static str) -> AuditRecord {
     AuditRecord {
         event,
-        reason: Some(Reason::Allow),
+        reason: Some("allow"),
         subject: Some("s".into()),
         ..Default::default()
     }
@@ -42,7 +68,19 @@ async fn a_restart_works_after_a_line_of_any_length() {
         detail: Some("x".repeat(200 * 1024)),
         ..record("revocation.added")
     };
-    append_line(&log.chain, &path, &*clock, &log.chain_key, &huge).unwrap();
+    // Written as it is, unbounded.
+    let serde_json::Value::Object(huge) = serde_json::to_value(&huge).unwrap() else {
+        unreachable!()
+    };
+    let w = &log.writer;
+    append_entries(
+        &mut w.chain.lock().unwrap(),
+        &path,
+        &*clock,
+        &w.chain_key,
+        &[Entry::Record(&huge)],
+    )
+    .unwrap();
     drop(log);
     assert!(std::fs::metadata(&path).unwrap().len() > 200 * 1024);
 
@@ -179,4 +217,60 @@ async fn an_unwritable_log_fails_the_append() {
     assert!(log.append(&record("decision")).await.is_err());
     assert!(!log.healthy());
     assert!(!log.writable());
+}
+
+/// Appends that queue while a batch is being written are written together, with one
+/// sync, in the order they queued; each append returns only once its line is synced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The guard stands for a batch being written while the appends queue.
+#[allow(clippy::await_holding_lock)]
+async fn appends_arriving_together_share_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.log");
+    let log =
+        Arc::new(AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap());
+    // Hold the chain as a batch being written would: the next appends queue behind it.
+    let held = log.writer.chain.lock().unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let appender = log.clone();
+        tasks.push(tokio::spawn(async move {
+            appender
+                .append(&AuditRecord {
+                    subject: Some(format!("s{i}")),
+                    ..record("decision")
+                })
+                .await
+        }));
+        // Queued in order.
+        while log.writer.pending.lock().unwrap().len() < i + 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "no append returns before its line is synced"
+    );
+    drop(held);
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(log.syncs(), 1, "fifty lines, one sync");
+    let report = verified(&path).unwrap();
+    assert_eq!(report.lines, 51);
+    let subjects: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["subject"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        subjects,
+        (0..50).map(|i| format!("s{i}")).collect::<Vec<_>>()
+    );
 }

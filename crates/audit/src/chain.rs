@@ -14,7 +14,6 @@ use artifactstore_model::{Clock, Timestamp};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
-use super::AuditRecord;
 use super::file::open_append;
 use super::key::ChainKey;
 
@@ -33,7 +32,7 @@ struct Line<'a> {
     seq: u64,
     time: Timestamp,
     #[serde(flatten)]
-    record: &'a AuditRecord,
+    record: &'a serde_json::Map<String, serde_json::Value>,
     prev: &'a str,
 }
 
@@ -58,8 +57,11 @@ pub(super) struct Chain {
 
 /// What a line records.
 pub(super) enum Entry<'a> {
-    Genesis { previous_file: Option<&'a str> },
-    Record(&'a AuditRecord),
+    Genesis {
+        previous_file: Option<&'a str>,
+    },
+    /// A service's record, serialized: its members go between `time` and `prev`.
+    Record(&'a serde_json::Map<String, serde_json::Value>),
 }
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
@@ -98,13 +100,12 @@ pub(super) fn unseal(line: &[u8]) -> Option<(Vec<u8>, &str)> {
 /// sync that fails takes the file back to its length before, so no line outside the
 /// chain stays behind, and the chain in memory does not move.
 pub(super) fn append_entries(
-    chain: &std::sync::Mutex<Chain>,
+    chain: &mut Chain,
     path: &Path,
     clock: &dyn Clock,
     key: &ChainKey,
     entries: &[Entry<'_>],
 ) -> std::io::Result<()> {
-    let mut chain = chain.lock().unwrap_or_else(|p| p.into_inner());
     let mut f = open_append(path)?;
     let before = f.metadata()?.len();
     let mut seq = chain.seq;
@@ -147,15 +148,4 @@ pub(super) fn append_entries(
     chain.seq = seq;
     chain.prev = prev;
     Ok(())
-}
-
-/// Writes the next line of the chain (after a genesis line if the file is empty).
-pub(super) fn append_line(
-    chain: &std::sync::Mutex<Chain>,
-    path: &Path,
-    clock: &dyn Clock,
-    key: &ChainKey,
-    record: &AuditRecord,
-) -> std::io::Result<()> {
-    append_entries(chain, path, clock, key, &[Entry::Record(record)])
 }

@@ -120,9 +120,9 @@ fn begin(
     chain: Chain,
     previous_file: Option<&str>,
 ) -> Result<Chain, AuditError> {
-    let chain = std::sync::Mutex::new(chain);
+    let mut chain = chain;
     append_entries(
-        &chain,
+        &mut chain,
         path,
         clock,
         key,
@@ -132,7 +132,7 @@ fn begin(
         path: path.to_owned(),
         source,
     })?;
-    Ok(chain.into_inner().unwrap_or_else(|p| p.into_inner()))
+    Ok(chain)
 }
 
 /// Renames the log to `<name>.<tag>-<UTC time>` (with `.2`, `.3`… if that is taken)
