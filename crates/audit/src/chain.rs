@@ -27,13 +27,11 @@ const MAC_OPEN: &[u8] = b",\"mac\":\"";
 const MAC_HEX: usize = 64;
 const SEAL_LEN: usize = MAC_OPEN.len() + MAC_HEX + 2;
 
+/// The members a line begins with; a record's follow, then `prev`.
 #[derive(Serialize)]
-struct Line<'a> {
+struct Stamp {
     seq: u64,
     time: Timestamp,
-    #[serde(flatten)]
-    record: &'a serde_json::Map<String, serde_json::Value>,
-    prev: &'a str,
 }
 
 #[derive(Serialize)]
@@ -60,8 +58,9 @@ pub(super) enum Entry<'a> {
     Genesis {
         previous_file: Option<&'a str>,
     },
-    /// A service's record, serialized: its members go between `time` and `prev`.
-    Record(&'a serde_json::Map<String, serde_json::Value>),
+    /// The members of a service's record as serialized (a JSON object without its
+    /// braces): they go between `time` and `prev`, in the record's own order.
+    Record(&'a [u8]),
 }
 
 pub(super) fn sha256_hex(bytes: &[u8]) -> String {
@@ -128,11 +127,16 @@ pub(super) fn append_entries(
                 previous_file: *previous_file,
                 prev: &prev,
             }),
-            Entry::Record(record) => serde_json::to_vec(&Line {
-                seq,
-                time,
-                record,
-                prev: &prev,
+            Entry::Record(members) => serde_json::to_vec(&Stamp { seq, time }).map(|mut b| {
+                b.pop();
+                if !members.is_empty() {
+                    b.push(b',');
+                    b.extend_from_slice(members);
+                }
+                b.extend_from_slice(b",\"prev\":\"");
+                b.extend_from_slice(prev.as_bytes());
+                b.extend_from_slice(b"\"}");
+                b
             }),
         }
         .expect("audit lines serialize");

@@ -157,6 +157,18 @@ impl Coalescer {
     }
 }
 
+impl Summary {
+    /// The `detail` of its line: what it stands for.
+    pub fn detail(&self, window: Duration) -> String {
+        format!(
+            "{} more refusals of this client in the window opened at {} (audit window {} s), counted, not written one by one",
+            self.count,
+            self.opened.rfc3339(),
+            window.as_secs()
+        )
+    }
+}
+
 fn summary(key: WindowKey, w: Window) -> Option<Summary> {
     (w.further > 0).then_some(Summary {
         key,

@@ -40,7 +40,9 @@ pub use coalesce::{Coalescer, Noted, OVERFLOW_CLIENT, Summary, WindowKey};
 pub use key::{ChainKey, KeyError, MIN_KEY_BYTES, default_key_path};
 pub use verify::{Head, VerifyReport, head, is_head, verify};
 
-/// What one line of a service's log says. Tokens and secrets have no field in any
+/// What one line of a service's log says: a struct serializing to a JSON object whose
+/// members are written, in order, between the line's `seq` and `time` and its `prev`
+/// and `mac` (so it has none of those four). Tokens and secrets have no field in any
 /// record; values a client can fill are cut to their bound by [`bounded`](Self::bounded)
 /// before the line is written, so that no line can grow without limit.
 pub trait Record: Serialize {
@@ -52,7 +54,8 @@ pub trait Record: Serialize {
 
 /// One line waiting for the writer, and who waits for it.
 struct Pending {
-    record: serde_json::Map<String, serde_json::Value>,
+    /// The record's members, serialized (without the object's braces).
+    members: Vec<u8>,
     done: tokio::sync::oneshot::Sender<Result<(), (std::io::ErrorKind, String)>>,
 }
 
@@ -182,16 +185,19 @@ impl AuditLog {
     /// Appends one line and makes it durable: `Ok` once it is written and synced.
     /// Lines are written in the order their appends queue them.
     pub async fn append(&self, record: &impl Record) -> Result<(), AuditError> {
-        let record = match serde_json::to_value(record.bounded()) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => unreachable!("an audit record serializes to a JSON object"),
-        };
+        let mut members = serde_json::to_vec(&record.bounded()).expect("audit records serialize");
+        assert!(
+            members.first() == Some(&b'{') && members.last() == Some(&b'}'),
+            "an audit record serializes to a JSON object"
+        );
+        members.pop();
+        members.remove(0);
         let (done, written) = tokio::sync::oneshot::channel();
         self.writer
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Pending { record, done });
+            .push(Pending { members, done });
         // The write runs as a blocking task that finishes even if the request awaiting
         // it is dropped (a client hanging up), so the chain in memory always matches
         // the file.
@@ -244,7 +250,7 @@ impl Writer {
                 }
                 continue;
             }
-            let entries: Vec<Entry<'_>> = batch.iter().map(|p| Entry::Record(&p.record)).collect();
+            let entries: Vec<Entry<'_>> = batch.iter().map(|p| Entry::Record(&p.members)).collect();
             let result = append_entries(
                 &mut chain,
                 &self.path,

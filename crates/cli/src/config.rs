@@ -80,6 +80,39 @@ pub struct ServeConfig {
     /// everything, so the server then listens on loopback only.
     #[serde(skip_serializing)]
     pub auth: Option<artifactstore_server::auth::AuthConfig>,
+    /// The audit log of changes and refusals (`[audit]`, env `ARTIFACTSTORE_AUDIT_<KEY>`).
+    pub audit: AuditSettings,
+}
+
+/// `[audit]`: the keyed, hash-chained log of every change and refusal (docs/AUTH.md).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Whether to audit. Default: on when `[auth]` is configured or `path` is set.
+    pub enabled: Option<bool>,
+    /// The log. Default: `<data_dir>/audit.log`.
+    pub path: Option<PathBuf>,
+    /// The key that seals every line (at least 32 bytes, `env:NAME` or `file:/path`).
+    /// Default: a key generated beside the log (`<path>.chain-key`, mode 0600).
+    #[serde(skip_serializing)]
+    pub chain_key_ref: Option<SecretRef>,
+    /// Refusals of one client (and identity) are written as one line when its window
+    /// opens and one summary when it has passed.
+    pub window_secs: u64,
+    /// Clients whose windows are open at once; beyond them refusals share one window.
+    pub max_tracked: usize,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            enabled: None,
+            path: None,
+            chain_key_ref: None,
+            window_secs: 60,
+            max_tracked: 10_000,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
@@ -298,6 +331,7 @@ impl Default for ServeConfig {
             cors_allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
             auth: None,
+            audit: AuditSettings::default(),
         }
     }
 }
@@ -338,6 +372,7 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
     fig = fig
         .merge(Env::prefixed("ARTIFACTSTORE_").only(ENV_KEYS))
         .merge(Env::prefixed("ARTIFACTSTORE_S3_").map(|k| format!("s3.{k}").into()))
+        .merge(Env::prefixed("ARTIFACTSTORE_AUDIT_").map(|k| format!("audit.{k}").into()))
         .merge(Serialized::defaults(flags));
     let cfg: ServeConfig = fig.extract().context("invalid configuration")?;
     cfg.s3.refuse_plain_secrets()?;
@@ -355,6 +390,11 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
     anyhow::ensure!(
         cfg.tls_cert.is_some() == cfg.tls_key.is_some(),
         "tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)"
+    );
+    anyhow::ensure!(
+        (1..=86_400).contains(&cfg.audit.window_secs)
+            && (1..=1 << 20).contains(&cfg.audit.max_tracked),
+        "audit.window_secs must be 1..=86400 and audit.max_tracked 1..=1048576"
     );
     Ok(cfg)
 }
@@ -383,6 +423,20 @@ impl ServeConfig {
             self.keep_alive_timeout_secs,
             self.max_connections,
         )?)
+    }
+
+    /// Where to audit, or `None` when auditing is off.
+    pub fn audit_path(&self) -> Option<PathBuf> {
+        let on = self
+            .audit
+            .enabled
+            .unwrap_or(self.auth.is_some() || self.audit.path.is_some());
+        on.then(|| {
+            self.audit
+                .path
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("audit.log"))
+        })
     }
 
     pub fn database_url(&self) -> String {

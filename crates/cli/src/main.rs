@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
+mod audit;
 mod client;
 mod config;
 mod exit;
@@ -154,6 +155,9 @@ enum Command {
     /// Static bearer tokens for the server's `[[auth.tokens]]`.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The artifact server's audit log (`[audit]`): verify its keyed chain, print its head.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Print a shell completion script.
     Completions { shell: clap_complete::Shell },
 }
@@ -294,6 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Storage(StorageCommand::Verify(args)) => verify::verify(args, cli.json).await,
         Command::Vend(command) => vend::vend(command, cli.json).await,
         Command::Creds(command) => vend::creds(command).await,
+        Command::Audit(command) => audit::audit(command, audit::Service::Serve, cli.json),
         Command::Token(TokenCommand::New { name }) => token_new::token_new(&name, cli.json),
         Command::Completions { shell } => {
             clap_complete::generate(

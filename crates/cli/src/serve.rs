@@ -163,6 +163,20 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
     state = state.with_auth(auth);
+    let audit = open_audit(&cfg)?;
+    if let Some(audit) = &audit {
+        state = state.with_audit(audit.clone());
+        let sweeping = audit.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                sweeping.write_summaries(false).await;
+            }
+        });
+    } else if cfg.auth.is_some() {
+        tracing::warn!("[auth] is on but [audit] is off: changes and refusals are not audited");
+    }
     if let Some(verifier) = state.auth.verifier_handle() {
         tokio::spawn(async move { verifier.keep_keys_fresh().await });
     }
@@ -171,6 +185,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let index = state.index.clone();
     artifactstore_server::run(listener, state, limits, shutdown_signal()).await;
+    if let Some(audit) = audit {
+        audit.write_summaries(true).await;
+    }
     index.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -238,6 +255,25 @@ pub async fn fsck(
     } else {
         exit::INTEGRITY
     })
+}
+
+/// `[audit]`, opened; `None` when auditing is off.
+fn open_audit(
+    cfg: &ServeConfig,
+) -> anyhow::Result<Option<Arc<artifactstore_server::audit::ApiAudit>>> {
+    let Some(path) = cfg.audit_path() else {
+        return Ok(None);
+    };
+    let audit = artifactstore_server::audit::ApiAudit::open(
+        &path,
+        cfg.audit.chain_key_ref.as_ref(),
+        std::time::Duration::from_secs(cfg.audit.window_secs),
+        cfg.audit.max_tracked,
+        artifactstore_model::clock::system_clock(),
+    )
+    .map_err(|e| fail(exit::USAGE, format!("[audit]: {e}")))?;
+    tracing::info!(path = %path.display(), "auditing every change and refusal");
+    Ok(Some(Arc::new(audit)))
 }
 
 /// `[auth]`, checked; off without it.

@@ -12,9 +12,7 @@ use crate::config::LogFormat;
 use crate::exit::{self, fail};
 use crate::serve::{init_logs, shutdown_signal};
 
-mod audit;
-
-pub use audit::AuditCommand;
+pub use crate::audit::AuditCommand;
 
 #[derive(Subcommand)]
 pub enum VendCommand {
@@ -99,7 +97,9 @@ pub async fn vend(command: VendCommand, json_out: bool) -> anyhow::Result<u8> {
         } => serve(&config, listen, log_format, tls_cert.zip(tls_key))
             .await
             .map(|()| 0),
-        VendCommand::Audit(command) => audit::audit(command, json_out),
+        VendCommand::Audit(command) => {
+            crate::audit::audit(command, crate::audit::Service::Vend, json_out)
+        }
         VendCommand::Revoke(args) => revoke(args, json_out).await,
     }
 }

@@ -153,6 +153,9 @@ pub struct EventsPage {
 )]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
+    /// 503: the audit log cannot be written, so no change is made or acknowledged
+    /// (`Retry-After`).
+    AuditUnavailable,
     BlobNotFound,
     BodyIncomplete,
     DigestMismatch,

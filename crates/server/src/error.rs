@@ -189,6 +189,14 @@ impl From<artifactstore_blob::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let refusal = matches!(
+            self.status,
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN | StatusCode::MISDIRECTED_REQUEST
+        )
+        .then(|| crate::audit::Refusal {
+            reason: self.reason.unwrap_or(self.code.as_str()),
+            message: self.message.clone(),
+        });
         let mut body = ErrorBody::new(self.code.as_str(), self.message);
         body.error.reason = self.reason.map(str::to_owned);
         let mut resp = (self.status, Json(body)).into_response();
@@ -208,6 +216,9 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp.extensions_mut().insert(ErrorCodeTag(self.code));
+        if let Some(refusal) = refusal {
+            resp.extensions_mut().insert(refusal);
+        }
         resp
     }
 }

@@ -18,6 +18,7 @@ use artifactstore_blob::BlobStore;
 use artifactstore_index::Index;
 
 mod artifacts;
+pub mod audit;
 pub mod auth;
 mod body_idle;
 mod download;
@@ -93,6 +94,8 @@ pub struct AppState {
     pub(crate) ready: Arc<ops::ReadyCache>,
     /// Who may do what (`[auth]`); off unless configured.
     pub auth: Arc<auth::Auth>,
+    /// The audit log of changes and refusals (`[audit]`); none unless configured.
+    pub audit: Option<Arc<audit::ApiAudit>>,
 }
 
 impl AppState {
@@ -108,7 +111,16 @@ impl AppState {
                 artifactstore_http::recent::READINESS_FRESH_FOR,
             )),
             auth: Arc::new(auth::Auth::off()),
+            audit: None,
         }
+    }
+
+    /// Audits changes and refusals to `audit` (and reports its health in `/readyz`
+    /// and `/metrics`).
+    pub fn with_audit(self, audit: Arc<audit::ApiAudit>) -> Self {
+        let mut st = self.with_probe(audit.clone());
+        st.audit = Some(audit);
+        st
     }
 
     pub fn with_auth(mut self, auth: auth::Auth) -> Self {
@@ -169,6 +181,7 @@ pub fn app(state: AppState) -> Router {
             guard::of(&state.config.origins),
             artifactstore_http::guard::guard,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), audit::layer))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

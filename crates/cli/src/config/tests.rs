@@ -325,3 +325,29 @@ fn listener_limits_come_from_the_file_and_the_environment_and_zero_is_refused() 
         Ok(())
     });
 }
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn auditing_is_on_with_auth_or_a_path_and_comes_from_file_or_environment() {
+    figment::Jail::expect_with(|jail| {
+        let audit = |file: &str| load(Some(Path::new(file)), &ServeFlags::default());
+        jail.create_file("open.toml", "data_dir = \"/d\"\n")?;
+        assert_eq!(audit("open.toml").unwrap().audit_path(), None);
+        jail.create_file("auth.toml", "data_dir = \"/d\"\n[auth]\n")?;
+        assert_eq!(
+            audit("auth.toml").unwrap().audit_path(),
+            Some(PathBuf::from("/d/audit.log"))
+        );
+        jail.create_file("off.toml", "[auth]\n[audit]\nenabled = false\n")?;
+        assert_eq!(audit("off.toml").unwrap().audit_path(), None);
+        jail.set_env("ARTIFACTSTORE_AUDIT_PATH", "/var/log/as/audit.log");
+        jail.set_env("ARTIFACTSTORE_AUDIT_CHAIN_KEY_REF", "env:CHAIN_KEY");
+        let c = audit("open.toml").unwrap();
+        assert_eq!(c.audit_path(), Some(PathBuf::from("/var/log/as/audit.log")));
+        assert_eq!(c.audit.chain_key_ref, Some(env_ref("CHAIN_KEY")));
+        jail.set_env("ARTIFACTSTORE_AUDIT_WINDOW_SECS", "0");
+        let e = audit("open.toml").unwrap_err().to_string();
+        assert!(e.contains("audit.window_secs"), "{e}");
+        Ok(())
+    });
+}

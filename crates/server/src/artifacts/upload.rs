@@ -263,6 +263,10 @@ fn put_response(id: &VersionId, file: FileEntry, created: bool) -> Response {
         StatusCode::OK
     };
     let etag = etag(&file.digest);
+    let changed = crate::audit::Changed {
+        digest: file.digest.to_string(),
+        size: file.size,
+    };
     let view = PutResult {
         namespace: id.namespace.to_string(),
         name: id.name.to_string(),
@@ -272,6 +276,7 @@ fn put_response(id: &VersionId, file: FileEntry, created: bool) -> Response {
     };
     let mut resp = (status, Json(view)).into_response();
     resp.headers_mut().insert(header::ETAG, etag);
+    resp.extensions_mut().insert(changed);
     resp
 }
 

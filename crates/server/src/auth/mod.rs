@@ -411,11 +411,18 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
+    let who = caller.who.clone();
     if metrics && let Err(e) = caller.require_anywhere(Permission::Admin) {
-        return e.into_response();
+        return with_who(e.into_response(), who);
     }
     req.extensions_mut().insert(caller);
-    next.run(req).await
+    with_who(next.run(req).await, who)
+}
+
+/// The answer, telling the audit who asked.
+fn with_who(mut resp: Response, who: Who) -> Response {
+    resp.extensions_mut().insert(who);
+    resp
 }
 
 #[cfg(test)]

@@ -19,12 +19,7 @@ pub fn summary_record(s: &Summary, window: Duration) -> AuditRecord {
         event: "refusals.coalesced",
         request_id: Some(s.request_id.clone()),
         decision: Some("deny"),
-        detail: Some(format!(
-            "{} more refusals of this client in the window opened at {} (audit window {} s), counted, not written one by one",
-            s.count,
-            s.opened.rfc3339(),
-            window.as_secs()
-        )),
+        detail: Some(s.detail(window)),
         identity_verified: s.key.subject.as_ref().map(|_| true),
         issuer,
         subject,

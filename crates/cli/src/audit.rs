@@ -1,4 +1,6 @@
-//! `artifactstore vend audit verify` and `vend audit head`.
+//! `artifactstore audit verify|head` (the artifact server's log) and `artifactstore
+//! vend audit verify|head` (vend's): one format, one verifier; they differ only in
+//! which configuration `--config` reads.
 //!
 //! Exit codes of `verify`: 0 when the chain is intact and authenticated under the
 //! chain key; 5 at the first break (naming file and line); 1 when the structure is
@@ -7,8 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
+use artifactstore_audit::{self as audit, AuditError, ChainKey};
 use artifactstore_model::secret::SecretRef;
-use artifactstore_vend::audit::{self, AuditError, ChainKey};
 use clap::Subcommand;
 use serde_json::json;
 
@@ -20,18 +22,19 @@ pub enum AuditCommand {
     /// genesis line, `seq` and `prev`. Exit 5 at the first broken line, 1 when no key
     /// was found (structure checked, not authenticated), 0 when intact.
     Verify {
-        /// The log's files, oldest first (a file vend moved aside, then the log).
+        /// The log's files, oldest first (a file moved aside at a key change, then the log).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
         /// The chain key (`env:NAME` or `file:/path`). Default: the key of --config,
         /// else the key file generated beside FILE (`FILE.chain-key`).
         #[arg(long, value_name = "REF")]
         key_ref: Option<String>,
-        /// The vending configuration whose chain key to use (`[audit] chain_key_ref`,
-        /// or the key generated beside `[audit] path`).
+        /// The server's configuration whose chain key to use (`[audit] chain_key_ref`,
+        /// or the key generated beside the log): `serve`'s for `audit`, vend's for
+        /// `vend audit`.
         #[arg(long, value_name = "FILE", conflicts_with = "key_ref")]
         config: Option<PathBuf>,
-        /// A head kept elsewhere earlier (`vend audit head`): unless some line's MAC
+        /// A head kept elsewhere earlier (`audit head`): unless some line's MAC
         /// is this, lines were cut from the end.
         #[arg(long, value_name = "HASH")]
         expect_head: Option<String>,
@@ -41,33 +44,72 @@ pub enum AuditCommand {
         /// The audit log.
         #[arg(value_name = "FILE", required_unless_present = "config")]
         file: Option<PathBuf>,
-        /// The vending configuration whose `[audit] path` to read.
+        /// The server's configuration whose audit log to read.
         #[arg(long, value_name = "FILE", conflicts_with = "file")]
         config: Option<PathBuf>,
     },
 }
 
-pub fn audit(command: AuditCommand, json_out: bool) -> anyhow::Result<u8> {
+/// Whose log a command reads: which configuration `--config` names.
+#[derive(Clone, Copy)]
+pub enum Service {
+    Serve,
+    Vend,
+}
+
+/// Where a configuration puts its log, and the chain key it names.
+struct Configured {
+    path: PathBuf,
+    chain_key_ref: Option<SecretRef>,
+}
+
+fn load_config(service: Service, path: &Path) -> anyhow::Result<Configured> {
+    match service {
+        Service::Vend => {
+            let c = artifactstore_vend::VendConfig::load(path)
+                .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+            Ok(Configured {
+                path: c.audit.path,
+                chain_key_ref: c.audit.chain_key_ref,
+            })
+        }
+        Service::Serve => {
+            let c = crate::config::load(Some(path), &Default::default())
+                .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
+            let path = c.audit_path().ok_or_else(|| {
+                fail(
+                    exit::USAGE,
+                    "this configuration does not audit ([audit] is off)",
+                )
+            })?;
+            Ok(Configured {
+                path,
+                chain_key_ref: c.audit.chain_key_ref,
+            })
+        }
+    }
+}
+
+pub fn audit(command: AuditCommand, service: Service, json_out: bool) -> anyhow::Result<u8> {
     match command {
         AuditCommand::Verify {
             files,
             key_ref,
             config,
             expect_head,
-        } => verify(&files, key_ref, config, expect_head, json_out),
+        } => {
+            let config = config.map(|c| load_config(service, &c)).transpose()?;
+            verify(&files, key_ref, config, expect_head, json_out)
+        }
         AuditCommand::Head { file, config } => {
             let file = match (file, config) {
                 (Some(file), _) => file,
-                (None, Some(config)) => load_config(&config)?.audit.path,
+                (None, Some(config)) => load_config(service, &config)?.path,
                 (None, None) => return Err(fail(exit::USAGE, "give FILE or --config")),
             };
             head(&file, json_out)
         }
     }
-}
-
-fn load_config(path: &Path) -> anyhow::Result<artifactstore_vend::VendConfig> {
-    artifactstore_vend::VendConfig::load(path).map_err(|e| fail(exit::USAGE, e.to_string()))
 }
 
 /// The chain key to verify with, and where it came from (for the report; never the
@@ -76,7 +118,7 @@ fn load_config(path: &Path) -> anyhow::Result<artifactstore_vend::VendConfig> {
 fn chain_key(
     files: &[PathBuf],
     key_ref: Option<String>,
-    config: Option<PathBuf>,
+    config: Option<Configured>,
 ) -> anyhow::Result<Option<(ChainKey, String)>> {
     let key_error = |e: audit::KeyError| fail(exit::USAGE, e.to_string());
     let mut warnings = Vec::new();
@@ -84,10 +126,9 @@ fn chain_key(
         let r = SecretRef::parse(&r).map_err(|e| fail(exit::USAGE, format!("--key-ref: {e}")))?;
         Some((ChainKey::from_ref(&r, &mut warnings).map_err(key_error)?, r))
     } else if let Some(config) = config {
-        let config = load_config(&config)?;
-        match config.audit.chain_key_ref {
+        match config.chain_key_ref {
             Some(r) => Some((ChainKey::from_ref(&r, &mut warnings).map_err(key_error)?, r)),
-            None => generated_key(&audit::default_key_path(&config.audit.path), &mut warnings)?,
+            None => generated_key(&audit::default_key_path(&config.path), &mut warnings)?,
         }
     } else {
         let mut found = None;
@@ -131,7 +172,7 @@ fn io_failure(e: &AuditError) -> u8 {
 fn verify(
     files: &[PathBuf],
     key_ref: Option<String>,
-    config: Option<PathBuf>,
+    config: Option<Configured>,
     expect_head: Option<String>,
     json_out: bool,
 ) -> anyhow::Result<u8> {
@@ -140,7 +181,7 @@ fn verify(
     {
         return Err(fail(
             exit::USAGE,
-            "--expect-head: a head is 64 lower-case hex digits (as `vend audit head` prints it)",
+            "--expect-head: a head is 64 lower-case hex digits (as `audit head` prints it)",
         ));
     }
     let key = chain_key(files, key_ref, config)?;
@@ -188,7 +229,7 @@ fn verify(
             println!("the expected head was found; {after} line(s) were appended after it");
         }
         // A first file that continues an earlier one: what came before is not checked
-        // here, and a log emptied while vend ran looks just like this.
+        // here, and a log emptied while the server ran looks just like this.
         if report.previous_head != audit::GENESIS {
             println!(
                 "note: the first file continues an earlier one whose head was {}; give the earlier files too (oldest first) to check them, or --expect-head a head you shipped",
