@@ -229,6 +229,20 @@ impl AuditLog {
 impl Writer {
     /// Writes what is queued, a batch at a time, until nothing is.
     fn write_pending(&self) {
+        // Should a write panic, the lines queued behind it fail instead of waiting for
+        // a writer that will never come, and the next append starts a new writer.
+        struct OnPanic<'a>(&'a Writer);
+        impl Drop for OnPanic<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    drop(std::mem::take(
+                        &mut *self.0.pending.lock().unwrap_or_else(|p| p.into_inner()),
+                    ));
+                    self.0.writing.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+        let _on_panic = OnPanic(self);
         loop {
             // The chain first, the queue then: what queues while a batch is written
             // goes in the next one.

@@ -44,11 +44,11 @@ pub(super) fn continue_or_begin(
     match genesis_key_id(&first) {
         Some(id) if id == key.id() => {
             let (body, mac) = unseal(&last).ok_or_else(|| {
-                corrupt("the last line carries no MAC: it was not written by vend under this chain key; run `artifactstore vend audit verify`".into())
+                corrupt("the last line carries no MAC: it was not written under this chain key; run `artifactstore audit verify` (or `vend audit verify`)".into())
             })?;
             if !key.verifies(&body, mac) {
                 return Err(corrupt(
-                    "the last line's MAC does not verify under the chain key: it was edited; run `artifactstore vend audit verify`".into(),
+                    "the last line's MAC does not verify under the chain key: it was edited; run `artifactstore audit verify` (or `vend audit verify`)".into(),
                 ));
             }
             let seq = seq_of(&last).ok_or_else(|| corrupt("the last line has no seq".into()))?;

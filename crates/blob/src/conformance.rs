@@ -11,7 +11,7 @@ use artifactstore_model::Digest;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 
-use crate::{BlobStore, ByteStream, Error};
+use crate::{BlobStore, ByteStream, Error, PublishGate};
 
 /// Runs every check in order; panics with a description on the first failure.
 pub async fn run_all(store: Arc<dyn BlobStore>) {
@@ -23,6 +23,7 @@ pub async fn run_all(store: Arc<dyn BlobStore>) {
     delete(&*store).await;
     list_in_order(&*store).await;
     concurrent_identical_puts(store.clone()).await;
+    publish_gate(&*store).await;
 }
 
 static SEED: AtomicU64 = AtomicU64::new(0);
@@ -307,4 +308,78 @@ pub async fn concurrent_identical_puts(store: Arc<dyn BlobStore>) {
         assert_eq!(out.digest, Digest::of(&data));
     }
     assert_eq!(read_all(&*store, &Digest::of(&data), None).await, *data);
+}
+
+/// A gate that notes each digest it is asked about, whether the blob was visible then,
+/// and refuses when told to.
+struct NotingGate<'a> {
+    store: &'a dyn BlobStore,
+    refuse: bool,
+    seen: std::sync::Mutex<Vec<(Digest, bool)>>,
+}
+
+#[async_trait::async_trait]
+impl PublishGate for NotingGate<'_> {
+    async fn before_publish(&self, digest: &Digest) -> crate::Result<()> {
+        let visible = self.store.head(digest).await?.is_some();
+        self.seen.lock().unwrap().push((*digest, visible));
+        if self.refuse {
+            return Err(Error::Gate {
+                fault: None,
+                message: "refused by the test".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The gate runs once per put, with the digest, before the blob becomes visible, on
+/// every path (small and multipart; declared and not; already stored); a gate that
+/// refuses leaves nothing visible.
+pub async fn publish_gate(store: &dyn BlobStore) {
+    for len in [1000, 11 * 1024 * 1024 + 7] {
+        for declared in [false, true] {
+            let data = unique_bytes(len);
+            let d = Digest::of(&data);
+            let gate = |refuse| NotingGate {
+                store,
+                refuse,
+                seen: Default::default(),
+            };
+            let refusing = gate(true);
+            let e = store
+                .put_gated(chunked(&data), declared.then_some(d), &refusing)
+                .await
+                .unwrap_err();
+            assert!(matches!(e, Error::Gate { .. }), "{e:?}");
+            assert_eq!(*refusing.seen.lock().unwrap(), [(d, false)]);
+            assert!(
+                store.head(&d).await.unwrap().is_none(),
+                "a refused put published its blob ({len} bytes, declared {declared})"
+            );
+            let passing = gate(false);
+            let out = store
+                .put_gated(chunked(&data), declared.then_some(d), &passing)
+                .await
+                .unwrap();
+            assert!(out.created);
+            assert_eq!(
+                *passing.seen.lock().unwrap(),
+                [(d, false)],
+                "before it was visible"
+            );
+            let again = gate(false);
+            let out = store
+                .put_gated(chunked(&data), declared.then_some(d), &again)
+                .await
+                .unwrap();
+            assert!(!out.created);
+            assert_eq!(
+                *again.seen.lock().unwrap(),
+                [(d, true)],
+                "once, before the existence check"
+            );
+            store.delete(&d).await.unwrap();
+        }
+    }
 }

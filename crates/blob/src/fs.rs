@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use tokio_util::io::ReaderStream;
 
 use crate::{
-    BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, Error, PutOutcome, Result, verify_only,
+    BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, Error, PublishGate, PutOutcome,
+    Result, verify_only,
 };
 
 /// Bytes gathered from the network before they are hashed and written in one blocking
@@ -293,11 +294,17 @@ impl BlobStore for FsBlobStore {
         }
     }
 
-    async fn put(&self, mut body: ByteStream, expected: Option<Digest>) -> Result<PutOutcome> {
-        if let Some(expected) = expected
-            && self.head(&expected).await?.is_some()
-        {
-            return verify_only(body, expected).await;
+    async fn put_gated(
+        &self,
+        mut body: ByteStream,
+        expected: Option<Digest>,
+        gate: &dyn PublishGate,
+    ) -> Result<PutOutcome> {
+        if let Some(expected) = expected {
+            gate.before_publish(&expected).await?;
+            if self.head(&expected).await?.is_some() {
+                return verify_only(body, expected).await;
+            }
         }
         let mut pipeline = WritePipeline::new(self.new_temp()?);
         while let Some(chunk) = body.next().await {
@@ -318,9 +325,9 @@ impl BlobStore for FsBlobStore {
             blobs: self.blobs.clone(),
             tmp: self.tmp.clone(),
         };
-        // The last batch, the digest check, fsync and publication in one blocking task;
-        // every error drops the writer, which deletes the temp file.
-        blocking(move || {
+        // The last batch, the digest check and fsync in one blocking task; every error
+        // drops the writer, which deletes the temp file.
+        let (temp, digest, size) = blocking(move || {
             writer.write(&rest)?;
             let Writer { temp, hasher, size } = writer;
             let digest = hasher.finish();
@@ -336,14 +343,19 @@ impl BlobStore for FsBlobStore {
             temp.file
                 .sync_all()
                 .map_err(io_err("fsync temp file", &path))?;
-            let created = store.publish(temp, &digest)?;
-            Ok(PutOutcome {
-                digest,
-                size,
-                created,
-            })
+            Ok((temp, digest, size))
         })
-        .await
+        .await?;
+        // A declared digest passed the gate before anything was written.
+        if expected.is_none() {
+            gate.before_publish(&digest).await?;
+        }
+        let created = blocking(move || store.publish(temp, &digest)).await?;
+        Ok(PutOutcome {
+            digest,
+            size,
+            created,
+        })
     }
 
     async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobRead> {

@@ -97,6 +97,12 @@ pub enum Error {
     Task(String),
     #[error("blob store configuration: {0}")]
     Config(String),
+    /// The put's [`PublishGate`] refused; `fault` when that is a fault of a store.
+    #[error("{message}")]
+    Gate {
+        fault: Option<StoreFault>,
+        message: String,
+    },
     /// A remote store refused or failed a request. `target` names the endpoint, bucket
     /// and key; `detail` is the store's error code and message — never a secret.
     #[cfg(feature = "s3")]
@@ -136,6 +142,7 @@ impl Error {
             },
             #[cfg(feature = "s3")]
             Error::Backend { kind, .. } => kind.fault(),
+            Error::Gate { fault, .. } => *fault,
             _ => None,
         }
     }
@@ -163,7 +170,19 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Streams `body` into the store, hashing it on the way. With `expected`, the blob is
     /// published only if the content hashes to it; otherwise [`Error::DigestMismatch`].
-    async fn put(&self, body: ByteStream, expected: Option<Digest>) -> Result<PutOutcome>;
+    async fn put(&self, body: ByteStream, expected: Option<Digest>) -> Result<PutOutcome> {
+        self.put_gated(body, expected, &Ungated).await
+    }
+
+    /// [`put`](Self::put), calling `gate` once the digest is known (at once when it is
+    /// `expected`) and before the store looks whether the blob exists or publishes it;
+    /// an error from the gate ends the put with nothing published.
+    async fn put_gated(
+        &self,
+        body: ByteStream,
+        expected: Option<Digest>,
+        gate: &dyn PublishGate,
+    ) -> Result<PutOutcome>;
 
     /// Reads a blob, or the half-open byte `range` of it (`range.end` at most the size).
     async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobRead>;
@@ -176,6 +195,24 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Up to `limit` blobs with digests greater than `after`, in ascending digest order.
     async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<BlobMeta>>;
+}
+
+/// What a put calls between learning its digest and publishing: the artifact server
+/// holds the digest there, so that garbage collection cannot delete a blob an upload
+/// has found and is about to reference.
+#[async_trait::async_trait]
+pub trait PublishGate: Send + Sync {
+    async fn before_publish(&self, digest: &Digest) -> Result<()>;
+}
+
+/// The gate of a plain [`BlobStore::put`]: none.
+pub struct Ungated;
+
+#[async_trait::async_trait]
+impl PublishGate for Ungated {
+    async fn before_publish(&self, _: &Digest) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// For a put whose declared blob is already stored: hash the body to hold the client to

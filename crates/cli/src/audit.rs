@@ -34,6 +34,10 @@ pub enum AuditCommand {
         /// `vend audit`.
         #[arg(long, value_name = "FILE", conflicts_with = "key_ref")]
         config: Option<PathBuf>,
+        /// With `audit --config`: the data directory `serve` ran with, when not in the
+        /// file (its `--data-dir`; `ARTIFACTSTORE_DATA_DIR` is read too).
+        #[arg(long, value_name = "DIR", requires = "config")]
+        data_dir: Option<PathBuf>,
         /// A head kept elsewhere earlier (`audit head`): unless some line's MAC
         /// is this, lines were cut from the end.
         #[arg(long, value_name = "HASH")]
@@ -47,6 +51,10 @@ pub enum AuditCommand {
         /// The server's configuration whose audit log to read.
         #[arg(long, value_name = "FILE", conflicts_with = "file")]
         config: Option<PathBuf>,
+        /// With `audit --config`: the data directory `serve` ran with, when not in the
+        /// file.
+        #[arg(long, value_name = "DIR", requires = "config")]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -63,9 +71,19 @@ struct Configured {
     chain_key_ref: Option<SecretRef>,
 }
 
-fn load_config(service: Service, path: &Path) -> anyhow::Result<Configured> {
+fn load_config(
+    service: Service,
+    path: &Path,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Configured> {
     match service {
         Service::Vend => {
+            if data_dir.is_some() {
+                return Err(fail(
+                    exit::USAGE,
+                    "--data-dir is for the artifact server's log (`audit`), not vend's",
+                ));
+            }
             let c = artifactstore_vend::VendConfig::load(path)
                 .map_err(|e| fail(exit::USAGE, e.to_string()))?;
             Ok(Configured {
@@ -74,7 +92,11 @@ fn load_config(service: Service, path: &Path) -> anyhow::Result<Configured> {
             })
         }
         Service::Serve => {
-            let c = crate::config::load(Some(path), &Default::default())
+            let flags = crate::config::ServeFlags {
+                data_dir,
+                ..Default::default()
+            };
+            let c = crate::config::load(Some(path), &flags)
                 .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
             let path = c.audit_path().ok_or_else(|| {
                 fail(
@@ -96,15 +118,22 @@ pub fn audit(command: AuditCommand, service: Service, json_out: bool) -> anyhow:
             files,
             key_ref,
             config,
+            data_dir,
             expect_head,
         } => {
-            let config = config.map(|c| load_config(service, &c)).transpose()?;
+            let config = config
+                .map(|c| load_config(service, &c, data_dir))
+                .transpose()?;
             verify(&files, key_ref, config, expect_head, json_out)
         }
-        AuditCommand::Head { file, config } => {
+        AuditCommand::Head {
+            file,
+            config,
+            data_dir,
+        } => {
             let file = match (file, config) {
                 (Some(file), _) => file,
-                (None, Some(config)) => load_config(service, &config)?.path,
+                (None, Some(config)) => load_config(service, &config, data_dir)?.path,
                 (None, None) => return Err(fail(exit::USAGE, "give FILE or --config")),
             };
             head(&file, json_out)
@@ -125,11 +154,18 @@ fn chain_key(
     let found = if let Some(r) = key_ref {
         let r = SecretRef::parse(&r).map_err(|e| fail(exit::USAGE, format!("--key-ref: {e}")))?;
         Some((ChainKey::from_ref(&r, &mut warnings).map_err(key_error)?, r))
-    } else if let Some(config) = config {
-        match config.chain_key_ref {
-            Some(r) => Some((ChainKey::from_ref(&r, &mut warnings).map_err(key_error)?, r)),
-            None => generated_key(&audit::default_key_path(&config.path), &mut warnings)?,
-        }
+    } else if let Some(Configured {
+        chain_key_ref: Some(r),
+        ..
+    }) = config
+    {
+        Some((ChainKey::from_ref(&r, &mut warnings).map_err(key_error)?, r))
+    } else if let Some(found) = config
+        .map(|c| generated_key(&audit::default_key_path(&c.path), &mut warnings))
+        .transpose()?
+        .flatten()
+    {
+        Some(found)
     } else {
         let mut found = None;
         for file in files.iter().rev() {

@@ -596,6 +596,7 @@ impl Client {
     }
 }
 
+mod gc;
 mod glob;
 mod output;
 mod refusal;

@@ -31,6 +31,8 @@ pub const ENV_KEYS: &[&str] = &[
     "max_connections",
     "tls_cert",
     "tls_key",
+    "gc_grace_secs",
+    "gc_interval_secs",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -65,6 +67,12 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`; reread when it changes.
     pub tls_key: Option<PathBuf>,
+    /// A blob no live version references is deleted once it has been unreferenced this
+    /// long.
+    pub gc_grace_secs: u64,
+    /// How often the server collects unreferenced blobs by itself; 0: only when asked
+    /// (`artifactstore gc`).
+    pub gc_interval_secs: u64,
     /// Allow listening on a non-loopback address without authentication.
     pub insecure_no_auth: bool,
     /// `Host` values served (`name` for any port, `name:port` for one); `["*"]`
@@ -326,6 +334,8 @@ impl Default for ServeConfig {
             max_connections: Limits::DEFAULT_MAX_CONNECTIONS,
             tls_cert: None,
             tls_key: None,
+            gc_grace_secs: 3600,
+            gc_interval_secs: 3600,
             insecure_no_auth: false,
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),
@@ -357,6 +367,10 @@ pub struct ServeFlags {
     pub tls_key: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_grace_secs: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gc_interval_secs: Option<u64>,
 }
 
 pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConfig> {
@@ -390,6 +404,10 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
     anyhow::ensure!(
         cfg.tls_cert.is_some() == cfg.tls_key.is_some(),
         "tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)"
+    );
+    anyhow::ensure!(
+        cfg.gc_grace_secs <= 10 * 365 * 86_400 && cfg.gc_interval_secs <= 365 * 86_400,
+        "gc_grace_secs must be at most ten years and gc_interval_secs at most one year"
     );
     anyhow::ensure!(
         (1..=86_400).contains(&cfg.audit.window_secs)

@@ -122,6 +122,15 @@ enum Command {
         #[command(flatten)]
         auth: client::TokenArgs,
     },
+    /// Ask the server to delete blobs no live version references (after the grace
+    /// period; the `admin` permission with [auth]).
+    Gc {
+        /// Report what is unreferenced; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        auth: client::TokenArgs,
+    },
     /// Print the event log; with --follow, wait for new events.
     Events {
         /// Start after this sequence number.
@@ -285,6 +294,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         } => client(&auth)?.complete(&target, &labels).await,
         Command::Ls { target, auth } => client(&auth)?.ls(target.as_deref()).await,
         Command::Rm { target, auth } => client(&auth)?.rm(&target).await,
+        Command::Gc { dry_run, auth } => client(&auth)?.gc(dry_run).await,
         Command::Events {
             after,
             follow,

@@ -38,6 +38,12 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert [env: ARTIFACTSTORE_TLS_KEY].
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    /// Delete a blob once no live version has referenced it for this long [default: 3600; env: ARTIFACTSTORE_GC_GRACE_SECS].
+    #[arg(long, value_name = "SECS")]
+    gc_grace_secs: Option<u64>,
+    /// Collect unreferenced blobs this often; 0: only when asked [default: 3600; env: ARTIFACTSTORE_GC_INTERVAL_SECS].
+    #[arg(long, value_name = "SECS")]
+    gc_interval_secs: Option<u64>,
 }
 
 /// Where the store is: shared by `serve` and `storage verify`.
@@ -106,6 +112,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_format: args.log_format,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        gc_grace_secs: args.gc_grace_secs,
+        gc_interval_secs: args.gc_interval_secs,
     };
     let cfg: ServeConfig = config::load(args.store.config.as_deref(), &flags)
         .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
@@ -159,21 +167,32 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             origins: origins(&cfg, addr),
             body_idle_timeout: std::time::Duration::from_secs(cfg.body_idle_timeout_secs),
             max_concurrent_uploads: cfg.max_concurrent_uploads,
+            gc: artifactstore_server::gc::GcConfig {
+                grace: std::time::Duration::from_secs(cfg.gc_grace_secs),
+                interval: (cfg.gc_interval_secs > 0)
+                    .then(|| std::time::Duration::from_secs(cfg.gc_interval_secs)),
+            },
             ..ServiceConfig::default()
         },
     );
     state = state.with_auth(auth);
     let audit = open_audit(&cfg)?;
+    let mut sweeper = None;
     if let Some(audit) = &audit {
         state = state.with_audit(audit.clone());
         let sweeping = audit.clone();
-        tokio::spawn(async move {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
-                tick.tick().await;
-                sweeping.write_summaries(false).await;
+                // A round of summaries, once begun, is written through.
+                tokio::select! {
+                    _ = tick.tick() => sweeping.write_summaries(false).await,
+                    _ = &mut stopped => break,
+                }
             }
         });
+        sweeper = Some((stop, task));
     } else if cfg.auth.is_some() {
         tracing::warn!("[auth] is on but [audit] is off: changes and refusals are not audited");
     }
@@ -183,9 +202,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let crate::store::Opened::S3(_, cache) = &blobs {
         state = state.with_probe(Arc::new(crate::store::CredentialProbe(cache.clone())));
     }
+    tokio::spawn(artifactstore_server::gc::keep_collecting(state.clone()));
     let index = state.index.clone();
     artifactstore_server::run(listener, state, limits, shutdown_signal()).await;
     if let Some(audit) = audit {
+        // The sweeper first, so that no summary it has taken is lost with it.
+        if let Some((stop, task)) = sweeper {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         audit.write_summaries(true).await;
     }
     index.close().await;

@@ -23,11 +23,13 @@ macro_rules! version_columns {
     };
 }
 
+mod gc;
 mod read;
 mod records;
 mod write;
 
 pub use artifactstore_model::api::{Event, EventKind, FileEntry};
+pub use gc::{Hold, STALE_AFTER};
 pub use records::{AddedFile, BlobHolder, BlobRef, NewFile, VersionId, VersionRecord};
 
 /// The index's migrations. Migration 2 (leases and revocations) moved to the vending
@@ -182,6 +184,11 @@ impl Index {
 
     pub fn backend(&self) -> &'static str {
         self.backend
+    }
+
+    /// The clock that stamps rows and events.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
     /// A cheap query that proves the database answers.

@@ -290,3 +290,73 @@ fn database_faults_are_told_from_refusals_and_bugs() {
         assert_eq!(database_fault(code), fault, "{code}");
     }
 }
+
+/// The garbage-collection protocol: a hold stops a claim, a claim makes a hold wait, a
+/// live file stops a claim, stale holds lapse, and one collector holds the lease.
+#[tokio::test]
+async fn holds_and_claims_exclude_each_other_and_one_collector_runs() {
+    for (_dir, url) in databases().await {
+        let clock = Arc::new(artifactstore_model::ManualClock::new(
+            artifactstore_model::Timestamp::from_unix_millis(1_800_000_000_000),
+        ));
+        let index = Index::open_with_clock(&url, clock.clone()).await.unwrap();
+        let x = Digest::of(b"x");
+        let now = || clock.now();
+        index.note_candidates(&[(x, 1)], &[]).await.unwrap();
+        // An upload holds x: no collector may claim it.
+        assert_eq!(index.hold_blob(&x, "up-1").await.unwrap(), Hold::Held);
+        index.note_candidates(&[(x, 1)], &[]).await.unwrap();
+        assert!(!index.claim_for_deletion(&x, now()).await.unwrap());
+        index.release_blob(&x, "up-1").await.unwrap();
+        assert!(index.claim_for_deletion(&x, now()).await.unwrap());
+        // Claimed: an upload of x waits until the collector is done with it.
+        assert_eq!(
+            index.hold_blob(&x, "up-2").await.unwrap(),
+            Hold::BeingDeleted
+        );
+        index.forget_candidate(&x).await.unwrap();
+        assert_eq!(index.hold_blob(&x, "up-2").await.unwrap(), Hold::Held);
+        index.release_blob(&x, "up-2").await.unwrap();
+
+        // A live file stops a claim; a deleted version's does not.
+        let y = Digest::of(b"y");
+        index.add_file(&id("1"), file("y", b"y")).await.unwrap();
+        index.note_candidates(&[(y, 1)], &[]).await.unwrap();
+        assert!(!index.claim_for_deletion(&y, now()).await.unwrap());
+        assert!(index.live_digests(&[x, y]).await.unwrap().contains(&y));
+        index.delete_version(&id("1")).await.unwrap();
+        assert!(index.live_digests(&[x, y]).await.unwrap().is_empty());
+        // Not unreferenced for the grace: not due, not claimable.
+        let before = now().saturating_sub(std::time::Duration::from_secs(1));
+        assert!(
+            index
+                .candidates_due(before, None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(!index.claim_for_deletion(&y, before).await.unwrap());
+        assert!(index.claim_for_deletion(&y, now()).await.unwrap());
+        index.forget_candidate(&y).await.unwrap();
+
+        // A hold left by a process that died lapses.
+        let z = Digest::of(b"z");
+        assert_eq!(index.hold_blob(&z, "dead").await.unwrap(), Hold::Held);
+        index.note_candidates(&[(z, 1)], &[]).await.unwrap();
+        clock.advance(STALE_AFTER + std::time::Duration::from_secs(1));
+        assert!(index.claim_for_deletion(&z, now()).await.unwrap());
+
+        // One collector at a time.
+        let lease = std::time::Duration::from_secs(600);
+        assert!(index.acquire_gc("a", lease).await.unwrap());
+        assert!(!index.acquire_gc("b", lease).await.unwrap());
+        assert!(index.acquire_gc("a", lease).await.unwrap(), "renewed");
+        index.finish_gc("a").await.unwrap();
+        assert!(index.acquire_gc("b", lease).await.unwrap());
+        clock.advance(lease + std::time::Duration::from_secs(1));
+        assert!(
+            index.acquire_gc("c", lease).await.unwrap(),
+            "a dead collector's lease lapses"
+        );
+    }
+}

@@ -60,6 +60,32 @@ pub struct PutResult {
     pub created: bool,
 }
 
+/// The body of `POST /v1/admin/gc`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Find what is unreferenced, delete nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What one garbage collection found and freed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    pub dry_run: bool,
+    /// True when another collector was running: this one did nothing.
+    pub busy: bool,
+    pub grace_secs: u64,
+    /// Blobs in the store.
+    pub scanned_blobs: u64,
+    /// Blobs no file of a live version references, and their bytes.
+    pub unreferenced_blobs: u64,
+    pub unreferenced_bytes: u64,
+    /// Blobs deleted (unreferenced for longer than the grace period), and their bytes.
+    pub collected_blobs: u64,
+    pub freed_bytes: u64,
+}
+
 /// One page of a listing; pass `next_cursor` as `cursor` for the next one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Page<T> {

@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::AppState;
-use crate::auth::{TOKEN_PREFIX, Who};
+use crate::auth::{Granted, TOKEN_PREFIX, Who};
 use crate::error::{ApiError, ErrorCodeTag};
 
 /// One line of the artifact server's audit log.
@@ -201,6 +201,12 @@ impl ApiAudit {
 
     async fn write_summary(&self, s: Summary) {
         let (issuer, subject) = s.key.subject.clone().unzip();
+        // A static token's window is keyed by its name (see `identify`).
+        let (issuer, subject, token_name) = match issuer.as_deref() {
+            Some(TOKEN_WINDOW) => (None, None, subject),
+            _ => (issuer, subject, None),
+        };
+        let identity_verified = (issuer.is_some() || token_name.is_some()).then_some(true);
         let record = ApiRecord {
             event: "refusals.coalesced",
             request_id: Some(s.request_id.clone()),
@@ -208,6 +214,8 @@ impl ApiAudit {
             detail: Some(s.detail(self.refusals.window())),
             issuer,
             subject,
+            token_name,
+            identity_verified,
             client: Some(s.key.client.clone()),
             count: Some(s.count),
             by_reason: Some(s.by_reason.clone()),
@@ -246,6 +254,10 @@ impl ApiAudit {
     }
 }
 
+/// The `issuer` of a refusal window keyed by a static token's name: no URL, so never
+/// an OIDC issuer's.
+const TOKEN_WINDOW: &str = "static token";
+
 fn new_request_id() -> String {
     let mut b = [0u8; 8];
     aws_lc_rs::rand::fill(&mut b).expect("system randomness");
@@ -253,15 +265,16 @@ fn new_request_id() -> String {
 }
 
 /// The event of a request that changes something; `None` for one that does not.
-fn change_of(method: &Method, route: &str) -> Option<&'static str> {
+fn change_of(method: &Method, path: &str) -> Option<&'static str> {
     match *method {
-        Method::PUT if route.starts_with("/v1/") => Some("artifact.upload"),
-        Method::POST if route.ends_with("/complete") => Some("version.complete"),
+        Method::PUT if path.starts_with("/v1/") => Some("artifact.upload"),
+        Method::POST if path.ends_with("/complete") => Some("version.complete"),
         Method::PATCH => Some("version.labels"),
         Method::DELETE => Some("version.delete"),
+        Method::POST if path == "/v1/admin/gc" => Some("gc.run"),
         // Any other state-changing method on /v1/ (none is routed today) is still a
         // change attempted.
-        Method::POST if route.starts_with("/v1/") => Some("request.change"),
+        Method::POST if path.starts_with("/v1/") => Some("request.change"),
         _ => None,
     }
 }
@@ -328,7 +341,32 @@ pub async fn layer(
     }
     // Kept only to name what a refused token claimed; never written.
     let authorization = req.headers().get(header::AUTHORIZATION).cloned();
-    let mut resp = next.run(req).await;
+    let Some(event) = change else {
+        let resp = next.run(req).await;
+        return finish(&audit, record, authorization, None, resp).await;
+    };
+    // A change and its line run as a task of their own: a client that hangs up (or a
+    // shutdown's drain deadline) drops the connection, not a change half recorded.
+    let task = tokio::spawn(async move {
+        let resp = next.run(req).await;
+        finish(&audit, record, authorization, Some(event), resp).await
+    });
+    task.await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a change's handler failed");
+        ApiError::internal("the request failed").into_response()
+    })
+}
+
+/// Writes the line of an answered request, if it needs one: a change that passed its
+/// permission check (synced; 503 `audit_unavailable` when that fails), a refusal, or a
+/// change rejected before any permission check (both through the coalescer).
+async fn finish(
+    audit: &ApiAudit,
+    mut record: ApiRecord,
+    authorization: Option<axum::http::HeaderValue>,
+    change: Option<&'static str>,
+    mut resp: Response,
+) -> Response {
     let status = resp.status();
     record.status = Some(status.as_u16());
     record.code = resp
@@ -336,30 +374,38 @@ pub async fn layer(
         .get::<ErrorCodeTag>()
         .map(|c| c.0.as_str());
     let who = resp.extensions_mut().remove::<Who>();
+    let granted = resp.extensions_mut().remove::<Granted>().is_some();
     let refusal = resp.extensions_mut().remove::<Refusal>();
+    let verified = match &who {
+        Some(who) => identify(&mut record, who),
+        None => {
+            claimed(&mut record, authorization.as_ref());
+            None
+        }
+    };
     if let Some(refusal) = refusal.filter(|_| is_refusal(status)) {
         record.event = "request.denied";
         record.decision = "deny";
         record.reason = Some(refusal.reason);
         record.detail = Some(refusal.message);
-        let verified = match &who {
-            Some(who) => identify(&mut record, who),
-            None => {
-                claimed(&mut record, authorization.as_ref());
-                None
-            }
-        };
         audit.refused(record, verified).await;
         return resp;
     }
     let Some(event) = change else {
         return resp;
     };
+    if !granted {
+        // Answered before any permission check (a malformed name, an unknown route):
+        // nothing was changed or allowed, and such requests cost no more than
+        // refusals.
+        record.event = "request.rejected";
+        record.decision = "deny";
+        record.reason = record.code;
+        audit.refused(record, verified).await;
+        return resp;
+    }
     record.event = event;
     record.decision = "allow";
-    if let Some(who) = &who {
-        identify(&mut record, who);
-    }
     if let Some(changed) = resp.extensions_mut().remove::<Changed>() {
         record.digest = Some(changed.digest);
         record.size = Some(changed.size);
@@ -379,7 +425,7 @@ fn identify(record: &mut ApiRecord, who: &Who) -> Option<(String, String)> {
         Who::Token(name) => {
             record.caller = Some("token");
             record.token_name = Some(name.clone());
-            return Some(("token".into(), name.clone()));
+            return Some((TOKEN_WINDOW.into(), name.clone()));
         }
         Who::Oidc { issuer, subject } => {
             record.caller = Some("oidc");

@@ -25,6 +25,7 @@ mod download;
 pub mod error;
 mod events;
 pub mod fsck;
+pub mod gc;
 pub mod guard;
 mod http_range;
 pub mod metrics;
@@ -49,6 +50,8 @@ pub struct ServiceConfig {
     pub body_idle_timeout: Duration,
     /// Uploads received at once; beyond it 503 `too_many_uploads`.
     pub max_concurrent_uploads: usize,
+    /// When unreferenced blobs are collected.
+    pub gc: gc::GcConfig,
 }
 
 impl Default for ServiceConfig {
@@ -62,6 +65,7 @@ impl Default for ServiceConfig {
             ))),
             body_idle_timeout: Duration::from_secs(60),
             max_concurrent_uploads: 1024,
+            gc: gc::GcConfig::default(),
         }
     }
 }
@@ -166,6 +170,10 @@ pub fn app(state: AppState) -> Router {
         .route(&format!("{v}/{{*path}}"), get(get_file).put(put_file))
         .route("/v1/blobs/{digest}", get(get_blob))
         .route("/v1/events", get(events::list))
+        .route(
+            "/v1/admin/gc",
+            post(gc::admin_gc).layer(DefaultBodyLimit::max(LABELS_BODY_MAX)),
+        )
         .fallback(ops::route_not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(middleware::from_fn_with_state(

@@ -38,6 +38,9 @@ pub struct Metrics {
     bytes_in: Counter,
     bytes_out: Counter,
     uploads_in_flight: Gauge,
+    gc_blobs: Counter,
+    gc_bytes: Counter,
+    gc_last_run: Gauge,
 }
 
 impl Default for Metrics {
@@ -105,6 +108,24 @@ impl Metrics {
             "Uploads being received now",
             uploads_in_flight.clone(),
         );
+        let gc_blobs = Counter::default();
+        registry.register(
+            "artifactstore_gc_blobs_collected",
+            "Unreferenced blobs deleted by garbage collection",
+            gc_blobs.clone(),
+        );
+        let gc_bytes = Counter::default();
+        registry.register(
+            "artifactstore_gc_bytes_freed",
+            "Bytes of the blobs garbage collection deleted",
+            gc_bytes.clone(),
+        );
+        let gc_last_run = Gauge::default();
+        registry.register(
+            "artifactstore_gc_last_run_timestamp_seconds",
+            "When this server last finished a garbage collection (Unix seconds)",
+            gc_last_run.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -113,6 +134,9 @@ impl Metrics {
             bytes_in,
             bytes_out,
             uploads_in_flight,
+            gc_blobs,
+            gc_bytes,
+            gc_last_run,
         }
     }
 
@@ -156,6 +180,13 @@ impl Metrics {
 
     pub fn add_bytes_out(&self, n: u64) {
         self.bytes_out.inc_by(n);
+    }
+
+    /// Counts a finished garbage collection.
+    pub fn gc_ran(&self, blobs: u64, bytes: u64, at: artifactstore_model::Timestamp) {
+        self.gc_blobs.inc_by(blobs);
+        self.gc_bytes.inc_by(bytes);
+        self.gc_last_run.set(at.unix_millis() / 1000);
     }
 
     pub fn upload_started(&self) -> UploadGauge<'_> {

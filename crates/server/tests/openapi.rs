@@ -25,6 +25,7 @@ use artifactstore_server::error::ErrorCodeTag;
 /// `openapi.json`. Axum also answers HEAD on every GET route; HEAD is listed (and
 /// documented) only where it is part of the API: file and blob downloads.
 const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/admin/gc"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -632,6 +633,7 @@ async fn every_documented_operation_is_served() {
         let op = operation(&doc, &method, &path);
         let body: Body = match op.get("requestBody").map(|b| resolve(&doc, b)) {
             None => Body::empty(),
+            Some(_) if path == "/v1/admin/gc" => Body::from(r#"{"dry_run": true}"#),
             Some(b) if b["content"].get("application/json").is_some() => Body::from(LABELS),
             Some(_) if path.ends_with("/complete") => Body::from(COMPLETE_CONTENT),
             Some(_) => Body::from(CONTENT),

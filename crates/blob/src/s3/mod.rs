@@ -180,8 +180,13 @@ impl BlobStore for S3BlobStore {
         }
     }
 
-    async fn put(&self, body: ByteStream, expected: Option<Digest>) -> Result<PutOutcome> {
-        self.put_blob(body, expected).await
+    async fn put_gated(
+        &self,
+        body: ByteStream,
+        expected: Option<Digest>,
+        gate: &dyn crate::PublishGate,
+    ) -> Result<PutOutcome> {
+        self.put_blob(body, expected, gate).await
     }
 
     async fn get(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<BlobRead> {

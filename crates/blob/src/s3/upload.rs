@@ -13,7 +13,7 @@ use futures::StreamExt;
 
 use super::S3BlobStore;
 use super::error::{BackendErrorKind, is_precondition_failed, status};
-use crate::{ByteStream, Error, PutOutcome, Result, verify_only};
+use crate::{ByteStream, Error, PublishGate, PutOutcome, Result, verify_only};
 
 /// Largest object CopyObject can copy in one request.
 const MAX_SINGLE_COPY: u64 = 5 << 30;
@@ -25,11 +25,13 @@ impl S3BlobStore {
         &self,
         body: ByteStream,
         expected: Option<Digest>,
+        gate: &dyn PublishGate,
     ) -> Result<PutOutcome> {
-        if let Some(d) = expected
-            && self.exists(&self.key(&d)).await?.is_some()
-        {
-            return verify_only(body, d).await;
+        if let Some(d) = expected {
+            gate.before_publish(&d).await?;
+            if self.exists(&self.key(&d)).await?.is_some() {
+                return verify_only(body, d).await;
+            }
         }
         let mut reader = PartReader::new(body);
         let first = reader.next_part(self.part_size).await?;
@@ -43,6 +45,9 @@ impl S3BlobStore {
                     expected,
                     actual: digest,
                 });
+            }
+            if expected.is_none() {
+                gate.before_publish(&digest).await?;
             }
             let created = self.put_whole(&self.key(&digest), first).await?;
             return Ok(PutOutcome {
@@ -88,10 +93,13 @@ impl S3BlobStore {
         // Staged: now that the digest is known, copy into place unless it is there.
         self.complete(&mut guard, parts, false).await?;
         let final_key = self.key(&digest);
-        let result = match self.exists(&final_key).await {
-            Ok(Some(_)) => Ok(false),
-            Ok(None) => self.copy(&target, &final_key, size).await.map(|()| true),
+        let result = match gate.before_publish(&digest).await {
             Err(e) => Err(e),
+            Ok(()) => match self.exists(&final_key).await {
+                Ok(Some(_)) => Ok(false),
+                Ok(None) => self.copy(&target, &final_key, size).await.map(|()| true),
+                Err(e) => Err(e),
+            },
         };
         if let Err(e) = self.delete_key(&target).await {
             tracing::warn!(error = %e, "could not delete a staging object; the start-up sweep will");

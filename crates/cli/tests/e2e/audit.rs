@@ -47,13 +47,15 @@ fn static_token(name: &str, permissions: &str) -> (String, String) {
 }
 
 /// `audit verify --config` as an operator runs it: the configuration the server ran
-/// with, its data directory from the environment.
+/// with, and the `--data-dir` it was started with (the tests' servers take theirs as a
+/// flag).
 fn verify(config: &Path, log: &Path) -> std::process::Output {
     std::process::Command::new(BIN)
         .args(["audit", "verify", "--config"])
         .arg(config)
+        .arg("--data-dir")
+        .arg(log.parent().unwrap())
         .arg(log)
-        .env("ARTIFACTSTORE_DATA_DIR", log.parent().unwrap())
         .output()
         .unwrap()
 }
@@ -214,8 +216,9 @@ fn every_change_and_refusal_is_audited_with_who_and_what_and_never_a_token() {
     assert_eq!(o.status.code(), Some(5), "{}{}", stdout(&o), stderr(&o));
 }
 
-/// A flood of refused tokens from one client costs two lines whose counts add up to
-/// it, however many requests it makes.
+/// A flood of refused tokens, and of changes rejected before any permission check (a
+/// bad name, an unknown route, sent without a token), from one client costs two lines
+/// whose counts add up to it, however many requests it makes.
 #[test]
 fn a_flood_of_refusals_costs_two_lines_that_count_it() {
     let Some(issuer) = Issuer::start() else {
@@ -230,15 +233,28 @@ fn a_flood_of_refusals_costs_two_lines_that_count_it() {
         async move {
             let client = http();
             for i in 0..n {
-                let token = format!("not-a-token-{i}-{}", "x".repeat(2000));
-                let r = client
-                    .put(&url)
-                    .bearer_auth(token)
-                    .body("x")
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+                let r = match i % 3 {
+                    0 => {
+                        let token = format!("not-a-token-{i}-{}", "x".repeat(2000));
+                        let r = client.put(&url).bearer_auth(token).body("x");
+                        let r = r.send().await.unwrap();
+                        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+                        r
+                    }
+                    1 => {
+                        let bad = url.replace("/acme/", "/%21/") + &"p".repeat(900);
+                        let r = client.put(bad).body("x").send().await.unwrap();
+                        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+                        r
+                    }
+                    _ => {
+                        let unrouted = url.replace("/artifacts/acme/app/1/x", "/nothing");
+                        let r = client.delete(unrouted).send().await.unwrap();
+                        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+                        r
+                    }
+                };
+                drop(r);
             }
         }
     });
@@ -252,6 +268,13 @@ fn a_flood_of_refusals_costs_two_lines_that_count_it() {
     let counted: u64 = all[1..].iter().map(|l| l["count"].as_u64().unwrap()).sum();
     assert_eq!(counted, n);
     assert_eq!(all[1]["caller"], "bearer");
+    assert!(
+        all.iter().all(|l| l["decision"] != "allow"),
+        "nothing was allowed: {all:#?}"
+    );
+    let by_reason = &all[2]["by_reason"];
+    assert_eq!(by_reason["invalid_name"], n / 3, "{by_reason}");
+    assert_eq!(by_reason["route_not_found"], n / 3, "{by_reason}");
     assert!(std::fs::metadata(&log).unwrap().len() < 4096);
 }
 

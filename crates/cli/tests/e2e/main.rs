@@ -12,6 +12,7 @@ mod auth_tokens;
 mod cli;
 mod crash;
 mod fault_proxy;
+mod gc;
 mod get_version;
 mod http_api;
 mod listener_limits;

@@ -260,10 +260,13 @@ fn body_error(e: BytesRejection) -> ApiError {
     }
 }
 
-fn parse_labels_body(
+/// A small JSON body: `None` when empty, 415 unless it says it is JSON, 400
+/// `invalid_body` (naming `expected`) when it does not parse as `T`.
+pub(crate) fn parse_json_body<T: serde::de::DeserializeOwned>(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Option<BTreeMap<String, String>>> {
+    expected: &str,
+) -> ApiResult<Option<T>> {
     let body = body.map_err(body_error)?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
@@ -282,12 +285,18 @@ fn parse_labels_body(
             "a JSON body needs Content-Type: application/json",
         ));
     }
-    let parsed: LabelsBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(
-            ErrorCode::InvalidBody,
-            format!("expected {{\"labels\": {{...}}}}: {e}"),
-        )
-    })?;
+    serde_json::from_slice(&body).map(Some).map_err(|e| {
+        ApiError::bad_request(ErrorCode::InvalidBody, format!("expected {expected}: {e}"))
+    })
+}
+
+fn parse_labels_body(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Option<BTreeMap<String, String>>> {
+    let Some(parsed) = parse_json_body::<LabelsBody>(headers, body, "{\"labels\": {...}}")? else {
+        return Ok(None);
+    };
     if let Some(labels) = &parsed.labels {
         check_labels(labels)?;
     }

@@ -232,7 +232,10 @@ async fn receive_file(
         })
         .boxed();
 
-    let stored = match st.blobs.put(stream, declared).await {
+    // Held from when the digest is known until the file row is written, so that
+    // garbage collection cannot delete the blob in between (see `gc`).
+    let hold = crate::gc::UploadHold::new(st.index.clone());
+    let stored = match st.blobs.put_gated(stream, declared, &hold).await {
         Ok(stored) => stored,
         Err(e) => {
             if let artifactstore_blob::Error::Body(io) = &e
@@ -252,7 +255,9 @@ async fn receive_file(
         size: stored.size,
         media_type,
     };
-    let added = st.index.add_file(&id, new).await?;
+    let added = st.index.add_file(&id, new).await;
+    hold.release().await;
+    let added = added?;
     Ok(put_response(&id, added.record, added.created))
 }
 

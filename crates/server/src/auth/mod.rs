@@ -76,7 +76,14 @@ enum Access {
 pub struct Caller {
     pub who: Who,
     access: Access,
+    /// Set once a permission check has passed, shared by every copy of this caller: the
+    /// audit writes a change as allowed only then (see [`Granted`]).
+    granted: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Left on an answer whose request passed a permission check.
+#[derive(Clone, Copy, Debug)]
+pub struct Granted;
 
 impl Caller {
     /// A caller of a server without `[auth]`.
@@ -84,6 +91,7 @@ impl Caller {
         Caller {
             who: Who::Open,
             access: Access::All,
+            granted: Default::default(),
         }
     }
 
@@ -166,6 +174,7 @@ impl Caller {
     /// `Ok` when the caller holds `permission` on `namespace/name`, else 401/403.
     pub fn require(&self, permission: Permission, namespace: &str, name: &str) -> ApiResult<()> {
         if self.allows(permission, namespace, name) {
+            self.grant();
             Ok(())
         } else {
             Err(self.refuse(permission, &format!("{namespace}/{name}")))
@@ -175,6 +184,7 @@ impl Caller {
     /// `Ok` when some name of `namespace` is readable (listing its names).
     pub fn require_read_in(&self, namespace: &str) -> ApiResult<()> {
         if self.reads_in(namespace) {
+            self.grant();
             Ok(())
         } else {
             Err(self.refuse(Permission::Read, &format!("namespace {namespace}")))
@@ -189,10 +199,21 @@ impl Caller {
                 .iter()
                 .any(|g| g.permissions.contains(&permission))
         {
+            self.grant();
             Ok(())
         } else {
             Err(self.refuse(permission, "this server"))
         }
+    }
+
+    fn grant(&self) {
+        self.granted
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether a permission check of this caller (or a copy of it) has passed.
+    pub fn was_granted(&self) -> bool {
+        self.granted.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -325,6 +346,7 @@ impl Auth {
             return Ok(Caller {
                 who: Who::Anonymous,
                 access: Access::Grants(on.anonymous.clone()),
+                granted: Default::default(),
             });
         };
         let token = value
@@ -354,6 +376,7 @@ impl Auth {
             return Ok(Caller {
                 who: Who::Token(found.name.clone()),
                 access: Access::Grants(found.grants.clone()),
+                granted: Default::default(),
             });
         }
         let Some(verifier) = &on.verifier else {
@@ -377,6 +400,7 @@ impl Auth {
                 subject: verified.subject,
             },
             access: Access::Grants(grants.into()),
+            granted: Default::default(),
         })
     }
 }
@@ -411,17 +435,19 @@ pub async fn authenticate(State(st): State<AppState>, mut req: Request, next: Ne
         Ok(c) => c,
         Err(e) => return e.into_response(),
     };
-    let who = caller.who.clone();
     if metrics && let Err(e) = caller.require_anywhere(Permission::Admin) {
-        return with_who(e.into_response(), who);
+        return for_audit(e.into_response(), &caller);
     }
-    req.extensions_mut().insert(caller);
-    with_who(next.run(req).await, who)
+    req.extensions_mut().insert(caller.clone());
+    for_audit(next.run(req).await, &caller)
 }
 
-/// The answer, telling the audit who asked.
-fn with_who(mut resp: Response, who: Who) -> Response {
-    resp.extensions_mut().insert(who);
+/// The answer, telling the audit who asked and whether a permission check passed.
+fn for_audit(mut resp: Response, caller: &Caller) -> Response {
+    resp.extensions_mut().insert(caller.who.clone());
+    if caller.was_granted() {
+        resp.extensions_mut().insert(Granted);
+    }
     resp
 }
 

@@ -1,0 +1,227 @@
+//! Garbage collection on the real binary (fs, and the bucket when the suite runs on
+//! S3): the bytes of deleted versions are really freed, what another version still
+//! references stays, the grace period holds, and uploads that re-reference a digest
+//! being collected never lose their blob.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::*;
+
+/// A server that collects only when asked, with this grace.
+fn start(dir: &std::path::Path, grace: &str) -> Server {
+    Server::start_with_env(
+        dir,
+        &[],
+        &[
+            ("ARTIFACTSTORE_GC_GRACE_SECS", grace),
+            ("ARTIFACTSTORE_GC_INTERVAL_SECS", "0"),
+        ],
+    )
+}
+
+fn gc(s: &Server, dry_run: bool) -> Value {
+    let mut args = vec!["--json", "gc"];
+    if dry_run {
+        args.push("--dry-run");
+    }
+    let o = s.cli(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn put(s: &Server, rest: &str, data: &[u8]) -> StatusCode {
+    let (url, data) = (s.artifacts(rest), data.to_vec());
+    block_on(async move {
+        let mut req = http().put(url).body(data);
+        if let Some(t) = suite_token() {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().status()
+    })
+}
+
+fn delete(s: &Server, rest: &str) -> StatusCode {
+    let url = s.artifacts(rest);
+    block_on(async move {
+        let mut req = http().delete(url);
+        if let Some(t) = suite_token() {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap().status()
+    })
+}
+
+#[test]
+fn deleted_versions_bytes_are_freed_and_shared_blobs_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), "0");
+    let shared = bytes(64 * 1024, 1);
+    let only_one = bytes(300 * 1024, 2);
+    let only_two = bytes(100 * 1024, 3);
+    for (rest, data) in [
+        ("ci/app/1/shared.bin", &shared),
+        ("ci/app/1/only.bin", &only_one),
+        ("ci/app/2/shared.bin", &shared),
+        ("ci/app/2/only.bin", &only_two),
+    ] {
+        assert_eq!(put(&s, rest, data), StatusCode::CREATED);
+    }
+    // Nothing is unreferenced while both versions live.
+    let r = gc(&s, false);
+    assert_eq!(
+        (
+            r["unreferenced_blobs"].as_u64(),
+            r["collected_blobs"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+    assert_eq!(r["scanned_blobs"], 3);
+
+    assert_eq!(delete(&s, "ci/app/1"), StatusCode::OK);
+    let dry = gc(&s, true);
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["unreferenced_blobs"], 1);
+    assert_eq!(dry["unreferenced_bytes"], only_one.len() as u64);
+    assert_eq!(dry["collected_blobs"], 0);
+    assert!(s.holds_blob(&only_one), "a dry run deletes nothing");
+
+    let r = gc(&s, false);
+    assert_eq!(r["collected_blobs"], 1, "{r}");
+    assert_eq!(r["freed_bytes"], only_one.len() as u64);
+    assert!(
+        !s.holds_blob(&only_one),
+        "the deleted version's own blob is gone"
+    );
+    assert!(
+        s.holds_blob(&shared),
+        "a blob another version references stays"
+    );
+    assert!(s.holds_blob(&only_two));
+    let copy = dir.path().join("shared.copy");
+    let o = s.cli(&["get", "ci/app@2/shared.bin", "-o", copy.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&copy).unwrap(), shared);
+    assert_eq!(gc(&s, false)["collected_blobs"], 0, "nothing left to free");
+
+    let metrics = s.cli(&["--json", "gc", "--dry-run"]);
+    assert!(metrics.status.success());
+    let text = block_on({
+        let url = format!("{}/metrics", s.url);
+        async move {
+            let mut req = http().get(url);
+            if let Some(t) = suite_token() {
+                req = req.bearer_auth(t);
+            }
+            req.send().await.unwrap().text().await.unwrap()
+        }
+    });
+    assert!(
+        text.contains(&format!(
+            "artifactstore_gc_bytes_freed_total {}",
+            only_one.len()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_blob_stays_until_it_has_been_unreferenced_for_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), "3600");
+    let data = bytes(10 * 1024, 4);
+    assert_eq!(put(&s, "ci/grace/1/a.bin", &data), StatusCode::CREATED);
+    assert_eq!(delete(&s, "ci/grace/1"), StatusCode::OK);
+    let r = gc(&s, false);
+    assert_eq!(
+        (
+            r["unreferenced_blobs"].as_u64(),
+            r["collected_blobs"].as_u64()
+        ),
+        (Some(1), Some(0))
+    );
+    assert_eq!(r["grace_secs"], 3600);
+    assert!(
+        s.holds_blob(&data),
+        "unreferenced for less than the grace: kept"
+    );
+    // Referenced again, it is no candidate any more.
+    assert_eq!(put(&s, "ci/grace/2/a.bin", &data), StatusCode::CREATED);
+    assert_eq!(gc(&s, false)["unreferenced_blobs"], 0);
+}
+
+/// Uploads that re-reference the one digest collections at zero grace are deleting
+/// (the version that held it is deleted at the same moment, and a collector runs
+/// without pause throughout): every upload that was acknowledged reads back whole.
+#[test]
+fn uploads_racing_collections_at_zero_grace_never_lose_their_blob() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), "0");
+    let url = s.url.clone();
+    let (lost, collected, n) = block_on(async move {
+        let client = http();
+        let auth = |r: reqwest::RequestBuilder| match suite_token() {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        };
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let collector = tokio::spawn({
+            let (client, url, done) = (client.clone(), url.clone(), done.clone());
+            async move {
+                let mut collected = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let mut req = client.post(format!("{url}/v1/admin/gc"));
+                    if let Some(t) = suite_token() {
+                        req = req.bearer_auth(t);
+                    }
+                    let report: Value = req.send().await.unwrap().json().await.unwrap();
+                    collected += report["collected_blobs"].as_u64().unwrap();
+                }
+                collected
+            }
+        });
+        let mut lost = Vec::new();
+        let n = 150u32;
+        for i in 1..=n {
+            // Three versions take up the shared digest while the one before them goes.
+            let data = bytes(64 * 1024, u64::from(i % 2));
+            let puts = (0..3).map(|k| {
+                auth(client.put(format!("{url}/v1/artifacts/ci/race-{k}/{i}/f.bin")))
+                    .body(data.clone())
+                    .send()
+            });
+            let deletes = (0..3).map(|k| {
+                auth(client.delete(format!("{url}/v1/artifacts/ci/race-{k}/{}", i - 1))).send()
+            });
+            let (puts, _) = futures::join!(
+                futures::future::join_all(puts),
+                futures::future::join_all(deletes)
+            );
+            for (k, put) in puts.into_iter().enumerate() {
+                if !put.unwrap().status().is_success() {
+                    continue; // not acknowledged: nothing was promised
+                }
+                let got = auth(client.get(format!("{url}/v1/artifacts/ci/race-{k}/{i}/f.bin")))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = got.status();
+                let body = got.bytes().await.unwrap();
+                if status != StatusCode::OK || body.as_ref() != data.as_slice() {
+                    lost.push((k, i, status));
+                }
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        (lost, collector.await.unwrap(), n)
+    });
+    assert!(
+        lost.is_empty(),
+        "acknowledged uploads lost their blob ({} of {}): {lost:?}",
+        lost.len(),
+        3 * n
+    );
+    // The collector did delete while the uploads ran: the shared digests, each time
+    // the versions holding them were gone before the next took them up.
+    assert!(collected > 0, "{collected} blobs collected");
+}
