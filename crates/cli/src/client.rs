@@ -33,6 +33,13 @@ pub struct Client {
     token: Option<token::Token>,
 }
 
+/// What a version is published with: labels, and how long it is kept.
+pub struct Publish<'a> {
+    pub labels: &'a [String],
+    /// Days until it expires (capped by the server's retention rule).
+    pub expires_in_days: Option<u64>,
+}
+
 fn parse_labels(labels: &[String]) -> anyhow::Result<Option<serde_json::Map<String, Value>>> {
     if labels.is_empty() {
         return Ok(None);
@@ -239,11 +246,11 @@ impl Client {
         sources: &[PathBuf],
         as_path: Option<&str>,
         complete: bool,
-        labels: &[String],
+        publish: &Publish<'_>,
         jobs: usize,
     ) -> anyhow::Result<u8> {
         let (ns, name, version) = Target::version_only(target)?;
-        let labels = parse_labels(labels)?;
+        let labels = parse_labels(publish.labels)?;
         let files = collect_sources(sources, as_path)?;
         let multi = MultiProgress::new();
         let results: Vec<anyhow::Result<Uploaded>> = futures::stream::iter(files)
@@ -283,7 +290,9 @@ impl Client {
             version: None,
         };
         if complete {
-            let manifest = self.post_complete(&ns, &name, &version, labels).await?;
+            let manifest = self
+                .post_complete(&ns, &name, &version, labels, publish.expires_in_days)
+                .await?;
             if !self.json {
                 println!(
                     "completed {ns}/{name}@{version}: {} files, {} bytes",
@@ -378,19 +387,33 @@ impl Client {
         name: &str,
         version: &str,
         labels: Option<serde_json::Map<String, Value>>,
+        expires_in_days: Option<u64>,
     ) -> anyhow::Result<Manifest> {
         let url = self.url(&["v1", "artifacts", ns, name, version, "complete"]);
         let mut req = self.http.post(url);
+        let mut body = serde_json::Map::new();
         if let Some(labels) = labels {
-            req = req.json(&serde_json::json!({ "labels": labels }));
+            body.insert("labels".into(), Value::Object(labels));
+        }
+        if let Some(days) = expires_in_days {
+            body.insert("expires_in_days".into(), days.into());
+        }
+        if !body.is_empty() {
+            req = req.json(&body);
         }
         Ok(self.send(req).await?.json().await?)
     }
 
-    pub async fn complete(&self, target: &str, labels: &[String]) -> anyhow::Result<u8> {
+    pub async fn complete(&self, target: &str, publish: &Publish<'_>) -> anyhow::Result<u8> {
         let (ns, name, version) = Target::version_only(target)?;
         let manifest = self
-            .post_complete(&ns, &name, &version, parse_labels(labels)?)
+            .post_complete(
+                &ns,
+                &name,
+                &version,
+                parse_labels(publish.labels)?,
+                publish.expires_in_days,
+            )
             .await?;
         if self.json {
             println!("{}", serde_json::to_string_pretty(&manifest)?);

@@ -33,6 +33,7 @@ pub const ENV_KEYS: &[&str] = &[
     "tls_key",
     "gc_grace_secs",
     "gc_interval_secs",
+    "retention_interval_secs",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,6 +74,15 @@ pub struct ServeConfig {
     /// How often the server collects unreferenced blobs by itself; 0: only when asked
     /// (`artifactstore gc`).
     pub gc_interval_secs: u64,
+    /// How often the server expires versions by `[[retention]]` by itself; 0: only when
+    /// asked (`artifactstore gc --expire`).
+    pub retention_interval_secs: u64,
+    /// Which versions expire (`[[retention]]`, docs/OPERATOR.md); file only.
+    #[serde(skip_serializing)]
+    pub retention: Vec<artifactstore_server::retention::RetentionConfig>,
+    /// What namespaces may hold (`[[quota]]`, docs/OPERATOR.md); file only.
+    #[serde(skip_serializing)]
+    pub quota: Vec<artifactstore_server::quota::QuotaConfig>,
     /// Allow listening on a non-loopback address without authentication.
     pub insecure_no_auth: bool,
     /// `Host` values served (`name` for any port, `name:port` for one); `["*"]`
@@ -336,6 +346,9 @@ impl Default for ServeConfig {
             tls_key: None,
             gc_grace_secs: 3600,
             gc_interval_secs: 3600,
+            retention_interval_secs: 3600,
+            retention: Vec::new(),
+            quota: Vec::new(),
             insecure_no_auth: false,
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),
@@ -406,8 +419,10 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
         "tls_cert and tls_key go together: give both (HTTPS) or neither (plain HTTP)"
     );
     anyhow::ensure!(
-        cfg.gc_grace_secs <= 10 * 365 * 86_400 && cfg.gc_interval_secs <= 365 * 86_400,
-        "gc_grace_secs must be at most ten years and gc_interval_secs at most one year"
+        cfg.gc_grace_secs <= 10 * 365 * 86_400
+            && cfg.gc_interval_secs <= 365 * 86_400
+            && cfg.retention_interval_secs <= 365 * 86_400,
+        "gc_grace_secs must be at most ten years, gc_interval_secs and retention_interval_secs at most one year"
     );
     anyhow::ensure!(
         (1..=86_400).contains(&cfg.audit.window_secs)

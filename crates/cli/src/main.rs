@@ -72,6 +72,10 @@ enum Command {
         /// Set a label (KEY=VALUE) on the version; repeatable.
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// With --complete: the version expires this many days later (capped by the
+        /// server's retention rule).
+        #[arg(long, value_name = "DAYS", requires = "complete", value_parser = clap::value_parser!(u64).range(1..=36500))]
+        expires_in_days: Option<u64>,
         /// Uploads in parallel.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
@@ -105,6 +109,10 @@ enum Command {
         /// Set a label (KEY=VALUE) as it completes; repeatable.
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// The version expires this many days later (capped by the server's retention
+        /// rule).
+        #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u64).range(1..=36500))]
+        expires_in_days: Option<u64>,
         #[command(flatten)]
         auth: client::TokenArgs,
     },
@@ -125,7 +133,11 @@ enum Command {
     /// Ask the server to delete blobs no live version references (after the grace
     /// period; the `admin` permission with [auth]).
     Gc {
-        /// Report what is unreferenced; delete nothing.
+        /// Expire versions by the retention rules first (their blobs are then collected
+        /// in the same run at zero grace, or by a later one).
+        #[arg(long)]
+        expire: bool,
+        /// Report what would expire and what is unreferenced; change nothing.
         #[arg(long)]
         dry_run: bool,
         #[command(flatten)]
@@ -262,16 +274,21 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             as_path,
             complete,
             labels,
+            expires_in_days,
             jobs,
             auth,
         } => {
+            let publish = client::Publish {
+                labels: &labels,
+                expires_in_days,
+            };
             client(&auth)?
                 .put(
                     &target,
                     &sources,
                     as_path.as_deref(),
                     complete,
-                    &labels,
+                    &publish,
                     jobs,
                 )
                 .await
@@ -290,11 +307,22 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Complete {
             target,
             labels,
+            expires_in_days,
             auth,
-        } => client(&auth)?.complete(&target, &labels).await,
+        } => {
+            let publish = client::Publish {
+                labels: &labels,
+                expires_in_days,
+            };
+            client(&auth)?.complete(&target, &publish).await
+        }
         Command::Ls { target, auth } => client(&auth)?.ls(target.as_deref()).await,
         Command::Rm { target, auth } => client(&auth)?.rm(&target).await,
-        Command::Gc { dry_run, auth } => client(&auth)?.gc(dry_run).await,
+        Command::Gc {
+            expire,
+            dry_run,
+            auth,
+        } => client(&auth)?.gc(expire, dry_run).await,
         Command::Events {
             after,
             follow,

@@ -133,6 +133,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(listen = %cfg.listen, "listening on a non-loopback address WITHOUT authentication: anyone who can reach it can read and write artifacts");
     }
     let auth = auth(&cfg)?;
+    let retention = artifactstore_server::retention::Retention::new(&cfg.retention)
+        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    let quotas = artifactstore_server::quota::Quotas::new(&cfg.quota)
+        .map_err(|e| fail(exit::USAGE, e.to_string()))?;
 
     let limits = listener_limits(&cfg)?;
     if !cfg.listen.ip().is_loopback() && limits.tls().is_none() {
@@ -167,6 +171,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             origins: origins(&cfg, addr),
             body_idle_timeout: std::time::Duration::from_secs(cfg.body_idle_timeout_secs),
             max_concurrent_uploads: cfg.max_concurrent_uploads,
+            retention,
+            quotas,
+            retention_interval: (cfg.retention_interval_secs > 0)
+                .then(|| std::time::Duration::from_secs(cfg.retention_interval_secs)),
             gc: artifactstore_server::gc::GcConfig {
                 grace: std::time::Duration::from_secs(cfg.gc_grace_secs),
                 interval: (cfg.gc_interval_secs > 0)
@@ -203,6 +211,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state = state.with_probe(Arc::new(crate::store::CredentialProbe(cache.clone())));
     }
     tokio::spawn(artifactstore_server::gc::keep_collecting(state.clone()));
+    tokio::spawn(artifactstore_server::retention::keep_expiring(
+        state.clone(),
+    ));
     let index = state.index.clone();
     artifactstore_server::run(listener, state, limits, shutdown_signal()).await;
     if let Some(audit) = audit {

@@ -19,18 +19,22 @@ use tokio::sync::{Mutex, watch};
 /// The columns [`version_from_row`] reads, as a literal so queries stay `&'static str`.
 macro_rules! version_columns {
     () => {
-        "namespace, name, version, state, labels, created_at, completed_at, deleted_at, created_seq, file_count"
+        "namespace, name, version, state, labels, created_at, completed_at, deleted_at, created_seq, file_count, expires_at"
     };
 }
 
 mod gc;
 mod read;
 mod records;
+mod retention;
+mod usage;
 mod write;
 
 pub use artifactstore_model::api::{Event, EventKind, FileEntry};
 pub use gc::{Hold, STALE_AFTER};
 pub use records::{AddedFile, BlobHolder, BlobRef, NewFile, VersionId, VersionRecord};
+pub use retention::VersionAge;
+pub use usage::{Quota, Usage};
 
 /// The index's migrations. Migration 2 (leases and revocations) moved to the vending
 /// service, which keeps its own migrations table; databases made before that still
@@ -57,6 +61,9 @@ pub enum Error {
     FileConflict { existing: Digest },
     #[error("the version holds its maximum of {max} files")]
     VersionFull { max: u64 },
+    /// The namespace's quota would be passed; `what` says which and by how much.
+    #[error("quota exceeded: {what}")]
+    QuotaExceeded { what: String },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]

@@ -173,7 +173,7 @@ impl Index {
     /// Events with `seq > after`, ascending.
     pub async fn events(&self, after: i64, limit: u32) -> Result<Vec<Event>> {
         let rows = sqlx::query(
-            "SELECT seq, kind, namespace, name, version, path, digest, size, media_type, at FROM events \
+            "SELECT seq, kind, namespace, name, version, path, digest, size, media_type, at, detail FROM events \
              WHERE seq > $1 ORDER BY seq LIMIT $2",
         )
         .bind(after)

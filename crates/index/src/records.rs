@@ -29,6 +29,8 @@ pub struct VersionRecord {
     pub created_at: Timestamp,
     pub completed_at: Option<Timestamp>,
     pub deleted_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
     #[serde(skip)]
     pub created_seq: i64,
     /// Files the version holds.
@@ -56,6 +58,7 @@ impl From<VersionRecord> for VersionInfo {
             created_at: v.created_at,
             completed_at: v.completed_at,
             deleted_at: v.deleted_at,
+            expires_at: v.expires_at,
         }
     }
 }
@@ -89,6 +92,7 @@ pub(crate) fn version_from_row(row: &AnyRow) -> Result<VersionRecord> {
         created_at: millis(row, "created_at")?,
         completed_at: optional_millis(row, "completed_at")?,
         deleted_at: optional_millis(row, "deleted_at")?,
+        expires_at: optional_millis(row, "expires_at")?,
         created_seq: row.try_get("created_seq")?,
         file_count: row.try_get::<i64, _>("file_count")?.max(0) as u64,
     })
@@ -137,6 +141,7 @@ pub(crate) fn event_from_row(row: &AnyRow) -> Result<Event> {
         digest: digest.as_deref().map(digest_from).transpose()?,
         size: size.map(|s| s as u64),
         media_type: row.try_get("media_type")?,
+        reason: row.try_get("detail")?,
         at: millis(row, "at")?,
     })
 }

@@ -360,3 +360,62 @@ async fn holds_and_claims_exclude_each_other_and_one_collector_runs() {
         );
     }
 }
+
+/// Usage follows every write and tombstone; a quota refuses the file or version that
+/// would pass it, and a refused file changes nothing.
+#[tokio::test]
+async fn usage_is_kept_with_every_write_and_quotas_refuse_what_would_pass() {
+    for (_dir, url) in databases().await {
+        let index = Index::open(&url).await.unwrap();
+        let quota = Quota {
+            max_bytes: Some(10),
+            max_versions: Some(2),
+        };
+        let add = |v: &'static str, path: &'static str, data: &'static [u8]| {
+            let index = &index;
+            async move {
+                index
+                    .add_file_within(&id(v), file(path, data), Some(&quota))
+                    .await
+            }
+        };
+        add("1", "a", b"12345").await.unwrap();
+        add("1", "a", b"12345").await.unwrap(); // the same file again: no charge
+        add("2", "b", b"1234").await.unwrap();
+        assert_eq!(
+            index.usage("ci").await.unwrap(),
+            Usage {
+                bytes: 9,
+                versions: 2
+            }
+        );
+        assert!(matches!(
+            add("2", "c", b"12").await,
+            Err(Error::QuotaExceeded { .. })
+        ));
+        assert!(matches!(
+            add("3", "c", b"1").await,
+            Err(Error::QuotaExceeded { .. })
+        ));
+        assert!(
+            index.version(&id("3")).await.unwrap().is_none(),
+            "no version was left"
+        );
+        assert_eq!(
+            index.usage("ci").await.unwrap().bytes,
+            9,
+            "refusals change nothing"
+        );
+        index.delete_version(&id("1")).await.unwrap();
+        index.delete_version(&id("1")).await.unwrap(); // twice: released once
+        assert_eq!(
+            index.usage("ci").await.unwrap(),
+            Usage {
+                bytes: 4,
+                versions: 1
+            }
+        );
+        add("3", "c", b"123456").await.unwrap();
+        assert_eq!(index.usage("other").await.unwrap(), Usage::default());
+    }
+}

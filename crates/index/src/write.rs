@@ -24,7 +24,7 @@ fn is_write_conflict(e: &Error) -> bool {
 
 /// Runs a write transaction again (up to 8 times, with a short growing pause) when it
 /// lost a race; the loser sees the winner's row on the next attempt.
-async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>
+pub(crate) async fn retry_conflicts<T, F, Fut>(mut attempt: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T>>,
@@ -51,13 +51,25 @@ async fn append_event(
     file: Option<&NewFile>,
     at: Timestamp,
 ) -> Result<i64> {
+    append_event_with(tx, kind, id, file, None, at).await
+}
+
+/// [`append_event`] with why it happened (`detail`: the rule that expired a version).
+async fn append_event_with(
+    tx: &mut Transaction<'_, Any>,
+    kind: EventKind,
+    id: &VersionId,
+    file: Option<&NewFile>,
+    detail: Option<&str>,
+    at: Timestamp,
+) -> Result<i64> {
     let seq: i64 = sqlx::query("SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM events")
         .fetch_one(&mut **tx)
         .await?
         .try_get("next")?;
     sqlx::query(
-        "INSERT INTO events (seq, kind, namespace, name, version, path, digest, size, media_type, at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO events (seq, kind, namespace, name, version, path, digest, size, media_type, at, detail) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(seq)
     .bind(kind.as_str())
@@ -69,6 +81,30 @@ async fn append_event(
     .bind(file.map(|f| f.size as i64))
     .bind(file.map(|f| f.media_type.clone()))
     .bind(at.unix_millis())
+    .bind(detail.map(str::to_owned))
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
+}
+
+/// Marks a version deleted inside `tx`, with its event (`version.deleted`, or
+/// `version.expired` and why); returns the event's sequence number.
+pub(crate) async fn tombstone(
+    tx: &mut Transaction<'_, Any>,
+    id: &VersionId,
+    kind: EventKind,
+    detail: Option<&str>,
+    now: Timestamp,
+) -> Result<i64> {
+    let seq = append_event_with(tx, kind, id, None, detail, now).await?;
+    crate::usage::release(tx, id).await?;
+    sqlx::query(
+        "UPDATE versions SET state = 'deleted', deleted_at = $1 WHERE namespace = $2 AND name = $3 AND version = $4",
+    )
+    .bind(now.unix_millis())
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
     .execute(&mut **tx)
     .await?;
     Ok(seq)
@@ -76,7 +112,7 @@ async fn append_event(
 
 /// Reads a version's state inside `tx`, taking its row lock first where the database
 /// has row locks (a no-op update locks the row on PostgreSQL and is portable).
-async fn lock_version(
+pub(crate) async fn lock_version(
     tx: &mut Transaction<'_, Any>,
     id: &VersionId,
 ) -> Result<Option<VersionRecord>> {
@@ -104,14 +140,31 @@ async fn lock_version(
 impl Index {
     /// Records a file whose blob is durable. Creates the version (open) if needed.
     pub async fn add_file(&self, id: &VersionId, file: NewFile) -> Result<AddedFile> {
-        retry_conflicts(|| self.add_file_once(id, file.clone())).await
+        self.add_file_within(id, file, None).await
     }
 
-    async fn add_file_once(&self, id: &VersionId, file: NewFile) -> Result<AddedFile> {
+    /// [`add_file`](Self::add_file), refused with [`Error::QuotaExceeded`] when the file
+    /// (or the version it creates) would pass the namespace's `quota`.
+    pub async fn add_file_within(
+        &self,
+        id: &VersionId,
+        file: NewFile,
+        quota: Option<&crate::Quota>,
+    ) -> Result<AddedFile> {
+        retry_conflicts(|| self.add_file_once(id, file.clone(), quota)).await
+    }
+
+    async fn add_file_once(
+        &self,
+        id: &VersionId,
+        file: NewFile,
+        quota: Option<&crate::Quota>,
+    ) -> Result<AddedFile> {
         let _guard = self.write.lock().await;
         let now = self.clock.now();
         let mut tx = self.pool.begin().await?;
         let mut last_seq = 0;
+        let mut new_version = false;
         let (state, file_count) = match lock_version(&mut tx, id).await? {
             Some(v) => (v.state, v.file_count),
             None => {
@@ -128,6 +181,7 @@ impl Index {
                 .execute(&mut *tx)
                 .await?;
                 last_seq = seq;
+                new_version = true;
                 (VersionState::Open, 0)
             }
         };
@@ -164,6 +218,14 @@ impl Index {
         if file_count >= max {
             return Err(Error::VersionFull { max });
         }
+        crate::usage::charge(
+            &mut tx,
+            id.namespace.as_str(),
+            file.size,
+            new_version,
+            quota,
+        )
+        .await?;
         sqlx::query(
             "UPDATE versions SET file_count = file_count + 1 \
              WHERE namespace = $1 AND name = $2 AND version = $3",
@@ -210,13 +272,25 @@ impl Index {
         id: &VersionId,
         labels: Option<BTreeMap<String, String>>,
     ) -> Result<VersionRecord> {
-        retry_conflicts(|| self.complete_once(id, labels.clone())).await
+        self.complete_with(id, labels, None).await
+    }
+
+    /// [`complete`](Self::complete), with the expiry its producer gave it. Completing a
+    /// complete version again does not change its expiry.
+    pub async fn complete_with(
+        &self,
+        id: &VersionId,
+        labels: Option<BTreeMap<String, String>>,
+        expires_at: Option<Timestamp>,
+    ) -> Result<VersionRecord> {
+        retry_conflicts(|| self.complete_once(id, labels.clone(), expires_at)).await
     }
 
     async fn complete_once(
         &self,
         id: &VersionId,
         labels: Option<BTreeMap<String, String>>,
+        expires_at: Option<Timestamp>,
     ) -> Result<VersionRecord> {
         let _guard = self.write.lock().await;
         let mut tx = self.pool.begin().await?;
@@ -239,12 +313,13 @@ impl Index {
             v.labels = labels;
         }
         sqlx::query(
-            "UPDATE versions SET state = 'complete', completed_at = $1, completed_seq = $2, labels = $3 \
-             WHERE namespace = $4 AND name = $5 AND version = $6",
+            "UPDATE versions SET state = 'complete', completed_at = $1, completed_seq = $2, labels = $3, \
+             expires_at = $4 WHERE namespace = $5 AND name = $6 AND version = $7",
         )
         .bind(now.unix_millis())
         .bind(seq)
         .bind(serde_json::to_string(&v.labels).expect("labels serialise"))
+        .bind(expires_at.map(Timestamp::unix_millis))
         .bind(id.namespace.as_str())
         .bind(id.name.as_str())
         .bind(id.version.as_str())
@@ -254,6 +329,7 @@ impl Index {
         self.published(seq);
         v.state = VersionState::Complete;
         v.completed_at = Some(now);
+        v.expires_at = expires_at;
         Ok(v)
     }
 
@@ -304,16 +380,7 @@ impl Index {
             return Ok(v);
         }
         let now = self.clock.now();
-        let seq = append_event(&mut tx, EventKind::VersionDeleted, id, None, now).await?;
-        sqlx::query(
-            "UPDATE versions SET state = 'deleted', deleted_at = $1 WHERE namespace = $2 AND name = $3 AND version = $4",
-        )
-        .bind(now.unix_millis())
-        .bind(id.namespace.as_str())
-        .bind(id.name.as_str())
-        .bind(id.version.as_str())
-        .execute(&mut *tx)
-        .await?;
+        let seq = tombstone(&mut tx, id, EventKind::VersionDeleted, None, now).await?;
         tx.commit().await?;
         self.published(seq);
         v.state = VersionState::Deleted;

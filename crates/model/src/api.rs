@@ -30,6 +30,9 @@ pub struct VersionInfo {
     pub completed_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deleted_at: Option<Timestamp>,
+    /// When it expires, as its producer asked (capped by the retention rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
 }
 
 /// `GET /v1/artifacts/{ns}/{name}/{version}`.
@@ -64,7 +67,10 @@ pub struct PutResult {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GcRequest {
-    /// Find what is unreferenced, delete nothing.
+    /// Expire versions by the retention rules first.
+    #[serde(default)]
+    pub expire: bool,
+    /// Find what would expire and what is unreferenced; change nothing.
     #[serde(default)]
     pub dry_run: bool,
 }
@@ -73,6 +79,10 @@ pub struct GcRequest {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GcReport {
     pub dry_run: bool,
+    /// Whether retention ran first.
+    pub expire: bool,
+    /// Versions expired (or, in a dry run, that would be).
+    pub expired_versions: u64,
     /// True when another collector was running: this one did nothing.
     pub busy: bool,
     pub grace_secs: u64,
@@ -91,6 +101,27 @@ pub struct GcReport {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/artifacts/{ns}`: a page of the namespace's names, and what the namespace
+/// holds against its quota.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamesPage {
+    #[serde(flatten)]
+    pub page: Page<NameItem>,
+    pub usage: NamespaceUsage,
+}
+
+/// What a namespace holds in live versions, and its quota's limits when one applies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceUsage {
+    /// Logical bytes: every file of every live version (shared content counted each time).
+    pub bytes: u64,
+    pub versions: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_versions: Option<u64>,
 }
 
 /// An item of the namespace and name listings.
@@ -126,6 +157,10 @@ pub enum EventKind {
     #[serde(rename = "version.deleted")]
     #[strum(serialize = "version.deleted")]
     VersionDeleted,
+    /// Deleted by retention: `reason` says which rule, or the producer's expiry.
+    #[serde(rename = "version.expired")]
+    #[strum(serialize = "version.expired")]
+    VersionExpired,
 }
 
 impl EventKind {
@@ -151,6 +186,9 @@ pub struct Event {
     pub size: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    /// Why it happened: the retention rule of a `version.expired` event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// When the event was recorded.
     pub at: Timestamp,
 }
@@ -204,6 +242,8 @@ pub enum ErrorCode {
     NoCompleteVersion,
     OriginNotAllowed,
     PayloadTooLarge,
+    /// 507: the upload would pass its namespace's `[[quota]]`; nothing was stored.
+    QuotaExceeded,
     RangeNotSatisfiable,
     /// 408: no byte of the request body arrived for `body_idle_timeout_secs`.
     RequestTimeout,
@@ -305,6 +345,7 @@ mod tests {
                 created_at: Timestamp::from_unix_secs(1),
                 completed_at: Some(Timestamp::from_unix_secs(2)),
                 deleted_at: None,
+                expires_at: None,
             },
             file_count: 1,
             total_size: 0,

@@ -142,6 +142,11 @@ impl From<artifactstore_index::Error> for ApiError {
                 ErrorCode::FileConflict,
                 format!("a different file is already stored at this path (digest {existing})"),
             ),
+            E::QuotaExceeded { what } => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                ErrorCode::QuotaExceeded,
+                format!("{what}; no file was recorded"),
+            ),
             E::VersionFull { max } => ApiError::conflict(
                 ErrorCode::VersionFull,
                 format!("the version holds its maximum of {max} files (max_files_per_version)"),

@@ -236,9 +236,19 @@ impl From<GcError> for ApiError {
     }
 }
 
-/// Runs a collection and records it in the metrics.
-pub async fn run(st: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
-    let report = collect(
+/// Expires versions by the retention rules when asked (`expire`), then runs a
+/// collection, and records both in the metrics.
+pub async fn run(st: &AppState, expire: bool, dry_run: bool) -> Result<GcReport, GcError> {
+    let expired = if expire {
+        let n = crate::retention::expire(&st.index, &st.config.retention, dry_run).await?;
+        if !dry_run {
+            st.metrics.versions_expired(n);
+        }
+        n
+    } else {
+        0
+    };
+    let mut report = collect(
         &st.index,
         &*st.blobs,
         st.index.clock(),
@@ -246,6 +256,8 @@ pub async fn run(st: &AppState, dry_run: bool) -> Result<GcReport, GcError> {
         dry_run,
     )
     .await?;
+    report.expire = expire;
+    report.expired_versions = expired;
     if !dry_run && !report.busy {
         st.metrics.gc_ran(
             report.collected_blobs,
@@ -266,11 +278,15 @@ pub async fn admin_gc(
     caller.require_anywhere(Permission::Admin)?;
     // Read only once the caller may.
     let body = axum::body::Bytes::from_request(req, &()).await;
-    let request: GcRequest =
-        crate::artifacts::parse_json_body(&headers, body, "{\"dry_run\": true|false}")?
-            .unwrap_or_default();
-    let report = run(&st, request.dry_run).await?;
+    let request: GcRequest = crate::artifacts::parse_json_body(
+        &headers,
+        body,
+        "{\"expire\": true|false, \"dry_run\": true|false}",
+    )?
+    .unwrap_or_default();
+    let report = run(&st, request.expire, request.dry_run).await?;
     tracing::info!(
+        expired = report.expired_versions,
         collected = report.collected_blobs,
         freed_bytes = report.freed_bytes,
         busy = report.busy,
@@ -289,7 +305,7 @@ pub async fn keep_collecting(st: AppState) {
     tick.tick().await;
     loop {
         tick.tick().await;
-        match run(&st, false).await {
+        match run(&st, false, false).await {
             Ok(r) if r.busy => {
                 tracing::debug!("garbage collection skipped: another collector runs")
             }

@@ -30,6 +30,8 @@ pub mod guard;
 mod http_range;
 pub mod metrics;
 mod ops;
+pub mod quota;
+pub mod retention;
 
 pub use artifacts::{DIGEST_HEADER, VERSION_HEADER};
 /// The listener's connection cap and timeouts, shared with the vend server.
@@ -52,6 +54,12 @@ pub struct ServiceConfig {
     pub max_concurrent_uploads: usize,
     /// When unreferenced blobs are collected.
     pub gc: gc::GcConfig,
+    /// Which versions expire (`[[retention]]`).
+    pub retention: retention::Retention,
+    /// How often the server expires versions by itself; `None`: only when asked.
+    pub retention_interval: Option<Duration>,
+    /// What namespaces may hold (`[[quota]]`).
+    pub quotas: quota::Quotas,
 }
 
 impl Default for ServiceConfig {
@@ -66,6 +74,9 @@ impl Default for ServiceConfig {
             body_idle_timeout: Duration::from_secs(60),
             max_concurrent_uploads: 1024,
             gc: gc::GcConfig::default(),
+            retention: retention::Retention::default(),
+            retention_interval: Some(Duration::from_secs(3600)),
+            quotas: quota::Quotas::default(),
         }
     }
 }

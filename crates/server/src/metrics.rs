@@ -41,6 +41,7 @@ pub struct Metrics {
     gc_blobs: Counter,
     gc_bytes: Counter,
     gc_last_run: Gauge,
+    versions_expired: Counter,
 }
 
 impl Default for Metrics {
@@ -126,6 +127,12 @@ impl Metrics {
             "When this server last finished a garbage collection (Unix seconds)",
             gc_last_run.clone(),
         );
+        let versions_expired = Counter::default();
+        registry.register(
+            "artifactstore_versions_expired",
+            "Versions expired by retention rules or their producer's expiry",
+            versions_expired.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             requests,
@@ -137,6 +144,7 @@ impl Metrics {
             gc_blobs,
             gc_bytes,
             gc_last_run,
+            versions_expired,
         }
     }
 
@@ -187,6 +195,10 @@ impl Metrics {
         self.gc_blobs.inc_by(blobs);
         self.gc_bytes.inc_by(bytes);
         self.gc_last_run.set(at.unix_millis() / 1000);
+    }
+
+    pub fn versions_expired(&self, n: u64) {
+        self.versions_expired.inc_by(n);
     }
 
     pub fn upload_started(&self) -> UploadGauge<'_> {

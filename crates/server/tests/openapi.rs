@@ -1155,7 +1155,8 @@ async fn errors_and_edge_cases_are_documented() {
     .await;
     assert_eq!(
         a.json(),
-        json!({"items": [{"name": "tool"}], "next_cursor": null})
+        json!({"items": [{"name": "tool"}], "next_cursor": null,
+               "usage": {"bytes": 33, "versions": 2}})
     );
 
     // Labels.

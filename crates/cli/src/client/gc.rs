@@ -4,16 +4,27 @@ use super::Client;
 
 impl Client {
     /// `gc`: asks the server to collect unreferenced blobs now (`POST /v1/admin/gc`).
-    pub async fn gc(&self, dry_run: bool) -> anyhow::Result<u8> {
+    pub async fn gc(&self, expire: bool, dry_run: bool) -> anyhow::Result<u8> {
         let report: artifactstore_model::api::GcReport = self
             .send(
                 self.http
                     .post(self.url(&["v1", "admin", "gc"]))
-                    .json(&artifactstore_model::api::GcRequest { dry_run }),
+                    .json(&artifactstore_model::api::GcRequest { expire, dry_run }),
             )
             .await?
             .json()
             .await?;
+        if report.expire && !self.json {
+            println!(
+                "{} {} version(s) by the retention rules",
+                if report.dry_run {
+                    "would expire"
+                } else {
+                    "expired"
+                },
+                report.expired_versions
+            );
+        }
         if self.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else if report.busy {

@@ -16,6 +16,8 @@ mod gc;
 mod get_version;
 mod http_api;
 mod listener_limits;
+mod quota;
+mod retention;
 mod stalled_uploads;
 mod storage_verify;
 mod store_faults;

@@ -119,7 +119,7 @@ pub async fn list_names(
     caller: Caller,
     params: Result<Path<NsParams>, PathRejection>,
     q: Result<Query<ListQuery>, QueryRejection>,
-) -> ApiResult<Json<Page<NameItem>>> {
+) -> ApiResult<Json<NamesPage>> {
     let p = path_params(params)?;
     caller.require_read_in(&p.namespace)?;
     let q = query(q)?;
@@ -149,7 +149,21 @@ pub async fn list_names(
         }
     };
     let items = items.into_iter().map(|name| NameItem { name }).collect();
-    Ok(Json(page(items, limit, |i| i.name.clone())))
+    let used = st.index.usage(namespace.as_str()).await?;
+    let quota = st
+        .config
+        .quotas
+        .for_namespace(namespace.as_str())
+        .unwrap_or_default();
+    Ok(Json(NamesPage {
+        page: page(items, limit, |i| i.name.clone()),
+        usage: NamespaceUsage {
+            bytes: used.bytes,
+            versions: used.versions,
+            max_bytes: quota.max_bytes,
+            max_versions: quota.max_versions,
+        },
+    }))
 }
 
 pub async fn list_versions(

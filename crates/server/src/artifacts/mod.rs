@@ -13,7 +13,9 @@ use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 
 use artifactstore_index::{NewFile, VersionId, VersionRecord};
-use artifactstore_model::api::{FileEntry, Manifest, NameItem, Page, PutResult, VersionInfo};
+use artifactstore_model::api::{
+    FileEntry, Manifest, NameItem, NamesPage, NamespaceUsage, Page, PutResult, VersionInfo,
+};
 use artifactstore_model::{Digest, FilePath, Name, Namespace, Version, VersionRef, VersionState};
 
 use crate::AppState;
@@ -315,9 +317,45 @@ pub async fn complete(
     // Read only once the caller may: a stranger's body is never taken in.
     let body = Bytes::from_request(req, &()).await;
     let id = exact_id(&p.namespace, &p.name, &p.version)?;
-    let labels = parse_labels_body(&headers, body)?;
-    let record = st.index.complete(&id, labels).await?;
+    let parsed = parse_json_body::<CompleteBody>(
+        &headers,
+        body,
+        "{\"labels\": {...}, \"expires_in_days\": N}",
+    )?
+    .unwrap_or_default();
+    if let Some(labels) = &parsed.labels {
+        check_labels(labels)?;
+    }
+    let expires_at = match parsed.expires_in_days {
+        None => None,
+        Some(days @ 1..=36_500) => Some(st.config.retention.producer_expiry(
+            &p.namespace,
+            &p.name,
+            days,
+            st.index.clock().now(),
+        )),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                "expires_in_days must be 1 to 36500",
+            ));
+        }
+    };
+    let record = st
+        .index
+        .complete_with(&id, parsed.labels, expires_at)
+        .await?;
     manifest(&st, &id, record, ManifestQuery::default()).await
+}
+
+/// The body of a completion: labels, and the producer's expiry.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct CompleteBody {
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    expires_in_days: Option<u64>,
 }
 
 pub async fn patch_version(

@@ -184,7 +184,16 @@ async fn receive_file(
     }
 
     // Answer what can be answered without reading the body.
-    if let Some(v) = st.index.version(&id).await? {
+    let existing_version = st.index.version(&id).await?;
+    let quota = st.config.quotas.for_namespace(id.namespace.as_str());
+    if let Some(quota) = &quota {
+        let usage = st.index.usage(id.namespace.as_str()).await?;
+        let new_version = existing_version.is_none();
+        if let Some(what) = quota.refusal(usage, content_length.unwrap_or(0), new_version) {
+            return Err(artifactstore_index::Error::QuotaExceeded { what }.into());
+        }
+    }
+    if let Some(v) = existing_version {
         if v.state == VersionState::Deleted {
             return Err(artifactstore_index::Error::VersionDeleted.into());
         }
@@ -255,7 +264,7 @@ async fn receive_file(
         size: stored.size,
         media_type,
     };
-    let added = st.index.add_file(&id, new).await;
+    let added = st.index.add_file_within(&id, new, quota.as_ref()).await;
     hold.release().await;
     let added = added?;
     Ok(put_response(&id, added.record, added.created))
