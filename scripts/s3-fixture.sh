@@ -5,6 +5,7 @@
 #
 #   scripts/s3-fixture.sh garage -- cargo test -p artifactstore-blob
 #   scripts/s3-fixture.sh rustfs -- cargo test -p artifactstore-blob
+#   scripts/s3-fixture.sh ceph -- cargo test -p artifactstore-blob
 #
 # The command sees (secrets only through file: references, never as values):
 #   ARTIFACTSTORE_S3_ENDPOINT_URL            http://127.0.0.1:<port>
@@ -12,14 +13,24 @@
 #   ARTIFACTSTORE_S3_BUCKET                  the bucket (created; the key has read, write, owner)
 #   ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF       file:<dir>/access_key_id
 #   ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF   file:<dir>/secret_access_key
-#   ARTIFACTSTORE_FIXTURE_SERVER             garage | rustfs
-#   ARTIFACTSTORE_FIXTURE_DIR                <dir>: the temporary directory (server.log is there)
+#   ARTIFACTSTORE_FIXTURE_SERVER             garage | rustfs | ceph
+#   ARTIFACTSTORE_FIXTURE_DIR                <dir>: the temporary directory (server.log is there;
+#                                            Ceph's daemon logs are in <dir>/log)
 #   ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL        (garage) http://127.0.0.1:<port+3>
 #   ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF  (garage) file:<dir>/admin_token
+#   ARTIFACTSTORE_FIXTURE_STS_URL            (ceph) the STS (and IAM) endpoint: the RGW endpoint
+#   ARTIFACTSTORE_FIXTURE_CEPH_CONF          (ceph) <dir>/ceph.conf, for `ceph -c` / `radosgw-admin -c`
+#   ARTIFACTSTORE_FIXTURE_CEPH_USER_ARN      (ceph) arn:aws:iam:::user/<uid>, the key's user (for
+#                                            a role's trust policy)
+# On Ceph the key is also IAM-capable: its user has the caps roles=*, oidc-provider=* and
+# user-policy=* (CreateRole, PutRolePolicy, CreateOpenIDConnectProvider, PutUserPolicy), and
+# RGW's STS is on (AssumeRole, AssumeRoleWithWebIdentity; a per-run `rgw sts key`).
 #
 # Settings (environment):
 #   ARTIFACTSTORE_FIXTURE_PORT    S3 API port (default 19000); Garage also uses port+1 (RPC)
-#                                 and port+3 (admin API). Everything binds 127.0.0.1 only.
+#                                 and port+3 (admin API); Ceph uses port+1 (monitor) and four
+#                                 free ports of port+4..port+11 (the OSD). Everything binds
+#                                 127.0.0.1 only; a port in use fails the start with its holder.
 #   ARTIFACTSTORE_S3_BUCKET       bucket to create (default artifactstore-test)
 #   ARTIFACTSTORE_CACHE           where server binaries are cached and built
 #                                 (default ~/.cache/artifact-store; bin/garage-<v>, bin/rustfs-<v>)
@@ -28,13 +39,19 @@
 #                                 skipped with exit code 77.
 #   ARTIFACTSTORE_FIXTURE_TIMEOUT seconds to wait for the server to become ready (default 120)
 #
-# A missing Garage binary is built with cargo (about 25 minutes on 2 cores).
+# A missing Garage binary is built with cargo (about 25 minutes on 2 cores). Ceph RGW comes
+# from Debian's packages (Ceph 16.2): when they are missing the run fails and names them
+# (apt-get install -y --no-install-recommends ceph-mon ceph-osd radosgw ceph-common). It runs
+# one monitor, one bluestore OSD on an 8 GiB sparse file in <dir> (only what is written takes
+# disk space) and one radosgw, all without authentication between them (loopback only).
 
-# shellcheck disable=SC2317 # cleanup() and on_signal() run from traps
+# shellcheck disable=SC2317,SC2329 # cleanup() and on_signal() run from traps
 set -euo pipefail
 
 GARAGE_VERSION=2.5.0
 RUSTFS_VERSION=1.0.1
+CEPH_PACKAGES="ceph-mon ceph-osd radosgw ceph-common"
+CEPH_USER=artifactstore-fixture
 REGION=us-east-1
 EXIT_SKIPPED=77
 orig_umask=$(umask)
@@ -42,7 +59,7 @@ orig_umask=$(umask)
 say() { echo "s3-fixture: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 usage() {
-  echo "usage: $0 <garage|rustfs> -- <command> [args...]" >&2
+  echo "usage: $0 <garage|rustfs|ceph> -- <command> [args...]" >&2
   exit 2
 }
 
@@ -50,6 +67,8 @@ usage() {
 
 tmp=
 server_pid=
+daemon_pids=() # Ceph's daemons (monitor, OSD, radosgw), in start order
+daemon_names=()
 cmd_pid= # the child being waited for (build, helper or the command), in its own group
 
 alive() { kill -0 -- "$1" 2>/dev/null; } # pid, or -pgid for a whole process group
@@ -75,6 +94,10 @@ cleanup() {
   trap '' INT TERM # finish the teardown even when signalled again
   [ -n "$cmd_pid" ] && stop_pid "$cmd_pid" group
   [ -n "$server_pid" ] && stop_pid "$server_pid"
+  local i
+  for ((i = ${#daemon_pids[@]} - 1; i >= 0; i--)); do # the last started first
+    stop_pid "${daemon_pids[i]}"
+  done
   [ -z "$tmp" ] || rm -rf "$tmp"
   exit "$rc"
 }
@@ -117,7 +140,7 @@ run_child() {
 server=$1
 shift
 case "$server" in
-  garage | rustfs) ;;
+  garage | rustfs | ceph) ;;
   -h | --help) usage ;;
   *) say "unknown server '$server'"; usage ;;
 esac
@@ -137,6 +160,11 @@ fi
 [ -n "$bucket" ] || die "ARTIFACTSTORE_S3_BUCKET is empty"
 rpc_port=$((port + 1))
 admin_port=$((port + 3))
+mon_port=$((port + 1))
+msgr_min=$((port + 4)) msgr_max=$((port + 11))
+if [ "$server" = ceph ] && [ "$msgr_max" -gt 65535 ]; then
+  die "ARTIFACTSTORE_FIXTURE_PORT must be at most 65524 for ceph (it uses port+1..port+11)"
+fi
 
 for tool in python3 curl openssl; do
   command -v "$tool" >/dev/null || die "'$tool' is required"
@@ -223,6 +251,17 @@ case "$server" in
     fi
     server_version=$RUSTFS_VERSION
     ;;
+  ceph)
+    missing=()
+    for tool in ceph-mon ceph-osd radosgw radosgw-admin ceph monmaptool ceph-authtool; do
+      command -v "$tool" >/dev/null || missing+=("$tool")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+      die "Ceph is not installed (missing: ${missing[*]}); install its Debian packages with
+    apt-get install -y --no-install-recommends $CEPH_PACKAGES"
+    fi
+    server_version=$(ceph-mon --version 2>/dev/null | awk '{print $3}')
+    ;;
 esac
 
 # ---- ports --------------------------------------------------------------------------
@@ -247,6 +286,20 @@ if [ "$server" = garage ]; then
   check_port "$rpc_port" "Garage RPC, S3 port + 1"
   check_port "$admin_port" "Garage admin API, S3 port + 3"
 fi
+if [ "$server" = ceph ]; then
+  check_port "$mon_port" "Ceph monitor, S3 port + 1"
+  # The OSD binds its four messengers to the first free ports of its range.
+  free=0
+  for ((p = msgr_min; p <= msgr_max; p++)); do
+    port_free "$p" && free=$((free + 1))
+  done
+  if [ "$free" -lt 4 ]; then
+    say "error: the Ceph OSD needs 4 free ports in 127.0.0.1:$msgr_min..$msgr_max (S3 port + 4..11), only $free are; in use:"
+    ss -ltnp "( sport >= :$msgr_min and sport <= :$msgr_max )" 2>/dev/null | sed 's/^/    /' >&2 || true
+    say "stop those processes or choose other ports with ARTIFACTSTORE_FIXTURE_PORT=<port>"
+    exit 1
+  fi
+fi
 
 # ---- temporary directory ------------------------------------------------------------------
 
@@ -263,11 +316,23 @@ fail_start() {
     say "---- last lines of the $server server log ----"
     tail -n 40 "$tmp/server.log" >&2
   fi
+  local f
+  for f in "$tmp"/log/ceph-mon.*.log "$tmp"/log/ceph-osd.*.log "$tmp"/log/ceph-client.rgw.*.log; do
+    [ -s "$f" ] || continue
+    say "---- last lines of ${f#"$tmp"/} ----"
+    grep -E '^[0-9]{4}-' "$f" | tail -n 15 >&2 || true # not the multi-line database statistics
+  done
   exit 1
 }
 
 server_alive() {
-  kill -0 "$server_pid" 2>/dev/null || fail_start "the $server server exited during start-up"
+  local i
+  if [ -n "$server_pid" ]; then
+    kill -0 "$server_pid" 2>/dev/null || fail_start "the $server server exited during start-up"
+  fi
+  for i in "${!daemon_pids[@]}"; do
+    kill -0 "${daemon_pids[i]}" 2>/dev/null || fail_start "Ceph's ${daemon_names[i]} exited during start-up"
+  done
 }
 
 # Secret files: created with mode 600 and written straight from the generator.
@@ -341,6 +406,20 @@ wait_s3_ready() {
 $S3_CLIENT_PY
 c = s3()
 retry("ListObjectsV2", lambda: c.list_objects_v2(Bucket=os.environ["FIXTURE_BUCKET"], MaxKeys=1))
+PY
+}
+
+# CreateBucket with the key, for stores whose keys may create buckets (RustFS, Ceph RGW).
+create_bucket_s3() {
+  fixture_py >>"$tmp/setup.log" 2>&1 <<PY || fail_start "creating bucket '$bucket' on $server failed"
+$S3_CLIENT_PY
+c = s3()
+def create():
+    try:
+        c.create_bucket(Bucket=os.environ["FIXTURE_BUCKET"])
+    except c.exceptions.BucketAlreadyOwnedByYou:
+        pass
+retry("CreateBucket", create)
 PY
 }
 
@@ -467,16 +546,184 @@ start_rustfs() {
 
   wait_http "http://127.0.0.1:$port/minio/health/live" "RustFS health" 200
 
-  fixture_py >>"$tmp/setup.log" 2>&1 <<PY || fail_start "creating bucket '$bucket' on RustFS failed"
-$S3_CLIENT_PY
-c = s3()
-def create():
-    try:
-        c.create_bucket(Bucket=os.environ["FIXTURE_BUCKET"])
-    except c.exceptions.BucketAlreadyOwnedByYou:
-        pass
-retry("CreateBucket", create)
+  create_bucket_s3
+
+  wait_s3_ready
+}
+
+# ---- Ceph RGW (Debian packages) ---------------------------------------------------------
+# One monitor, one OSD and one radosgw, every path (data, logs, sockets, pid files, keyring)
+# under the temporary directory, cephx off (nothing but loopback can reach them), and a pool
+# size of one with few placement groups so that a single OSD serves every pool RGW creates.
+
+ceph_clean_env=()
+for v in $(compgen -e); do
+  case "$v" in CEPH_*) ceph_clean_env+=(-u "$v") ;; esac # CEPH_ARGS, CEPH_CONF: not the caller's
+done
+
+# A Ceph tool on the fixture's cluster, bounded in time and interruptible like any child.
+ceph_tool() { # tool args...
+  run_child timeout 60 env "${ceph_clean_env[@]}" "$1" -c "$tmp/ceph.conf" "${@:2}"
+}
+
+# Starts one Ceph daemon in the foreground, in its own process group (a Ctrl-C meant for the
+# command does not reach it); its stdout and stderr go to server.log, its log to log/.
+start_daemon() { # name command args...
+  local name=$1
+  shift
+  set -m
+  (cd "$tmp" && exec env "${ceph_clean_env[@]}" "$@" -c "$tmp/ceph.conf" -f) \
+    </dev/null >>"$tmp/server.log" 2>&1 &
+  daemon_pids+=("$!")
+  daemon_names+=("$name")
+  set +m
+}
+
+# Forgets the daemon started last (it exited; its pid is reaped already).
+forget_last_daemon() {
+  unset 'daemon_pids[-1]' 'daemon_names[-1]'
+}
+
+# Where the start-up time goes, in setup.log.
+stage() { echo "stage: $(elapsed): $*" >>"$tmp/setup.log"; }
+
+start_ceph() {
+  local conf=$tmp/ceph.conf fsid osd_uuid osd_id try deadline
+  mkdir -m 700 "$tmp/run" "$tmp/log" "$tmp/crash" "$tmp/mon" "$tmp/osd" "$tmp/rgw"
+  fsid=$(python3 -c 'import uuid; print(uuid.uuid4())')
+  osd_uuid=$(python3 -c 'import uuid; print(uuid.uuid4())')
+  # `rgw sts key` encrypts the session tokens RGW hands out: 16 characters, new every run.
+  new_secret "$tmp/sts_key" 8
+  cat >"$conf" <<EOC
+[global]
+fsid = $fsid
+mon host = v1:127.0.0.1:$mon_port
+mon initial members = a
+public addr = 127.0.0.1
+cluster addr = 127.0.0.1
+ms bind msgr2 = false
+ms bind ipv6 = false
+ms bind port min = $msgr_min
+ms bind port max = $msgr_max
+auth cluster required = none
+auth service required = none
+auth client required = none
+run dir = $tmp/run
+admin socket = $tmp/run/\$cluster-\$name.\$pid.asok
+pid file = $tmp/run/\$cluster-\$name.pid
+log file = $tmp/log/\$cluster-\$name.log
+mon cluster log file = $tmp/log/\$cluster.log
+crash dir = $tmp/crash
+keyring = $tmp/keyring
+mon data = $tmp/mon/\$cluster-\$id
+# A throwaway monitor on a nearly full disk is fine (by default it refuses to start with
+# less than 5% of the file system free).
+mon data avail warn = 0
+mon data avail crit = -1
+osd data = $tmp/osd/\$cluster-\$id
+# bluestore on a sparse file, not memstore: memstore keeps objects in RAM, and once it is
+# full every request hangs.
+osd objectstore = bluestore
+bluestore block path = $tmp/osd/block
+bluestore block create = true
+bluestore block size = 8589934592
+osd memory target = 1073741824
+osd pool default size = 1
+osd pool default min size = 1
+mon allow pool size one = true
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+mon max pg per osd = 1000
+osd crush chooseleaf type = 0
+# The OSD's own crush update at start races its first monitor map ("wrong fsid") and kills
+# it; the fixture places the OSD in the crush map itself.
+osd crush update on start = false
+osd class update on start = false
+
+[client.rgw.fixture]
+rgw frontends = beast endpoint=127.0.0.1:$port
+rgw data = $tmp/rgw
+rgw sts key = $(<"$tmp/sts_key")
+rgw s3 auth use sts = true
+EOC
+
+  {
+    env "${ceph_clean_env[@]}" ceph-authtool --create-keyring "$tmp/keyring" --gen-key -n mon. \
+      --cap mon 'allow *' &&
+      env "${ceph_clean_env[@]}" monmaptool --create --fsid "$fsid" \
+        --addv a "[v1:127.0.0.1:$mon_port]" "$tmp/monmap" &&
+      ceph_tool ceph-mon --mkfs -i a --monmap "$tmp/monmap"
+  } >>"$tmp/setup.log" 2>&1 || fail_start "creating the Ceph monitor failed"
+  stage "monitor created"
+  start_daemon monitor ceph-mon -i a
+
+  deadline=$((SECONDS + timeout))
+  until ceph_tool ceph --connect-timeout 5 -s >>"$tmp/setup.log" 2>&1; do
+    server_alive
+    [ "$SECONDS" -lt "$deadline" ] || fail_start "the Ceph monitor did not answer within ${timeout}s"
+    sleep 0.5
+  done
+
+  stage "monitor answers"
+  ceph_tool ceph osd new "$osd_uuid" >"$tmp/osd_id" 2>>"$tmp/setup.log" \
+    || fail_start "ceph osd new failed"
+  osd_id=$(<"$tmp/osd_id")
+  case "$osd_id" in '' | *[!0-9]*) fail_start "ceph osd new printed '$osd_id', not an OSD id" ;; esac
+  mkdir -m 700 "$tmp/osd/ceph-$osd_id"
+  ceph_tool ceph-osd -i "$osd_id" --mkfs --osd-uuid "$osd_uuid" >>"$tmp/setup.log" 2>&1 \
+    || fail_start "creating the Ceph OSD (ceph-osd --mkfs) failed"
+  ceph_tool ceph osd crush add "osd.$osd_id" 1.0 root=default >>"$tmp/setup.log" 2>&1 \
+    || fail_start "ceph osd crush add failed"
+
+  stage "OSD created"
+  # The first start right after the monitor often exits ("wrong fsid"); a later one works.
+  deadline=$((SECONDS + timeout))
+  for try in 1 2 3 4 5; do
+    start_daemon "OSD" ceph-osd -i "$osd_id"
+    while kill -0 "${daemon_pids[-1]}" 2>/dev/null; do
+      ceph_tool ceph osd stat -f json >"$tmp/osd_stat" 2>>"$tmp/setup.log" || true
+      grep -q '"num_up_osds":1[,}]' "$tmp/osd_stat" && break 2
+      kill -0 "${daemon_pids[0]}" 2>/dev/null || fail_start "Ceph's monitor exited during start-up"
+      [ "$SECONDS" -lt "$deadline" ] || fail_start "the Ceph OSD was not up within ${timeout}s"
+      sleep 0.5
+    done
+    wait "${daemon_pids[-1]}" 2>/dev/null || true
+    forget_last_daemon
+    say "the Ceph OSD exited during start-up (attempt $try); starting it again"
+    [ "$try" -lt 5 ] || fail_start "the Ceph OSD exited during start-up $try times"
+    sleep 1
+  done
+
+  stage "OSD up"
+  # RGW creates its pools and zone on its first start (about 10 s), then answers GET / 200.
+  start_daemon radosgw radosgw -n client.rgw.fixture
+  wait_http "http://127.0.0.1:$port/" "Ceph RGW" 200
+  stage "RGW answers"
+
+  # The user's keys go from radosgw-admin's output to the two secret files, never printed.
+  ceph_tool radosgw-admin user create --uid="$CEPH_USER" \
+    --display-name="artifactstore fixture" --caps="roles=*;oidc-provider=*;user-policy=*" \
+    >"$tmp/user.json" 2>>"$tmp/setup.log" || fail_start "radosgw-admin user create failed"
+  fixture_py >>"$tmp/setup.log" 2>&1 <<'PY' || fail_start "reading the new user's keys failed"
+import json, os
+d = os.environ["FIXTURE_DIR"]
+path = os.path.join(d, "user.json")
+with open(path) as f:
+    user = json.load(f)
+os.remove(path)
+key = user["keys"][0]
+for name, value in (("access_key_id", key["access_key"]), ("secret_access_key", key["secret_key"])):
+    fd = os.open(os.path.join(d, name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value)
+print("user %s, key %s, caps %s" % (user["user_id"], key["access_key"],
+      ", ".join("%s=%s" % (c["type"], c["perm"]) for c in user["caps"])))
 PY
+  stage "user created"
+
+  create_bucket_s3
+  stage "bucket created"
 
   wait_s3_ready
 }
@@ -486,6 +733,7 @@ PY
 case "$server" in
   garage) start_garage ;;
   rustfs) start_rustfs ;;
+  ceph) start_ceph ;;
 esac
 say "$server $server_version ready on http://127.0.0.1:$port, bucket '$bucket', in $(elapsed) (files: $tmp)"
 
@@ -499,6 +747,11 @@ export ARTIFACTSTORE_FIXTURE_DIR=$tmp
 if [ "$server" = garage ]; then
   export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL=http://127.0.0.1:$admin_port
   export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF=file:$tmp/admin_token
+fi
+if [ "$server" = ceph ]; then
+  export ARTIFACTSTORE_FIXTURE_STS_URL=http://127.0.0.1:$port
+  export ARTIFACTSTORE_FIXTURE_CEPH_CONF=$tmp/ceph.conf
+  export ARTIFACTSTORE_FIXTURE_CEPH_USER_ARN=arn:aws:iam:::user/$CEPH_USER
 fi
 umask "$orig_umask"
 
