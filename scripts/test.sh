@@ -7,7 +7,8 @@
 #      `serve --backend s3` (two replicas on one PostgreSQL and one bucket included),
 #      the kill test and `storage verify`, against a real Garage
 #      started by scripts/s3-fixture.sh (its binary is built once, ~25 min, and cached
-#      in ~/.cache/artifact-store), then against RustFS when its binary is cached;
+#      in ~/.cache/artifact-store), then against Ceph RGW (Debian packages, started by
+#      `scripts/s3-fixture.sh ceph`), then against RustFS when its binary is cached;
 #      the same suites again with the server on web-identity credentials vended by
 #      `artifactstore vend serve` (scripts/vend-fixture.sh); and credential vending on
 #      its Garage driver (real OIDC issuer, unmodified boto3).
@@ -59,6 +60,9 @@ echo "== live S3 on short-lived credentials: web identity at the vend service (G
 
 echo "== live credential vending: Garage driver"
 scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend -- live:: rotation::
+
+echo "== live S3: Ceph RGW"
+"${with_pg[@]}" scripts/s3-fixture.sh ceph -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
 
 echo "== live S3: RustFS"
 set +e

@@ -160,9 +160,19 @@ enum Command {
         /// Metadata database URL (default: the SQLite index in the data directory).
         #[arg(long, env = "ARTIFACTSTORE_DATABASE_URL")]
         database_url: Option<String>,
-        /// Move corrupt blobs to <data-dir>/quarantine/.
-        #[arg(long)]
+        /// Move corrupt blobs to <data-dir>/quarantine/ (fs only).
+        #[arg(long, conflicts_with = "backend")]
         repair: bool,
+        /// Check the `s3` backend's bucket (from --config and ARTIFACTSTORE_S3_*)
+        /// instead of the data directory.
+        #[arg(long, value_enum)]
+        backend: Option<config::Backend>,
+        /// With --backend s3: serve's configuration file (its [s3] section).
+        #[arg(long, env = "ARTIFACTSTORE_CONFIG", requires = "backend")]
+        config: Option<PathBuf>,
+        /// With --backend s3: read every object back and re-hash it.
+        #[arg(long, requires = "backend")]
+        deep: bool,
     },
     /// Check the configured storage backend.
     #[command(subcommand)]
@@ -331,7 +341,23 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Fsck {
             data_dir,
             database_url,
+            repair: _,
+            backend: Some(config::Backend::S3),
+            config,
+            deep,
+        } => {
+            let store = serve::StoreOf {
+                data_dir,
+                database_url,
+                config,
+            };
+            serve::fsck_s3(store, deep, cli.json).await
+        }
+        Command::Fsck {
+            data_dir,
+            database_url,
             repair,
+            ..
         } => serve::fsck(&data_dir, database_url, repair, cli.json).await,
         Command::Storage(StorageCommand::Verify(args)) => verify::verify(args, cli.json).await,
         Command::Vend(command) => vend::vend(command, cli.json).await,

@@ -239,6 +239,36 @@ pub(crate) async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// Where `fsck --backend s3` finds the store and its index.
+pub struct StoreOf {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub config: Option<PathBuf>,
+}
+
+/// `fsck --backend s3`: checks the bucket against the index, read-only.
+pub async fn fsck_s3(of: StoreOf, deep: bool, json: bool) -> anyhow::Result<u8> {
+    let flags = ServeFlags {
+        backend: Some(config::Backend::S3),
+        data_dir: Some(of.data_dir),
+        database_url: of.database_url,
+        ..Default::default()
+    };
+    let cfg = config::load(of.config.as_deref(), &flags)
+        .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
+    let (store, mut info, cache) = crate::store::s3_store(&cfg.s3)?;
+    info.load_expiry(&cache)
+        .await
+        .context("S3 backend: no credentials")?;
+    store.head_bucket().await.context("S3 backend not usable")?;
+    let index = Index::open(&cfg.database_url())
+        .await
+        .context("open metadata index")?;
+    let report = artifactstore_server::fsck::fsck_store(&store, &index, deep).await?;
+    index.close().await;
+    print_fsck(&report, json)
+}
+
 pub async fn fsck(
     data_dir: &Path,
     database_url: Option<String>,
@@ -262,8 +292,12 @@ pub async fn fsck(
     let index = Index::open(&url).await.context("open metadata index")?;
     let report = artifactstore_server::fsck::fsck(&store, &index, repair).await?;
     index.close().await;
+    print_fsck(&report, json)
+}
+
+fn print_fsck(report: &artifactstore_server::fsck::FsckReport, json: bool) -> anyhow::Result<u8> {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
         println!(
             "checked {} blobs ({} bytes); {} referenced, {} unreferenced, {} temp files",

@@ -219,15 +219,19 @@ impl Index {
             .collect()
     }
 
-    /// Referenced blobs in digest order, after `after` (for fsck).
+    /// Blobs that files of live versions reference, in digest order, after `after` (for
+    /// fsck).
     pub async fn referenced_blobs(
         &self,
         after: Option<&Digest>,
         limit: u32,
     ) -> Result<Vec<BlobRef>> {
         let rows = sqlx::query(
-            "SELECT digest, MIN(size) AS size, COUNT(*) AS files FROM files WHERE digest > $1 \
-             GROUP BY digest ORDER BY digest LIMIT $2",
+            // Files of tombstones do not count: garbage collection frees their blobs.
+            "SELECT f.digest AS digest, MIN(f.size) AS size, COUNT(*) AS files FROM files f \
+             JOIN versions v ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.version \
+             WHERE v.state <> 'deleted' AND f.digest > $1 \
+             GROUP BY f.digest ORDER BY f.digest LIMIT $2",
         )
         .bind(after.map(|d| d.to_string()).unwrap_or_default())
         .bind(limit as i64)
@@ -250,7 +254,9 @@ impl Index {
     /// The files that reference a blob, as `namespace/name@version/path` (for reports).
     pub async fn files_with_digest(&self, digest: &Digest) -> Result<Vec<String>> {
         let rows = sqlx::query(
-            "SELECT namespace, name, version, path FROM files WHERE digest = $1 ORDER BY namespace, name, version, path",
+            "SELECT f.namespace, f.name, f.version, f.path FROM files f JOIN versions v \
+             ON v.namespace = f.namespace AND v.name = f.name AND v.version = f.version \
+             WHERE f.digest = $1 AND v.state <> 'deleted' ORDER BY f.namespace, f.name, f.version, f.path",
         )
         .bind(digest.to_string())
         .fetch_all(&self.pool)

@@ -1,6 +1,7 @@
 //! `fsck`: re-hashes every blob of an `fs` store and checks that every file row has its
 //! blob. With repair, corrupt blobs are moved to quarantine so that they are never
-//! served again; nothing is ever deleted.
+//! served again; nothing is ever deleted. [`fsck_store`] does the same through the
+//! [`BlobStore`] interface for any backend (the S3 bucket), re-hashing with `deep`.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -51,14 +52,14 @@ pub enum FsckError {
 
 const PAGE: usize = 1000;
 
-pub async fn fsck(
-    store: &Arc<FsBlobStore>,
+/// Checks that every file row's blob is in `store` with its size; returns the
+/// referenced digests.
+async fn check_referenced(
+    store: &dyn BlobStore,
     index: &Index,
-    repair: bool,
-) -> Result<FsckReport, FsckError> {
-    let mut report = FsckReport::default();
+    report: &mut FsckReport,
+) -> Result<HashSet<Digest>, FsckError> {
     let mut referenced = HashSet::new();
-
     let mut after = None;
     loop {
         let page = index.referenced_blobs(after.as_ref(), PAGE as u32).await?;
@@ -89,6 +90,16 @@ pub async fn fsck(
             }
         }
     }
+    Ok(referenced)
+}
+
+pub async fn fsck(
+    store: &Arc<FsBlobStore>,
+    index: &Index,
+    repair: bool,
+) -> Result<FsckReport, FsckError> {
+    let mut report = FsckReport::default();
+    let referenced = check_referenced(&**store, index, &mut report).await?;
 
     let mut after = None;
     loop {
@@ -136,5 +147,55 @@ pub async fn fsck(
         }
     }
     report.temp_files = store.temp_files()?.len() as u64;
+    Ok(report)
+}
+
+/// `fsck` of any store (the S3 backend's bucket, or the data directory read through the
+/// store): every file row's blob is there with its size; every blob is counted as
+/// referenced or not (what garbage collection would collect); with `deep`, every blob
+/// is read back and re-hashed. Nothing is changed.
+pub async fn fsck_store(
+    store: &dyn BlobStore,
+    index: &Index,
+    deep: bool,
+) -> Result<FsckReport, FsckError> {
+    use futures::StreamExt;
+    let mut report = FsckReport::default();
+    let referenced = check_referenced(store, index, &mut report).await?;
+    let mut after = None;
+    loop {
+        let page = store.list(after, PAGE).await?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.digest);
+        for blob in page {
+            report.blobs_checked += 1;
+            report.bytes_checked += blob.size;
+            if !referenced.contains(&blob.digest) {
+                report.unreferenced_blobs += 1;
+            }
+            if !deep {
+                continue;
+            }
+            let mut read = match store.get(&blob.digest, None).await {
+                Ok(r) => r,
+                Err(artifactstore_blob::Error::NotFound { .. }) => continue, // deleted meanwhile
+                Err(e) => return Err(e.into()),
+            };
+            let mut hasher = artifactstore_model::Hasher::new();
+            while let Some(chunk) = read.body.next().await {
+                hasher.update(&chunk.map_err(artifactstore_blob::Error::Body)?);
+            }
+            let actual = hasher.finish();
+            if actual != blob.digest {
+                report.problems.push(Problem {
+                    kind: "corrupt_blob",
+                    digest: blob.digest,
+                    detail: format!("content hashes to {actual}"),
+                    files: index.files_with_digest(&blob.digest).await?,
+                    action: Some("delete the object; the files that reference it are lost".into()),
+                });
+            }
+        }
+    }
     Ok(report)
 }

@@ -282,6 +282,24 @@ impl Server {
     }
 
     /// Whether a blob with exactly these bytes is stored.
+    /// `fsck --json` of this server's store: its data directory, or on S3 its bucket
+    /// prefix (`--backend s3`, re-hashing every object with `deep`).
+    pub fn fsck(&self, deep: bool) -> serde_json::Value {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--json", "fsck", "--data-dir"])
+            .arg(&self.data_dir);
+        if let Some(prefix) = &self.s3_prefix {
+            cmd.args(["--backend", "s3"])
+                .env("ARTIFACTSTORE_S3_PREFIX", prefix);
+            if deep {
+                cmd.arg("--deep");
+            }
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "fsck: {}{}", stdout(&o), stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    }
+
     pub fn holds_blob(&self, data: &[u8]) -> bool {
         if let Some(prefix) = self.s3_prefix.clone() {
             let d = artifactstore_model::Digest::of(data);

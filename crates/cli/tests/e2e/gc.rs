@@ -85,6 +85,14 @@ fn deleted_versions_bytes_are_freed_and_shared_blobs_stay() {
     assert_eq!(dry["unreferenced_bytes"], only_one.len() as u64);
     assert_eq!(dry["collected_blobs"], 0);
     assert!(s.holds_blob(&only_one), "a dry run deletes nothing");
+    // fsck (of the bucket on S3, re-hashing every object) sees what GC would collect.
+    let before = s.fsck(true);
+    assert_eq!(before["unreferenced_blobs"], 1, "{before}");
+    assert_eq!(before["blobs_checked"], 3);
+    assert!(
+        before["problems"].as_array().unwrap().is_empty(),
+        "{before}"
+    );
 
     let r = gc(&s, false);
     assert_eq!(r["collected_blobs"], 1, "{r}");
@@ -103,6 +111,19 @@ fn deleted_versions_bytes_are_freed_and_shared_blobs_stay() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(std::fs::read(&copy).unwrap(), shared);
     assert_eq!(gc(&s, false)["collected_blobs"], 0, "nothing left to free");
+    let after = s.fsck(true);
+    assert_eq!(
+        (
+            after["blobs_checked"].as_u64(),
+            after["unreferenced_blobs"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{after}"
+    );
+    assert!(
+        after["problems"].as_array().unwrap().is_empty(),
+        "every file still has its blob: {after}"
+    );
 
     let metrics = s.cli(&["--json", "gc", "--dry-run"]);
     assert!(metrics.status.success());
