@@ -33,6 +33,10 @@ for _ in $(seq 100); do [ -s "$dir/issuer.out" ] && break; sleep 0.1; done
 issuer=$(awk '{print $2}' "$dir/issuer.out")
 [ -n "$issuer" ] || { echo "vend-fixture: the OIDC issuer did not start" >&2; exit 1; }
 
+# The example as shipped, but for the per-subject lease cap: every server the suites
+# start is one more live lease of the one CI subject, more than the example's 50.
+sed 's/^per_subject = .*/per_subject = 1000/' examples/vend-garage.toml > "$dir/vend.toml"
+
 ARTIFACTSTORE_VEND_ISSUER=$issuer \
 ARTIFACTSTORE_VEND_AUDIENCE=artifactstore \
 ARTIFACTSTORE_VEND_BUCKET=$ARTIFACTSTORE_S3_BUCKET \
@@ -40,7 +44,7 @@ ARTIFACTSTORE_VEND_AUDIT_LOG=$dir/vend-audit.log \
 ARTIFACTSTORE_VEND_DATABASE_URL="sqlite://$dir/vend-leases.db?mode=rwc" \
 ARTIFACTSTORE_VEND_GARAGE_ADMIN_URL=$ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL \
 ARTIFACTSTORE_VEND_GARAGE_ADMIN_TOKEN_REF=$ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF \
-  "$bin" vend serve --config examples/vend-garage.toml --listen 127.0.0.1:0 \
+  "$bin" vend serve --config "$dir/vend.toml" --listen 127.0.0.1:0 \
   > "$dir/vend.out" 2> "$dir/vend.err" &
 pids+=($!)
 for _ in $(seq 100); do [ -s "$dir/vend.out" ] && break; sleep 0.1; done

@@ -9,10 +9,13 @@
 //! - a collector deletes a blob only after marking its candidate row `deleting`
 //!   ([`Index::claim_for_deletion`]), in one statement that also checks that no live
 //!   file references it and no fresh hold exists;
-//! - both statements touch the candidate row first, so the database orders them: a
-//!   hold taken first stops the claim; a claim made first makes the hold wait until the
-//!   collector has deleted the blob and forgotten the row, after which the upload finds
-//!   the blob gone and writes it again.
+//! - both take the candidate row first — the hold by an upsert, which locks the row or
+//!   the key of the row it inserts, so even a digest never noted before is covered —
+//!   so the database orders them: a hold taken first stops the claim; a claim made
+//!   first makes the hold wait until the collector has deleted the blob and forgotten
+//!   the row, after which the upload finds the blob gone and writes it again;
+//! - a hold is refreshed while its upload runs ([`Index::refresh_hold`]), so only the
+//!   hold of a process that died goes stale.
 //!
 //! A hold or a `deleting` mark older than [`STALE_AFTER`] is left by a process that
 //! died; it no longer counts.
@@ -48,22 +51,31 @@ impl Index {
         let now = self.clock.now();
         let stale = now.saturating_sub(STALE_AFTER).unix_millis();
         let mut tx = self.pool.begin().await?;
+        // Take the candidate row's key whether or not the row exists yet (an upsert locks
+        // the row, or the key of the row it inserts): a collector noting or claiming the
+        // digest concurrently then waits for this transaction, on any database.
         sqlx::query(
-            "DELETE FROM gc_candidates WHERE digest = $1 \
-             AND (deleting_since IS NULL OR deleting_since < $2)",
+            "INSERT INTO gc_candidates (digest, size, first_seen) VALUES ($1, 0, $2) \
+             ON CONFLICT (digest) DO UPDATE SET size = gc_candidates.size",
         )
         .bind(digest.to_string())
-        .bind(stale)
+        .bind(now.unix_millis())
         .execute(&mut *tx)
         .await?;
-        let deleting = sqlx::query("SELECT 1 AS d FROM gc_candidates WHERE digest = $1")
-            .bind(digest.to_string())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if deleting.is_some() {
+        let mark: Option<i64> =
+            sqlx::query("SELECT deleting_since FROM gc_candidates WHERE digest = $1")
+                .bind(digest.to_string())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("deleting_since")?;
+        if mark.is_some_and(|since| since >= stale) {
             tx.rollback().await?;
             return Ok(Hold::BeingDeleted);
         }
+        sqlx::query("DELETE FROM gc_candidates WHERE digest = $1")
+            .bind(digest.to_string())
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO gc_holds (digest, holder, since) VALUES ($1, $2, $3) \
              ON CONFLICT (digest, holder) DO UPDATE SET since = excluded.since",
@@ -75,6 +87,20 @@ impl Index {
         .await?;
         tx.commit().await?;
         Ok(Hold::Held)
+    }
+
+    /// Renews `holder`'s hold on `digest` (an upload still running); false when it is
+    /// gone (it lapsed, or was swept as stale), after which the upload must not rely on
+    /// the blob it found.
+    pub async fn refresh_hold(&self, digest: &Digest, holder: &str) -> Result<bool> {
+        let _guard = self.write.lock().await;
+        let done = sqlx::query("UPDATE gc_holds SET since = $1 WHERE digest = $2 AND holder = $3")
+            .bind(self.clock.now().unix_millis())
+            .bind(digest.to_string())
+            .bind(holder)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Releases `holder`'s hold on `digest`.

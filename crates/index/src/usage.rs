@@ -75,7 +75,6 @@ pub(crate) async fn charge(
     .await?;
     let before = usage_from(
         &sqlx::query(
-            // Placeholders in the order they first appear (SQLite numbers them so).
             "UPDATE namespace_usage SET bytes = bytes + $1, versions = versions + $2 \
              WHERE namespace = $3 RETURNING bytes - $1 AS bytes, versions - $2 AS versions",
         )

@@ -364,8 +364,9 @@ impl Index {
         Ok(v)
     }
 
-    /// Tombstones a version (idempotent). Its file rows stay, so its blobs stay referenced
-    /// until a garbage collector decides otherwise.
+    /// Tombstones a version (idempotent). Its file rows stay (reads answer
+    /// `version_deleted`), but they no longer keep their blobs: garbage collection frees
+    /// what no live version references.
     pub async fn delete_version(&self, id: &VersionId) -> Result<VersionRecord> {
         retry_conflicts(|| self.delete_version_once(id)).await
     }

@@ -81,7 +81,7 @@ impl ApiError {
     /// as what it is: 503 `storage_unavailable` with `Retry-After`, or 507
     /// `insufficient_storage`. The error, with the endpoint, path or upstream text it
     /// names, goes to the log only.
-    fn store_fault(
+    pub(crate) fn store_fault(
         what: &'static str,
         fault: artifactstore_model::StoreFault,
         e: &dyn std::fmt::Display,

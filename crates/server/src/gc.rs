@@ -52,6 +52,10 @@ pub struct UploadHold {
     index: Arc<Index>,
     holder: String,
     held: Mutex<Option<Digest>>,
+    /// Renews the hold while the upload runs (a slow body, a large copy).
+    refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set when a renewal found the hold gone: the blob may have been collected.
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl UploadHold {
@@ -62,11 +66,47 @@ impl UploadHold {
             index,
             holder: hex::encode(b),
             held: Mutex::new(None),
+            refresher: Mutex::new(None),
+            lost: Default::default(),
         }
     }
 
     fn take(&self) -> Option<Digest> {
+        if let Some(task) = self
+            .refresher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            task.abort();
+        }
         self.held.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Whether the hold lapsed while the upload ran, so the blob it found may be gone.
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn keep_fresh(&self, digest: Digest) {
+        let (index, holder, lost) = (self.index.clone(), self.holder.clone(), self.lost.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(artifactstore_index::STALE_AFTER / 3).await;
+                match index.refresh_hold(&digest, &holder).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    // Tried again at the next turn; the hold lapses only after several.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not renew an upload's hold on its blob")
+                    }
+                }
+            }
+        });
+        *self.refresher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
 
     /// Releases the hold (after the file row is written, or the upload failed).
@@ -101,6 +141,7 @@ impl PublishGate for UploadHold {
             match self.index.hold_blob(digest, &self.holder).await {
                 Ok(Hold::Held) => {
                     *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(*digest);
+                    self.keep_fresh(*digest);
                     return Ok(());
                 }
                 Ok(Hold::BeingDeleted) if tokio::time::Instant::now() < deadline => {
@@ -203,7 +244,15 @@ async fn collect_leased(
             if !index.claim_for_deletion(digest, cutoff).await? {
                 continue;
             }
-            let existed = blobs.delete(digest).await?;
+            let existed = match blobs.delete(digest).await {
+                Ok(existed) => existed,
+                Err(e) => {
+                    // Unmarked at once: an upload of this digest need not wait for the
+                    // mark to lapse; the next pass notes it again.
+                    let _ = index.forget_candidate(digest).await;
+                    return Err(e.into());
+                }
+            };
             index.forget_candidate(digest).await?;
             if existed {
                 report.collected_blobs += 1;

@@ -243,9 +243,17 @@ pub async fn expire(
                     name: n,
                     version: v,
                 };
-                if index.expire_version(&id, &why).await?.is_some() {
-                    tracing::info!(%namespace, %name, %version, %why, "version expired");
-                    expired += 1;
+                match index.expire_version(&id, &why).await {
+                    Ok(Some(_)) => {
+                        tracing::info!(%namespace, %name, %version, %why, "version expired");
+                        expired += 1;
+                    }
+                    Ok(None) => {}
+                    // One version that cannot be expired now (a lost race with another
+                    // replica) does not stop the pass; the next one tries it again.
+                    Err(e) => {
+                        tracing::warn!(%namespace, %name, %version, error = %e, "could not expire a version")
+                    }
                 }
             }
         }

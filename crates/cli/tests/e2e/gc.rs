@@ -203,7 +203,27 @@ fn uploads_racing_collections_at_zero_grace_never_lose_their_blob() {
         });
         let mut lost = Vec::new();
         let n = 150u32;
+        // Each acknowledged file is read back twice: at once, and again just before its
+        // version is deleted, so a blob collected in between is caught too.
+        let read_back = |k: usize, i: u32, data: Vec<u8>| {
+            let req = auth(client.get(format!("{url}/v1/artifacts/ci/race-{k}/{i}/f.bin")));
+            async move {
+                let got = req.send().await.unwrap();
+                let status = got.status();
+                let body = got.bytes().await.unwrap();
+                (status == StatusCode::OK && body.as_ref() == data.as_slice())
+                    .then_some(())
+                    .ok_or((k, i, status))
+            }
+        };
+        let mut acked: Vec<usize> = Vec::new();
         for i in 1..=n {
+            let previous = bytes(64 * 1024, u64::from((i - 1) % 2));
+            for k in acked.drain(..) {
+                if let Err(e) = read_back(k, i - 1, previous.clone()).await {
+                    lost.push(e);
+                }
+            }
             // Three versions take up the shared digest while the one before them goes.
             let data = bytes(64 * 1024, u64::from(i % 2));
             let puts = (0..3).map(|k| {
@@ -222,15 +242,15 @@ fn uploads_racing_collections_at_zero_grace_never_lose_their_blob() {
                 if !put.unwrap().status().is_success() {
                     continue; // not acknowledged: nothing was promised
                 }
-                let got = auth(client.get(format!("{url}/v1/artifacts/ci/race-{k}/{i}/f.bin")))
-                    .send()
-                    .await
-                    .unwrap();
-                let status = got.status();
-                let body = got.bytes().await.unwrap();
-                if status != StatusCode::OK || body.as_ref() != data.as_slice() {
-                    lost.push((k, i, status));
+                match read_back(k, i, data.clone()).await {
+                    Ok(()) => acked.push(k),
+                    Err(e) => lost.push(e),
                 }
+            }
+        }
+        for k in acked {
+            if let Err(e) = read_back(k, n, bytes(64 * 1024, u64::from(n % 2))).await {
+                lost.push(e);
             }
         }
         done.store(true, std::sync::atomic::Ordering::Relaxed);

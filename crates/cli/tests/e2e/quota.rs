@@ -73,6 +73,10 @@ fn uploads_past_the_quota_are_refused_and_leave_nothing() {
     assert_eq!(usage["usage"]["max_bytes"], 100_000);
     assert_eq!(usage["usage"]["max_versions"], 2);
 
+    // The same file again is answered as such, though it would not fit a second time.
+    let again = send(&s, "PUT", "small/app/1/a.bin", Some(first.clone()), false);
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.body["created"], false);
     // 60,000 more do not fit: refused before the body is read, nothing stored.
     let second = bytes(60_000, 2);
     let a = send(&s, "PUT", "small/app/1/b.bin", Some(second.clone()), false);

@@ -185,14 +185,9 @@ async fn receive_file(
 
     // Answer what can be answered without reading the body.
     let existing_version = st.index.version(&id).await?;
-    let quota = st.config.quotas.for_namespace(id.namespace.as_str());
-    if let Some(quota) = &quota {
-        let usage = st.index.usage(id.namespace.as_str()).await?;
-        let new_version = existing_version.is_none();
-        if let Some(what) = quota.refusal(usage, content_length.unwrap_or(0), new_version) {
-            return Err(artifactstore_index::Error::QuotaExceeded { what }.into());
-        }
-    }
+    let new_version = existing_version.is_none();
+    // A path already taken adds no bytes: the upload is the same file again, or a conflict.
+    let mut path_taken = false;
     if let Some(v) = existing_version {
         if v.state == VersionState::Deleted {
             return Err(artifactstore_index::Error::VersionDeleted.into());
@@ -217,10 +212,20 @@ async fn receive_file(
                 }
                 .into());
             }
-            _ => {}
+            Some(_) => path_taken = true,
+            None => {}
         }
     }
 
+    // After the answers above: an identical re-upload, a conflict or a complete version
+    // is answered as such, whatever the quota.
+    let quota = st.config.quotas.for_namespace(id.namespace.as_str());
+    if let Some(quota) = quota.as_ref().filter(|_| !path_taken) {
+        let usage = st.index.usage(id.namespace.as_str()).await?;
+        if let Some(what) = quota.refusal(usage, content_length.unwrap_or(0), new_version) {
+            return Err(artifactstore_index::Error::QuotaExceeded { what }.into());
+        }
+    }
     let _gauge = st.metrics.upload_started();
     let metrics = st.metrics.clone();
     let mut received = 0u64;
@@ -264,6 +269,15 @@ async fn receive_file(
         size: stored.size,
         media_type,
     };
+    if hold.lost() {
+        // The hold lapsed during a very slow upload: the blob found may have been
+        // collected since, so nothing is recorded.
+        return Err(ApiError::store_fault(
+            "garbage collection",
+            artifactstore_model::StoreFault::Unavailable,
+            &"the upload outlasted its hold on the blob",
+        ));
+    }
     let added = st.index.add_file_within(&id, new, quota.as_ref()).await;
     hold.release().await;
     let added = added?;
