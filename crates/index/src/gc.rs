@@ -190,11 +190,18 @@ impl Index {
             .execute(&mut *tx)
             .await?;
         }
-        for digest in referenced {
-            sqlx::query("DELETE FROM gc_candidates WHERE digest = $1 AND deleting_since IS NULL")
-                .bind(digest.to_string())
-                .execute(&mut *tx)
-                .await?;
+        for page in referenced.chunks(PAGE) {
+            let marks: Vec<String> = (1..=page.len()).map(|i| format!("${i}")).collect();
+            // Only placeholders are formatted in; the digests are bound.
+            let sql = format!(
+                "DELETE FROM gc_candidates WHERE deleting_since IS NULL AND digest IN ({})",
+                marks.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for d in page {
+                q = q.bind(d.to_string());
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

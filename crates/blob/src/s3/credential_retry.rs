@@ -85,7 +85,8 @@ const RETRY_MARK: &str = "x-artifactstore-retry-with-fresh-credential";
 enum Refusal {
     /// An error code that names the credential (expired, unknown key, bad token).
     Credential,
-    /// A 403 without a body (the answer to a HEAD): a refused credential, or a
+    /// A 403 without a body (the answer to a HEAD), or a bare `AccessDenied` without a
+    /// message (Ceph RGW's answer to an expired session): a refused credential, or a
     /// refused permission (AWS answers a HEAD of a missing key this way without
     /// `s3:ListBucket`) — it cannot say which.
     Ambiguous,
@@ -105,13 +106,21 @@ fn refusal(resp: &HttpResponse) -> Option<Refusal> {
     if body.is_empty() {
         return (status == 403).then_some(Refusal::Ambiguous);
     }
-    let code = body
-        .find("<Code>")
-        .and_then(|i| body[i + 6..].split('<').next())
-        .unwrap_or("");
-    CREDENTIAL_CODES
-        .contains(&code)
-        .then_some(Refusal::Credential)
+    let element = |name: &str| {
+        let open = format!("<{name}>");
+        body.find(&open)
+            .and_then(|i| body[i + open.len()..].split('<').next())
+            .unwrap_or("")
+    };
+    let code = element("Code");
+    if CREDENTIAL_CODES.contains(&code) {
+        return Some(Refusal::Credential);
+    }
+    // Ceph RGW answers an expired or unknown session credential with a bare
+    // `AccessDenied` (no message), as it answers a refused permission: like a bodiless
+    // 403, worth one fresh credential now and then, not on every request.
+    (status == 403 && code == "AccessDenied" && element("Message").trim().is_empty())
+        .then_some(Refusal::Ambiguous)
 }
 
 #[cfg(test)]
@@ -358,6 +367,16 @@ pub(super) mod tests {
             refusal(&response(403, &error_body("ExpiredToken"))),
             Some(Refusal::Credential)
         );
+    }
+
+    #[test]
+    fn a_bare_access_denied_is_ambiguous_one_with_a_message_is_about_the_request() {
+        let bare = "<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><BucketName>b</BucketName><RequestId>r</RequestId></Error>";
+        assert_eq!(refusal(&response(403, bare)), Some(Refusal::Ambiguous));
+        let empty = "<Error><Code>AccessDenied</Code><Message></Message></Error>";
+        assert_eq!(refusal(&response(403, empty)), Some(Refusal::Ambiguous));
+        assert_eq!(refusal(&response(403, &error_body("AccessDenied"))), None);
+        assert_eq!(refusal(&response(400, bare)), None);
     }
 
     #[test]

@@ -265,4 +265,9 @@ fn uploads_racing_collections_at_zero_grace_never_lose_their_blob() {
     // The collector did delete while the uploads ran: the shared digests, each time
     // the versions holding them were gone before the next took them up.
     assert!(collected > 0, "{collected} blobs collected");
+    let report = s.fsck(true);
+    assert!(
+        report["problems"].as_array().unwrap().is_empty(),
+        "fsck after the race: {report}"
+    );
 }
