@@ -300,6 +300,52 @@ impl Server {
         serde_json::from_slice(&o.stdout).unwrap()
     }
 
+    /// How many blobs the store holds and their bytes, counted outside the server: the
+    /// files under the data directory's `blobs/`, or on S3 the objects under the
+    /// server's prefix as boto3 lists them.
+    pub fn stored_blobs(&self) -> (u64, u64) {
+        let Some(prefix) = &self.s3_prefix else {
+            fn walk(dir: &Path, acc: &mut (u64, u64)) {
+                for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                    let m = e.metadata().unwrap();
+                    if m.is_dir() {
+                        walk(&e.path(), acc);
+                    } else {
+                        acc.0 += 1;
+                        acc.1 += m.len();
+                    }
+                }
+            }
+            let mut acc = (0, 0);
+            walk(&self.data_dir.join("blobs"), &mut acc);
+            return acc;
+        };
+        const LIST: &str = r#"
+import os, sys, boto3
+def ref(name):
+    return open(os.environ[name].removeprefix("file:")).read().strip()
+s3 = boto3.client("s3", endpoint_url=os.environ["ARTIFACTSTORE_S3_ENDPOINT_URL"],
+                  region_name=os.environ.get("ARTIFACTSTORE_S3_REGION", "us-east-1"),
+                  aws_access_key_id=ref("ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF"),
+                  aws_secret_access_key=ref("ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF"))
+count = size = 0
+for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=os.environ["ARTIFACTSTORE_S3_BUCKET"], Prefix=sys.argv[1] + "blobs/"):
+    for o in page.get("Contents", []):
+        count += 1
+        size += o["Size"]
+print(count, size)
+"#;
+        let o = Command::new("python3")
+            .args(["-c", LIST, prefix])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "boto3 listing: {}", stderr(&o));
+        let text = stdout(&o);
+        let mut parts = text.split_whitespace().map(|n| n.parse::<u64>().unwrap());
+        (parts.next().unwrap(), parts.next().unwrap())
+    }
+
     pub fn holds_blob(&self, data: &[u8]) -> bool {
         if let Some(prefix) = self.s3_prefix.clone() {
             let d = artifactstore_model::Digest::of(data);
@@ -327,6 +373,29 @@ fn unsafe_sigterm(pid: u32) {
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
+}
+
+/// A new PostgreSQL database for replicas that share it and one bucket, or `None` (with
+/// the reason printed) when the suite runs without PostgreSQL or without S3.
+pub fn replica_database(name: &str) -> Option<String> {
+    let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") else {
+        eprintln!("ARTIFACTSTORE_TEST_POSTGRES_URL not set: replica test not run");
+        return None;
+    };
+    if !on_s3() {
+        eprintln!("replicas need a shared blob store: run with ARTIFACTSTORE_TEST_BACKEND=s3");
+        return None;
+    }
+    let db = format!("{name}_{}", std::process::id());
+    assert!(
+        Command::new("psql")
+            .arg(&admin)
+            .args(["-qc", &format!("CREATE DATABASE {db}")])
+            .status()
+            .unwrap()
+            .success()
+    );
+    Some(format!("{}/{db}", admin.rsplit_once('/').unwrap().0))
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

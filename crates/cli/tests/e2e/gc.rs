@@ -94,9 +94,16 @@ fn deleted_versions_bytes_are_freed_and_shared_blobs_stay() {
         "{before}"
     );
 
+    let (count_before, bytes_before) = s.stored_blobs();
+    assert_eq!(count_before, 3);
     let r = gc(&s, false);
     assert_eq!(r["collected_blobs"], 1, "{r}");
     assert_eq!(r["freed_bytes"], only_one.len() as u64);
+    // Counted outside the server (files, or the bucket listed with boto3): exactly the
+    // deleted version's own blob is gone.
+    let (count_after, bytes_after) = s.stored_blobs();
+    assert_eq!(count_before - count_after, 1);
+    assert_eq!(bytes_before - bytes_after, only_one.len() as u64);
     assert!(
         !s.holds_blob(&only_one),
         "the deleted version's own blob is gone"
@@ -269,5 +276,77 @@ fn uploads_racing_collections_at_zero_grace_never_lose_their_blob() {
     assert!(
         report["problems"].as_array().unwrap().is_empty(),
         "fsck after the race: {report}"
+    );
+}
+
+/// Two replicas on one PostgreSQL and one bucket collect at the same moment: one holds
+/// the lease and collects, the other answers `busy` or finds nothing left; together they
+/// free every blob exactly once, and nothing else.
+#[test]
+fn two_replicas_collecting_at_once_free_each_blob_once() {
+    let Some(url) = replica_database("gc_replicas") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    let flags = [
+        "--database-url",
+        &url,
+        "--gc-grace-secs",
+        "0",
+        "--gc-interval-secs",
+        "0",
+    ];
+    let a = Server::start_replica(&dir.path().join("a"), &shared, &flags);
+    let b = Server::start_replica(&dir.path().join("b"), &shared, &flags);
+    let n = 200;
+    for i in 0..n {
+        assert_eq!(
+            put(
+                &a,
+                &format!("shared/gone/1/f{i}.bin"),
+                format!("blob {i}").as_bytes()
+            ),
+            StatusCode::CREATED
+        );
+    }
+    assert_eq!(put(&b, "shared/kept/1/k.bin", b"kept"), StatusCode::CREATED);
+    assert_eq!(delete(&b, "shared/gone/1"), StatusCode::OK);
+    let (ua, ub) = (a.url.clone(), b.url.clone());
+    let reports: Vec<Value> = block_on(async move {
+        let collect = |base: String| async move {
+            let mut req = http().post(format!("{base}/v1/admin/gc"));
+            if let Some(t) = suite_token() {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            assert!(resp.status().is_success());
+            resp.json::<Value>().await.unwrap()
+        };
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            let (x, y) = futures::join!(collect(ua.clone()), collect(ub.clone()));
+            all.extend([x, y]);
+        }
+        all
+    });
+    let collected: u64 = reports
+        .iter()
+        .map(|r| r["collected_blobs"].as_u64().unwrap())
+        .sum();
+    let busy = reports.iter().filter(|r| r["busy"] == true).count();
+    eprintln!(
+        "replica collections: {busy} of {} answered busy",
+        reports.len()
+    );
+    // The first round has 200 blobs to free, far longer than the moment between two
+    // requests sent together: the second finds the lease taken.
+    assert!(busy >= 1, "one collector at a time: {reports:?}");
+    assert_eq!(collected, n, "every blob freed exactly once: {reports:?}");
+    assert!(a.holds_blob(b"kept"));
+    assert_eq!(
+        b.stored_blobs().0,
+        1,
+        "only the kept version's blob is left in the bucket"
     );
 }

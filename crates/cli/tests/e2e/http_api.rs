@@ -985,24 +985,9 @@ async fn serves_on_postgresql_when_configured() {
 /// PostgreSQL (CI runs the live stage inside scripts/with-postgres.sh).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_share_postgresql_and_the_bucket() {
-    let Ok(admin) = std::env::var("ARTIFACTSTORE_TEST_POSTGRES_URL") else {
-        eprintln!("ARTIFACTSTORE_TEST_POSTGRES_URL not set: replica test not run");
+    let Some(url) = replica_database("replicas") else {
         return;
     };
-    if !on_s3() {
-        eprintln!("replicas need a shared blob store: run with ARTIFACTSTORE_TEST_BACKEND=s3");
-        return;
-    }
-    let db = format!("replicas_{}", std::process::id());
-    assert!(
-        std::process::Command::new("psql")
-            .arg(&admin)
-            .args(["-qc", &format!("CREATE DATABASE {db}")])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let url = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
     let dir = tempfile::tempdir().unwrap();
     let shared = dir.path().join("shared");
     let a = Server::start_replica(&dir.path().join("a"), &shared, &["--database-url", &url]);
