@@ -375,7 +375,7 @@ async fn usage_is_kept_with_every_write_and_quotas_refuse_what_would_pass() {
             let index = &index;
             async move {
                 index
-                    .add_file_within(&id(v), file(path, data), Some(&quota))
+                    .add_file_within(&id(v), file(path, data), Some(&quota), None)
                     .await
             }
         };
@@ -417,5 +417,27 @@ async fn usage_is_kept_with_every_write_and_quotas_refuse_what_would_pass() {
         );
         add("3", "c", b"123456").await.unwrap();
         assert_eq!(index.usage("other").await.unwrap(), Usage::default());
+    }
+}
+
+/// The file row releases its upload's hold in the same write: once its version is gone,
+/// nothing holds the blob.
+#[tokio::test]
+async fn a_new_file_row_releases_its_uploads_hold() {
+    for (_dir, url) in databases().await {
+        let index = Index::open(&url).await.unwrap();
+        let d = Digest::of(b"held");
+        assert_eq!(index.hold_blob(&d, "up-1").await.unwrap(), Hold::Held);
+        index
+            .add_file_within(&id("1"), file("f", b"held"), None, Some("up-1"))
+            .await
+            .unwrap();
+        index.delete_version(&id("1")).await.unwrap();
+        index.note_candidates(&[(d, 4)], &[]).await.unwrap();
+        let now = index.clock().now();
+        assert!(
+            index.claim_for_deletion(&d, now).await.unwrap(),
+            "no hold was left behind"
+        );
     }
 }

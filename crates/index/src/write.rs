@@ -140,18 +140,21 @@ pub(crate) async fn lock_version(
 impl Index {
     /// Records a file whose blob is durable. Creates the version (open) if needed.
     pub async fn add_file(&self, id: &VersionId, file: NewFile) -> Result<AddedFile> {
-        self.add_file_within(id, file, None).await
+        self.add_file_within(id, file, None, None).await
     }
 
     /// [`add_file`](Self::add_file), refused with [`Error::QuotaExceeded`] when the file
-    /// (or the version it creates) would pass the namespace's `quota`.
+    /// (or the version it creates) would pass the namespace's `quota`. A new file row
+    /// releases `holder`'s hold on its digest in the same transaction (garbage
+    /// collection's hold; see `gc`), so the row and the release are one write.
     pub async fn add_file_within(
         &self,
         id: &VersionId,
         file: NewFile,
         quota: Option<&crate::Quota>,
+        holder: Option<&str>,
     ) -> Result<AddedFile> {
-        retry_conflicts(|| self.add_file_once(id, file.clone(), quota)).await
+        retry_conflicts(|| self.add_file_once(id, file.clone(), quota, holder)).await
     }
 
     async fn add_file_once(
@@ -159,6 +162,7 @@ impl Index {
         id: &VersionId,
         file: NewFile,
         quota: Option<&crate::Quota>,
+        holder: Option<&str>,
     ) -> Result<AddedFile> {
         let _guard = self.write.lock().await;
         let now = self.clock.now();
@@ -251,6 +255,13 @@ impl Index {
         .await?;
         last_seq =
             last_seq.max(append_event(&mut tx, EventKind::FileAdded, id, Some(&file), now).await?);
+        if let Some(holder) = holder {
+            sqlx::query("DELETE FROM gc_holds WHERE digest = $1 AND holder = $2")
+                .bind(file.digest.to_string())
+                .bind(holder)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         self.published(last_seq);
         Ok(AddedFile {

@@ -109,6 +109,16 @@ impl UploadHold {
         *self.refresher.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
     }
 
+    /// Who holds it, for the index to release in the file row's own transaction.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// The index released the hold with the file row: nothing is left to release.
+    pub fn released_with_row(&self) {
+        let _ = self.take();
+    }
+
     /// Releases the hold (after the file row is written, or the upload failed).
     pub async fn release(self) {
         if let Some(d) = self.take()

@@ -278,7 +278,13 @@ async fn receive_file(
             &"the upload outlasted its hold on the blob",
         ));
     }
-    let added = st.index.add_file_within(&id, new, quota.as_ref()).await;
+    let added = st
+        .index
+        .add_file_within(&id, new, quota.as_ref(), Some(hold.holder()))
+        .await;
+    if added.as_ref().is_ok_and(|a| a.created) {
+        hold.released_with_row();
+    }
     hold.release().await;
     let added = added?;
     Ok(put_response(&id, added.record, added.created))
