@@ -76,8 +76,6 @@ struct Writer {
 
 pub struct AuditLog {
     writer: Arc<Writer>,
-    /// The key of [`key_hmac`](Self::key_hmac).
-    hmac_key: aws_lc_rs::hmac::Key,
     healthy: AtomicBool,
     /// Appends that failed since the start.
     pub failures: AtomicU64,
@@ -113,13 +111,13 @@ fn at_line(line: u64, message: &str) -> String {
 impl AuditLog {
     /// [`open_keyed`](Self::open_keyed) with the key generated beside the log
     /// ([`default_key_path`]), as when `[audit] chain_key_ref` is unset.
-    pub fn open(path: &Path, hmac_key: &[u8], clock: Arc<dyn Clock>) -> Result<Self, AuditError> {
+    pub fn open(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, AuditError> {
         let mut warnings = Vec::new();
         let key = ChainKey::load_or_generate(&default_key_path(path), &mut warnings)?;
         for w in warnings {
             tracing::warn!("{w}");
         }
-        Self::open_keyed(path, hmac_key, key, clock)
+        Self::open_keyed(path, key, clock)
     }
 
     /// Opens (creating, mode 0600) the log and continues its chain. A last line cut
@@ -129,7 +127,6 @@ impl AuditLog {
     /// names the old file and has its head as `prev`.
     pub fn open_keyed(
         path: &Path,
-        hmac_key: &[u8],
         chain_key: ChainKey,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, AuditError> {
@@ -145,7 +142,6 @@ impl AuditLog {
                 writing: AtomicBool::new(false),
                 syncs: AtomicU64::new(0),
             }),
-            hmac_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, hmac_key),
             healthy: AtomicBool::new(true),
             failures: AtomicU64::new(0),
         })
@@ -174,12 +170,6 @@ impl AuditLog {
     /// Whether the log can be opened for appending right now.
     pub fn writable(&self) -> bool {
         open_append(&self.writer.path).is_ok()
-    }
-
-    /// The HMAC-SHA256 (hex) under which an identifier that must correlate across lines
-    /// without appearing in them (vend's access key ids) is written.
-    pub fn key_hmac(&self, access_key_id: &str) -> String {
-        hex::encode(aws_lc_rs::hmac::sign(&self.hmac_key, access_key_id.as_bytes()).as_ref())
     }
 
     /// Appends one line and makes it durable: `Ok` once it is written and synced.

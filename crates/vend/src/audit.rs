@@ -7,6 +7,21 @@ pub use artifactstore_audit::*;
 
 use crate::reason::Reason;
 
+/// The HMAC-SHA256 under which an access key id appears in the audit log: lines about
+/// one key correlate without the key id appearing in them.
+pub struct KeyHasher(aws_lc_rs::hmac::Key);
+
+impl KeyHasher {
+    pub fn new(key: &[u8]) -> Self {
+        KeyHasher(aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key))
+    }
+
+    /// The HMAC (hex) of `access_key_id`.
+    pub fn of(&self, access_key_id: &str) -> String {
+        hex::encode(aws_lc_rs::hmac::sign(&self.0, access_key_id.as_bytes()).as_ref())
+    }
+}
+
 /// What one line says. Tokens and secrets have no field here; access key ids appear
 /// only as an HMAC.
 #[derive(Clone, Debug, Default, Serialize)]

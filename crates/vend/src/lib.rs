@@ -183,8 +183,7 @@ pub async fn build_with_clock(
         ),
     }
     .map_err(audit::AuditError::from)?;
-    let audit =
-        audit::AuditLog::open_keyed(&config.audit.path, &hmac_key, chain_key, clock.clone())?;
+    let audit = audit::AuditLog::open_keyed(&config.audit.path, chain_key, clock.clone())?;
     let index = leases::LeaseStore::open(&config.database_url)
         .await
         .map_err(|source| StartError::LeaseStore {
@@ -217,6 +216,7 @@ pub async fn build_with_clock(
         drivers,
         leases: index,
         audit,
+        key_hmac: audit::KeyHasher::new(&hmac_key),
         counters: Default::default(),
         admin_token,
         lease_limits: config.max_live_leases,

@@ -16,7 +16,7 @@ fn clock() -> Arc<dyn Clock> {
 /// A log of a genesis line and `n` decisions, under the key generated beside it.
 async fn log_of(dir: &Path, n: usize) -> (PathBuf, AuditLog) {
     let path = dir.join("audit.log");
-    let log = AuditLog::open(&path, b"k", clock()).unwrap();
+    let log = AuditLog::open(&path, clock()).unwrap();
     for i in 0..n {
         log.append(&AuditRecord {
             subject: Some(format!("subject-{i}")),
@@ -238,7 +238,7 @@ async fn a_restart_reuses_the_generated_key_and_continues_the_chain() {
     let id = log.chain_key_id().to_owned();
     drop(log);
 
-    let log = AuditLog::open(&path, b"k", clock()).unwrap();
+    let log = AuditLog::open(&path, clock()).unwrap();
     assert_eq!(log.chain_key_id(), id);
     log.append(&record("decision")).await.unwrap();
     assert_eq!(std::fs::read(&key_path).unwrap(), key_text);
@@ -285,7 +285,7 @@ async fn an_unkeyed_log_is_moved_aside_and_the_new_file_chains_to_its_head() {
     write_lines(&path, &[first, second.clone()]);
     let old_head = super::super::chain::sha256_hex(second.as_bytes());
 
-    let log = AuditLog::open(&path, b"k", clock()).unwrap();
+    let log = AuditLog::open(&path, clock()).unwrap();
     log.append(&record("decision")).await.unwrap();
     let aside: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -317,7 +317,7 @@ async fn a_new_key_moves_the_log_aside_and_chains_to_its_head() {
     drop(log);
     let old_head = head(&path).unwrap().head;
 
-    let log = AuditLog::open_keyed(&path, b"k", other_key(), clock()).unwrap();
+    let log = AuditLog::open_keyed(&path, other_key(), clock()).unwrap();
     log.append(&record("decision")).await.unwrap();
     let aside: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -372,7 +372,7 @@ async fn a_tampered_last_line_stops_the_start() {
     drop(log);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, text.replace("subject-1", "subject-x")).unwrap();
-    let e = AuditLog::open(&path, b"k", clock()).err().expect("refused");
+    let e = AuditLog::open(&path, clock()).err().expect("refused");
     assert!(e.to_string().contains("does not verify"), "{e}");
 }
 
@@ -384,7 +384,7 @@ async fn the_chain_key_stays_secret() {
     assert!(!key.id().contains("canary") && key.id().len() == 16);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::open_keyed(&path, b"k", key, clock()).unwrap();
+    let log = AuditLog::open_keyed(&path, key, clock()).unwrap();
     log.append(&record("decision")).await.unwrap();
     assert!(!std::fs::read_to_string(&path).unwrap().contains(canary));
     let report = verify(

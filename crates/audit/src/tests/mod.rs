@@ -62,7 +62,7 @@ async fn a_restart_works_after_a_line_of_any_length() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let clock: Arc<dyn Clock> = Arc::new(artifactstore_model::SystemClock);
-    let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+    let log = AuditLog::open(&path, clock.clone()).unwrap();
     log.append(&record("decision")).await.unwrap();
     let huge = AuditRecord {
         detail: Some("x".repeat(200 * 1024)),
@@ -82,7 +82,7 @@ async fn a_restart_works_after_a_line_of_any_length() {
     drop(log);
     assert!(std::fs::metadata(&path).unwrap().len() > 200 * 1024);
 
-    let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+    let log = AuditLog::open(&path, clock.clone()).unwrap();
     log.append(&record("decision")).await.unwrap();
     assert_eq!(verified(&path).unwrap().lines, 4);
 
@@ -94,7 +94,7 @@ async fn a_restart_works_after_a_line_of_any_length() {
         .write_all(b"{\"seq\":5,\"ev")
         .unwrap();
     drop(log);
-    let log = AuditLog::open(&path, b"k", clock).unwrap();
+    let log = AuditLog::open(&path, clock).unwrap();
     log.append(&record("decision")).await.unwrap();
     assert_eq!(verified(&path).unwrap().lines, 5);
 }
@@ -104,7 +104,7 @@ async fn a_restart_works_after_a_line_of_any_length() {
 async fn long_fields_are_cut_and_marked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    let log = AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap();
     log.append(&AuditRecord {
         issuer: Some(format!("https://{}", "é".repeat(5000))),
         subject: Some("s".repeat(10_000)),
@@ -124,11 +124,11 @@ async fn long_fields_are_cut_and_marked() {
 async fn the_chain_survives_a_restart_and_detects_edits() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    let log = AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap();
     log.append(&record("decision")).await.unwrap();
     log.append(&record("lease.issued")).await.unwrap();
     drop(log);
-    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    let log = AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap();
     log.append(&record("decision")).await.unwrap();
     let report = verified(&path).unwrap();
     assert_eq!(report.lines, 4);
@@ -153,7 +153,7 @@ async fn requests_dropped_mid_append_do_not_break_the_chain() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
     let log = std::sync::Arc::new(
-        AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap(),
+        AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap(),
     );
     // Clients hanging up: the awaiting futures are dropped at once, some before
     // and some after their line was written.
@@ -177,7 +177,7 @@ async fn lines_carry_the_time_of_the_injected_clock() {
     let clock = Arc::new(artifactstore_model::ManualClock::new(
         Timestamp::from_unix_millis(1_764_633_600_250),
     ));
-    let log = AuditLog::open(&path, b"k", clock.clone()).unwrap();
+    let log = AuditLog::open(&path, clock.clone()).unwrap();
     log.append(&record("decision")).await.unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
@@ -190,7 +190,7 @@ async fn lines_carry_the_time_of_the_injected_clock() {
 async fn a_torn_last_line_is_dropped_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    let log = AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap();
     log.append(&record("decision")).await.unwrap();
     drop(log);
     let mut f = std::fs::OpenOptions::new()
@@ -200,7 +200,7 @@ async fn a_torn_last_line_is_dropped_at_open() {
     f.write_all(b"{\"seq\":3,\"ti").unwrap();
     drop(f);
     assert!(verified(&path).is_err());
-    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    let log = AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap();
     log.append(&record("decision")).await.unwrap();
     assert_eq!(verified(&path).unwrap().lines, 3);
 }
@@ -209,7 +209,7 @@ async fn a_torn_last_line_is_dropped_at_open() {
 async fn an_unwritable_log_fails_the_append() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log = AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap();
+    let log = AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap();
     std::fs::remove_file(&path).unwrap();
     std::fs::create_dir(&path).unwrap();
     assert!(log.append(&record("decision")).await.is_err());
@@ -225,8 +225,7 @@ async fn an_unwritable_log_fails_the_append() {
 async fn appends_arriving_together_share_one_sync() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.log");
-    let log =
-        Arc::new(AuditLog::open(&path, b"k", Arc::new(artifactstore_model::SystemClock)).unwrap());
+    let log = Arc::new(AuditLog::open(&path, Arc::new(artifactstore_model::SystemClock)).unwrap());
     // Hold the chain as a batch being written would: the next appends queue behind it.
     let held = log.writer.chain.lock().unwrap();
     let mut tasks = Vec::new();

@@ -337,7 +337,7 @@ impl Service {
         }
         let mut issued_line = record.clone();
         issued_line.event = "lease.issued";
-        issued_line.access_key_hmac = Some(self.audit.key_hmac(&minted.access_key_id));
+        issued_line.access_key_hmac = Some(self.key_hmac.of(&minted.access_key_id));
         issued_line.expiration = Some(minted.expires_at.rfc3339());
         if self.audit.append(&issued_line).await.is_err() {
             let why = "the audit log cannot be written; no credentials are issued";

@@ -146,6 +146,8 @@ pub struct Service {
     /// modules that read it).
     pub leases: LeaseStore,
     pub audit: AuditLog,
+    /// How access key ids appear in the audit log.
+    pub key_hmac: crate::audit::KeyHasher,
     pub counters: Counters,
     pub admin_token: Option<Secret>,
     pub lease_limits: crate::config::LeaseLimits,
@@ -368,10 +370,7 @@ impl Service {
             role: Some(lease.role.clone()),
             driver: Some(lease.driver.clone()),
             lease_id: Some(lease.id.clone()),
-            access_key_hmac: lease
-                .access_key_id
-                .as_deref()
-                .map(|k| self.audit.key_hmac(k)),
+            access_key_hmac: lease.access_key_id.as_deref().map(|k| self.key_hmac.of(k)),
             expiration: Some(lease.expires_at.rfc3339()),
             detail: match (upstream, detail) {
                 (Some(u), Some(d)) => Some(format!("upstream: {u}; {d}")),

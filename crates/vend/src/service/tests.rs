@@ -207,7 +207,7 @@ async fn harness_with(
     let clock = Arc::new(ManualClock::new(START));
     let driver = Arc::new(FakeDriver::default());
     let audit_path = dir.path().join("audit.log");
-    let audit = AuditLog::open(&audit_path, b"test-hmac-key", clock.clone()).unwrap();
+    let audit = AuditLog::open(&audit_path, clock.clone()).unwrap();
     let db_url = format!("sqlite://{}?mode=rwc", dir.path().join("vend.db").display());
     let index = LeaseStore::open(&db_url).await.unwrap();
 
@@ -241,6 +241,7 @@ async fn harness_with(
         drivers: BTreeMap::from([("fake".to_owned(), as_driver)]),
         leases: index,
         audit,
+        key_hmac: crate::audit::KeyHasher::new(b"test-hmac-key"),
         counters: Default::default(),
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
         lease_limits,
