@@ -295,58 +295,39 @@ pub async fn layer(
     let Some(audit) = st.audit.clone() else {
         return next.run(req).await;
     };
-    let uri_path = req.uri().path();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
-    let change = uri_path
+    let change = req
+        .uri()
+        .path()
         .starts_with("/v1/")
-        .then(|| change_of(&method, uri_path))
+        .then(|| change_of(&method, req.uri().path()))
         .flatten();
     if change.is_some() && !audit.ready() {
         return ApiError::audit_unavailable().into_response();
     }
-    let mut record = ApiRecord {
-        method: Some(crate::metrics::method_label(&method)),
-        route: Some(route.clone()),
+    // Kept as they are (cheap clones); a line is built only for a request that needs one,
+    // so reads pay nothing more.
+    let facts = Facts {
+        method,
+        route: req.extensions().get::<MatchedPath>().cloned(),
+        params: params.ok(),
+        uri: req.uri().clone(),
         client: req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| client_of(c.0.ip())),
-        ..Default::default()
+            .map(|c| c.0.ip()),
+        // Kept only to name what a refused token claimed; never written.
+        authorization: req.headers().get(header::AUTHORIZATION).cloned(),
     };
-    if let Ok(params) = &params {
-        for (k, v) in params.iter() {
-            let slot = match k {
-                "namespace" => &mut record.namespace,
-                "name" => &mut record.name,
-                "version" => &mut record.version,
-                "path" => &mut record.path,
-                "digest" => &mut record.digest,
-                _ => continue,
-            };
-            *slot = Some(v.to_owned());
-        }
-    } else {
-        params_from_uri(uri_path, &mut record);
-    }
-    if record.path.is_none() && route.ends_with("/complete") && method == Method::PUT {
-        record.path = Some("complete".into());
-    }
-    // Kept only to name what a refused token claimed; never written.
-    let authorization = req.headers().get(header::AUTHORIZATION).cloned();
     let Some(event) = change else {
         let resp = next.run(req).await;
-        return finish(&audit, record, authorization, None, resp).await;
+        return finish(&audit, facts, None, resp).await;
     };
     // A change and its line run as a task of their own: a client that hangs up (or a
     // shutdown's drain deadline) drops the connection, not a change half recorded.
     let task = tokio::spawn(async move {
         let resp = next.run(req).await;
-        finish(&audit, record, authorization, Some(event), resp).await
+        finish(&audit, facts, Some(event), resp).await
     });
     task.await.unwrap_or_else(|e| {
         tracing::error!(error = %e, "a change's handler failed");
@@ -354,17 +335,67 @@ pub async fn layer(
     })
 }
 
+/// What a request's line is made of, taken before its handler runs.
+struct Facts {
+    method: Method,
+    route: Option<MatchedPath>,
+    params: Option<RawPathParams>,
+    uri: axum::http::Uri,
+    client: Option<IpAddr>,
+    authorization: Option<axum::http::HeaderValue>,
+}
+
+impl Facts {
+    /// The line's who-independent part: method, route, coordinates, client.
+    fn record(&self) -> ApiRecord {
+        let route = self.route.as_ref().map_or("unmatched", |r| r.as_str());
+        let mut record = ApiRecord {
+            method: Some(crate::metrics::method_label(&self.method)),
+            route: Some(route.to_owned()),
+            client: self.client.map(client_of),
+            ..Default::default()
+        };
+        match &self.params {
+            Some(params) => {
+                for (k, v) in params.iter() {
+                    let slot = match k {
+                        "namespace" => &mut record.namespace,
+                        "name" => &mut record.name,
+                        "version" => &mut record.version,
+                        "path" => &mut record.path,
+                        "digest" => &mut record.digest,
+                        _ => continue,
+                    };
+                    *slot = Some(v.to_owned());
+                }
+            }
+            None => params_from_uri(self.uri.path(), &mut record),
+        }
+        if record.path.is_none() && route.ends_with("/complete") && self.method == Method::PUT {
+            record.path = Some("complete".into());
+        }
+        record
+    }
+}
+
 /// Writes the line of an answered request, if it needs one: a change that passed its
 /// permission check (synced; 503 `audit_unavailable` when that fails), a refusal, or a
 /// change rejected before any permission check (both through the coalescer).
 async fn finish(
     audit: &ApiAudit,
-    mut record: ApiRecord,
-    authorization: Option<axum::http::HeaderValue>,
+    facts: Facts,
     change: Option<&'static str>,
     mut resp: Response,
 ) -> Response {
     let status = resp.status();
+    let refusal = resp
+        .extensions_mut()
+        .remove::<Refusal>()
+        .filter(|_| is_refusal(status));
+    if refusal.is_none() && change.is_none() {
+        return resp;
+    }
+    let mut record = facts.record();
     record.status = Some(status.as_u16());
     record.code = resp
         .extensions()
@@ -372,15 +403,14 @@ async fn finish(
         .map(|c| c.0.as_str());
     let who = resp.extensions_mut().remove::<Who>();
     let granted = resp.extensions_mut().remove::<Granted>().is_some();
-    let refusal = resp.extensions_mut().remove::<Refusal>();
     let verified = match &who {
         Some(who) => identify(&mut record, who),
         None => {
-            claimed(&mut record, authorization.as_ref());
+            claimed(&mut record, facts.authorization.as_ref());
             None
         }
     };
-    if let Some(refusal) = refusal.filter(|_| is_refusal(status)) {
+    if let Some(refusal) = refusal {
         record.event = "request.denied";
         record.decision = "deny";
         record.reason = Some(refusal.reason);
