@@ -161,6 +161,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "artifactstore serving"
     );
     // The one line on stdout: scripts (and tests on port 0) read the address from it.
+    let shutdown = shutdown_signal();
     println!("artifactstore listening on {}://{addr}", limits.scheme());
 
     let mut state = AppState::new(
@@ -215,7 +216,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         state.clone(),
     ));
     let index = state.index.clone();
-    artifactstore_server::run(listener, state, limits, shutdown_signal()).await;
+    artifactstore_server::run(listener, state, limits, shutdown).await;
     if let Some(audit) = audit {
         // The sweeper first, so that no summary it has taken is lost with it.
         if let Some((stop, task)) = sweeper {
@@ -229,14 +230,21 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(crate) async fn shutdown_signal() {
+/// Resolves at SIGTERM or SIGINT (Ctrl-C). The handlers are installed when this is called,
+/// not when the future is first polled: call it before announcing the address, so that
+/// a signal sent as soon as the server says it listens is a graceful stop, not the
+/// default death by signal.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!("shutting down: finishing requests in flight");
     }
-    tracing::info!("shutting down: finishing requests in flight");
 }
 
 /// Where `fsck --backend s3` finds the store and its index.

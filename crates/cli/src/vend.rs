@@ -138,12 +138,13 @@ async fn serve(
         tracing::warn!(%addr, "vending on a non-loopback address over plain HTTP: put TLS in front of it, tokens and credentials cross this connection");
     }
     tracing::info!(%addr, "artifactstore vend serving");
+    let shutdown = shutdown_signal();
     println!(
         "artifactstore vend listening on {}://{addr}",
         limits.scheme()
     );
     let background = tokio::spawn(artifactstore_vend::background(service.clone(), reaper));
-    artifactstore_vend::http::run(listener, service.clone(), limits, shutdown_signal()).await?;
+    artifactstore_vend::http::run(listener, service.clone(), limits, shutdown).await?;
     background.abort();
     // Counted refusals of windows still open get their summary line.
     service.close_all_refusal_windows().await;

@@ -227,6 +227,9 @@ impl Server {
         unsafe_sigterm(self.child.id());
         for _ in 0..100 {
             if let Some(status) = self.child.try_wait().unwrap() {
+                if !status.success() {
+                    eprintln!("server exited with {status}; its stderr:\n{}", self.logs());
+                }
                 return status;
             }
             std::thread::sleep(Duration::from_millis(100));
