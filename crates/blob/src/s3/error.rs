@@ -186,7 +186,19 @@ where
             } else {
                 code
             };
-            (kind, format!("HTTP {status} {code}: {message}"))
+            let detail = match (message.trim(), kind) {
+                // Some stores (Ceph RGW) answer a wrong secret, an unknown key, a missing
+                // grant and an expired session all with a bare AccessDenied: say what
+                // the user can check, since the store does not.
+                ("", K::AccessDenied) => format!(
+                    "HTTP {status} {code}, with no reason given: check the access key id \
+                     and its secret, the key's grants on this bucket, that a session \
+                     credential has not expired, and this machine's clock"
+                ),
+                ("", _) => format!("HTTP {status} {code}"),
+                (m, _) => format!("HTTP {status} {code}: {m}"),
+            };
+            (kind, detail)
         }
         _ => (K::Other, source_chain(e)),
     }
@@ -385,7 +397,21 @@ mod tests {
         let (_, detail) = classify(&service(403, "AccessDenied", "no way"));
         assert_eq!(detail, "HTTP 403 AccessDenied: no way");
         let (_, detail) = classify(&service(404, "", ""));
-        assert_eq!(detail, "HTTP 404 no error code: ");
+        assert_eq!(detail, "HTTP 404 no error code");
+    }
+
+    #[test]
+    fn a_bare_access_denied_says_what_to_check() {
+        // Ceph RGW's answer to a wrong secret and to an unknown access key alike.
+        let (kind, detail) = classify(&service(403, "AccessDenied", ""));
+        assert_eq!(kind, K::AccessDenied);
+        assert!(
+            detail.starts_with("HTTP 403 AccessDenied, with no reason given"),
+            "{detail}"
+        );
+        for hint in ["access key id", "secret", "grants", "expired", "clock"] {
+            assert!(detail.contains(hint), "{hint} missing from {detail}");
+        }
     }
 
     #[test]
