@@ -8,7 +8,9 @@
 #      the kill test and `storage verify`, against a real Garage
 #      started by scripts/s3-fixture.sh (its binary is built once, ~25 min, and cached
 #      in ~/.cache/artifact-store), then against Ceph RGW (Debian packages, started by
-#      `scripts/s3-fixture.sh ceph`), then against RustFS when its binary is cached;
+#      `scripts/s3-fixture.sh ceph`) and on Ceph's STS (the vend `sts` driver under
+#      enforced session policies, the server on web-identity and assume-role credentials
+#      straight from it), then against RustFS when its binary is cached;
 #      the same suites again with the server on web-identity credentials vended by
 #      `artifactstore vend serve` (scripts/vend-fixture.sh); and credential vending on
 #      its Garage driver (real OIDC issuer, unmodified boto3).
@@ -63,6 +65,9 @@ scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test -
 
 echo "== live S3: Ceph RGW"
 "${with_pg[@]}" scripts/s3-fixture.sh ceph -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
+
+echo "== live STS: Ceph RGW (the vend sts driver, and the web-identity and assume-role sources)"
+scripts/s3-fixture.sh ceph -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend -- ceph::
 
 echo "== live S3: RustFS"
 set +e

@@ -104,7 +104,7 @@ impl CredentialSource for WebIdentitySource {
         let mut form: Vec<(&str, String)> = vec![
             ("Action", "AssumeRoleWithWebIdentity".into()),
             ("Version", "2011-06-15".into()),
-            ("WebIdentityToken", token),
+            ("WebIdentityToken", token.clone()),
             ("RoleSessionName", self.session_name.clone()),
         ];
         if let Some(arn) = &self.role_arn {
@@ -136,11 +136,20 @@ impl CredentialSource for WebIdentitySource {
                 || ("error".to_owned(), String::new()),
                 |e| (e.code, e.message),
             );
+            let answer = crate::refusal::Answer {
+                status: status.as_u16(),
+                code: &code,
+                message: &message,
+            };
             return Err(SourceError::new(
                 name,
-                format!(
-                    "STS at {endpoint}: HTTP {status} {code}: {}",
-                    message.chars().take(300).collect::<String>()
+                crate::refusal::web_identity(
+                    endpoint,
+                    self.role_arn.as_deref(),
+                    &answer,
+                    &token,
+                    &self.token_file,
+                    Timestamp::from_system_time(SystemTime::now()),
                 ),
             ));
         }
@@ -230,22 +239,42 @@ impl CredentialSource for AssumeRoleSource {
         }
         let out = req.send().await.map_err(|e| {
             let what = match &e {
-                SdkError::ServiceError(se) => format!(
-                    "HTTP {} {}: {}",
-                    se.raw().status().as_u16(),
-                    se.err().code().unwrap_or("error"),
-                    se.err()
+                SdkError::ServiceError(se) => {
+                    // The SDK reads only AWS's `<ErrorResponse>`; Ceph RGW answers an
+                    // `<Error>` at the root, which the shared parser reads too.
+                    let body = se.raw().body().bytes().map(String::from_utf8_lossy);
+                    let parsed = body.as_deref().and_then(crate::sts_xml::parse_error);
+                    let code = se
+                        .err()
+                        .code()
+                        .or(parsed.as_ref().map(|p| p.code.as_str()))
+                        .unwrap_or("error");
+                    let message = se
+                        .err()
                         .message()
-                        .unwrap_or("")
-                        .chars()
-                        .take(300)
-                        .collect::<String>()
-                ),
-                SdkError::TimeoutError(_) => "timed out".into(),
-                SdkError::DispatchFailure(_) => "cannot connect".into(),
-                _ => "request failed".into(),
+                        .or(parsed.as_ref().map(|p| p.message.as_str()))
+                        .unwrap_or("");
+                    let answer = crate::refusal::Answer {
+                        status: se.raw().status().as_u16(),
+                        code,
+                        message,
+                    };
+                    return SourceError::new(
+                        name,
+                        crate::refusal::assume_role(&self.endpoint, &self.role_arn, &answer),
+                    );
+                }
+                SdkError::TimeoutError(_) => "timed out",
+                SdkError::DispatchFailure(_) => "cannot connect",
+                _ => "request failed",
             };
-            SourceError::new(name, format!("AssumeRole at {}: {what}", self.endpoint))
+            SourceError::new(
+                name,
+                format!(
+                    "STS at {}: AssumeRole of role {}: {what}",
+                    self.endpoint, self.role_arn
+                ),
+            )
         })?;
         let c = out
             .credentials()

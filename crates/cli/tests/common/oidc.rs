@@ -34,6 +34,16 @@ pub struct Issuer {
 
 impl Issuer {
     pub fn start() -> Option<Issuer> {
+        Self::start_with(&[])
+    }
+
+    /// An issuer whose key set holds only its RS256 key, with a self-signed `x5c`
+    /// certificate (Ceph RGW refuses a key set with any key without one).
+    pub fn start_x5c() -> Option<Issuer> {
+        Self::start_with(&["--x5c"])
+    }
+
+    fn start_with(args: &[&str]) -> Option<Issuer> {
         let dir = repo_root().join("tests/oidc");
         let installed = dir.join("node_modules/oauth2-mock-server").is_dir();
         if !live_or_skip(
@@ -45,7 +55,7 @@ impl Issuer {
         }
         let logs = tempfile::tempdir().unwrap();
         let mut cmd = Command::new("node");
-        cmd.arg(dir.join("issuer.mjs")).arg("0");
+        cmd.arg(dir.join("issuer.mjs")).arg("0").args(args);
         let (child, url) = spawn_announcing(cmd, "issuer ", &logs.path().join("issuer.log"));
         Some(Issuer {
             child,

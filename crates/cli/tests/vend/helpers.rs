@@ -326,6 +326,54 @@ pub fn s3_env(g: &Garage) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// `env` (an S3 target for `s3.py`) plus boto3's own web identity settings aimed at
+/// the vend service, as a job would run it.
+pub fn with_web_identity(
+    mut env: Vec<(&'static str, String)>,
+    vend: &Vend,
+    token_file: &Path,
+    role: &str,
+) -> Vec<(&'static str, String)> {
+    env.push((
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        token_file.display().to_string(),
+    ));
+    env.push((
+        "AWS_ROLE_ARN",
+        format!("arn:aws:iam::000000000000:role/{role}"),
+    ));
+    env.push(("AWS_ENDPOINT_URL_STS", vend.url.clone()));
+    env
+}
+
+/// `env` (an S3 target for `s3.py`) plus these credentials (`with_token`: their
+/// session token too).
+pub fn with_keys(
+    mut env: Vec<(&'static str, String)>,
+    creds: &Value,
+    with_token: bool,
+) -> Vec<(&'static str, String)> {
+    env.push(("T_AK", creds["access_key_id"].as_str().unwrap().to_owned()));
+    env.push((
+        "T_SK",
+        creds["secret_access_key"].as_str().unwrap().to_owned(),
+    ));
+    if with_token {
+        env.push(("T_ST", creds["session_token"].as_str().unwrap().to_owned()));
+    }
+    env
+}
+
+/// Seconds from now until vended credentials expire (their `expiration`).
+pub fn seconds_left(creds: &Value) -> i64 {
+    let expires = time::OffsetDateTime::parse(
+        creds["expiration"].as_str().unwrap(),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap();
+    expires.unix_timestamp() - now()
+}
+
 /// Claims of a token the example roles accept as `ci-writer`.
 pub fn writer_claims(sub: &str) -> Value {
     json!({"sub": sub, "aud": AUDIENCE, "groups": ["dev", "artifact-writers"]})

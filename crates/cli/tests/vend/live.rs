@@ -34,28 +34,11 @@ fn web_identity_env(
     token_file: &std::path::Path,
     role: &str,
 ) -> Vec<(&'static str, String)> {
-    let mut env = s3_env(g);
-    env.push((
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-        token_file.display().to_string(),
-    ));
-    env.push((
-        "AWS_ROLE_ARN",
-        format!("arn:aws:iam::000000000000:role/{role}"),
-    ));
-    env.push(("AWS_ENDPOINT_URL_STS", vend.url.clone()));
-    env
+    with_web_identity(s3_env(g), vend, token_file, role)
 }
 
 fn static_env(g: &Garage, creds: &Value) -> Vec<(&'static str, String)> {
-    let mut env = s3_env(g);
-    env.push(("T_AK", creds["access_key_id"].as_str().unwrap().to_owned()));
-    env.push((
-        "T_SK",
-        creds["secret_access_key"].as_str().unwrap().to_owned(),
-    ));
-    env.push(("T_ST", creds["session_token"].as_str().unwrap().to_owned()));
-    env
+    with_keys(s3_env(g), creds, true)
 }
 
 /// Garage, the issuer, and the vend service on `examples/vend-garage.toml` exactly
@@ -700,12 +683,7 @@ rules = [{ groups = { contains = "team-readers" } }]
         policy["Statement"][1]["Condition"]["StringLike"]["s3:prefix"],
         json!(["teams/payments/*"])
     );
-    let expires = time::OffsetDateTime::parse(
-        creds["expiration"].as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    let lifetime = expires.unix_timestamp() - now();
+    let lifetime = seconds_left(&creds);
     assert!((880..=905).contains(&lifetime), "lifetime {lifetime}");
     // The session needs its token: moto refuses the key without it.
     let mut no_token = vec![

@@ -1,7 +1,8 @@
 //! The vending service end to end: a real OIDC issuer, the real binary, Garage from
-//! the S3 fixture, unmodified boto3, moto's STS in auth mode.
+//! the S3 fixture, Ceph RGW's STS, unmodified boto3, moto's STS in auth mode.
 
 mod audit_chain;
+mod ceph;
 #[path = "../common/mod.rs"]
 mod common;
 mod flood;

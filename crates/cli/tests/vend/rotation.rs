@@ -667,7 +667,8 @@ fn the_assume_role_source_gets_working_temporary_credentials_from_moto() {
         use artifactstore_credentials::CredentialSource;
         wrong.fetch().await.unwrap_err().to_string()
     });
-    assert!(err.contains("AssumeRole at http://127.0.0.1:"), "{err}");
+    assert!(err.contains("STS at http://127.0.0.1:"), "{err}");
+    assert!(err.contains("AssumeRole of role "), "{err}");
     assert!(err.contains("403"), "{err}");
     assert!(!err.contains("wrong-secret-canary"));
 }

@@ -165,21 +165,45 @@ impl MintDriver for StsDriver {
 
     async fn check(&self) -> Result<(), DriverError> {
         match self.client.get_caller_identity().send().await {
-            Ok(_) => Ok(()),
+            Ok(_) => return Ok(()),
             Err(e) => match self.classify("GetCallerIdentity", &e) {
-                // Some S3-compatible STS endpoints do not implement GetCallerIdentity;
-                // an answer at all shows the endpoint is there. Refused credentials
-                // are reported, since every AssumeRole would fail too.
                 DriverError::Refused(text)
                     if text.contains("InvalidClientTokenId")
                         || text.contains("SignatureDoesNotMatch")
                         || text.contains("InvalidAccessKeyId") =>
                 {
-                    Err(DriverError::Refused(text))
+                    return Err(DriverError::Refused(text));
                 }
-                DriverError::Refused(_) => Ok(()),
-                unavailable => Err(unavailable),
+                // Not served here (Ceph RGW answers 405 MethodNotAllowed without even
+                // checking the signature; MinIO refuses it): ask what minting asks.
+                DriverError::Refused(_) => {}
+                unavailable => return Err(unavailable),
             },
         }
+        self.probe_assume_role().await
+    }
+}
+
+/// The session policy of the readiness probe: one object action on one key of a bucket
+/// named for the probe, the same shape as a lease's policy, so a store that takes those
+/// takes this one; the session it opens is never used.
+const PROBE_POLICY: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject"],"Resource":["arn:aws:s3:::artifactstore-readiness-probe/none"]}]}"#;
+
+impl StsDriver {
+    /// Readiness where `GetCallerIdentity` proves nothing: an `AssumeRole` of the
+    /// configured role with our credentials, for the shortest session, granting
+    /// nothing useful. It fails exactly when minting would (wrong secret, a role that
+    /// does not exist or does not trust our user).
+    async fn probe_assume_role(&self) -> Result<(), DriverError> {
+        self.client
+            .assume_role()
+            .role_arn(&self.role_arn)
+            .role_session_name("artifactstore-vend-readiness")
+            .policy(PROBE_POLICY)
+            .duration_seconds(900)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("AssumeRole (readiness probe)", &e))
     }
 }
