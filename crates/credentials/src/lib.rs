@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime};
 use artifactstore_model::secret::Secret;
 use artifactstore_model::{Clock, Timestamp, random_below};
 
-mod refusal;
+pub mod refusal;
 pub mod sources;
 pub mod sts_xml;
 

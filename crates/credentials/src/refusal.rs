@@ -5,6 +5,8 @@
 //! signature or a secret.
 
 use artifactstore_model::Timestamp;
+use aws_sdk_sts::config::http::HttpResponse;
+use aws_sdk_sts::error::ProvideErrorMetadata;
 use serde_json::Value;
 
 /// The claims of a token that explain a refusal. The token is not verified here; it is
@@ -49,21 +51,25 @@ fn shown(v: &Option<String>) -> String {
         .map_or_else(|| "none".to_owned(), |s| format!("{s:?}"))
 }
 
-/// A refusal's code and message as the store gave them.
-pub(crate) struct Answer<'a> {
+/// A refusal's code (empty when the store gave none) and message as the store gave them.
+pub struct Answer<'a> {
     pub status: u16,
     pub code: &'a str,
     pub message: &'a str,
 }
 
 impl Answer<'_> {
-    fn head(&self) -> String {
+    /// `HTTP <status> <code>: <message>`, leaving out what the store did not give.
+    pub fn head(&self) -> String {
         let message: String = self.message.trim().chars().take(300).collect();
-        if message.is_empty() {
-            format!("HTTP {} {}", self.status, self.code)
-        } else {
-            format!("HTTP {} {}: {message}", self.status, self.code)
+        let mut head = format!("HTTP {}", self.status);
+        if !self.code.is_empty() {
+            head = format!("{head} {}", self.code);
         }
+        if !message.is_empty() {
+            head = format!("{head}: {message}");
+        }
+        head
     }
 
     /// Whether the store said no more than "denied".
@@ -71,9 +77,30 @@ impl Answer<'_> {
         self.message.trim().is_empty()
             && matches!(
                 self.code,
-                "AccessDenied" | "InvalidIdentityToken" | "Forbidden" | "error"
+                "AccessDenied" | "InvalidIdentityToken" | "Forbidden" | ""
             )
     }
+}
+
+/// The status, code and message of an STS error answer to an SDK call: what the SDK
+/// read, else what [`crate::sts_xml::parse_error`] reads from the body — Ceph RGW
+/// answers an `<Error>` at the root, where the SDK finds no code. `None`: no code at all.
+pub fn sdk_answer<E: ProvideErrorMetadata>(
+    err: &E,
+    raw: &HttpResponse,
+) -> (u16, Option<String>, String) {
+    let body = raw.body().bytes().map(String::from_utf8_lossy);
+    let parsed = body.as_deref().and_then(crate::sts_xml::parse_error);
+    let code = err
+        .code()
+        .map(str::to_owned)
+        .or_else(|| parsed.as_ref().map(|p| p.code.clone()));
+    let message = err
+        .message()
+        .map(str::to_owned)
+        .or_else(|| parsed.map(|p| p.message))
+        .unwrap_or_default();
+    (raw.status().as_u16(), code, message)
 }
 
 /// The message of a refused `AssumeRoleWithWebIdentity`.
@@ -129,7 +156,7 @@ pub(crate) fn web_identity(
 }
 
 /// The message of a refused `AssumeRole`.
-pub(crate) fn assume_role(endpoint: &str, role_arn: &str, answer: &Answer<'_>) -> String {
+pub fn assume_role(endpoint: &str, role_arn: &str, answer: &Answer<'_>) -> String {
     let mut text = format!(
         "STS at {endpoint}: AssumeRole of role {role_arn}: {}",
         answer.head()

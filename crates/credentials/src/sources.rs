@@ -132,10 +132,8 @@ impl CredentialSource for WebIdentitySource {
             )
         })?;
         if !status.is_success() {
-            let (code, message) = crate::sts_xml::parse_error(&body).map_or_else(
-                || ("error".to_owned(), String::new()),
-                |e| (e.code, e.message),
-            );
+            let (code, message) = crate::sts_xml::parse_error(&body)
+                .map_or_else(Default::default, |e| (e.code, e.message));
             let answer = crate::refusal::Answer {
                 status: status.as_u16(),
                 code: &code,
@@ -224,7 +222,7 @@ impl CredentialSource for AssumeRoleSource {
     }
 
     async fn fetch(&self) -> Result<Credential, SourceError> {
-        use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
+        use aws_sdk_sts::error::SdkError;
         let name = self.name();
         let mut req = self
             .client
@@ -240,24 +238,11 @@ impl CredentialSource for AssumeRoleSource {
         let out = req.send().await.map_err(|e| {
             let what = match &e {
                 SdkError::ServiceError(se) => {
-                    // The SDK reads only AWS's `<ErrorResponse>`; Ceph RGW answers an
-                    // `<Error>` at the root, which the shared parser reads too.
-                    let body = se.raw().body().bytes().map(String::from_utf8_lossy);
-                    let parsed = body.as_deref().and_then(crate::sts_xml::parse_error);
-                    let code = se
-                        .err()
-                        .code()
-                        .or(parsed.as_ref().map(|p| p.code.as_str()))
-                        .unwrap_or("error");
-                    let message = se
-                        .err()
-                        .message()
-                        .or(parsed.as_ref().map(|p| p.message.as_str()))
-                        .unwrap_or("");
+                    let (status, code, message) = crate::refusal::sdk_answer(se.err(), se.raw());
                     let answer = crate::refusal::Answer {
-                        status: se.raw().status().as_u16(),
-                        code,
-                        message,
+                        status,
+                        code: code.as_deref().unwrap_or_default(),
+                        message: &message,
                     };
                     return SourceError::new(
                         name,

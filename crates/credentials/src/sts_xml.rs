@@ -92,6 +92,19 @@ pub struct ErrorResponse {
     pub request_id: String,
 }
 
+/// moto: `<ErrorResponse><Errors><Error>…</Error></Errors></ErrorResponse>`.
+#[derive(Deserialize)]
+struct WrappedErrorResponse {
+    #[serde(rename = "Errors")]
+    errors: Errors,
+}
+
+#[derive(Deserialize)]
+struct Errors {
+    #[serde(rename = "Error")]
+    error: StsError,
+}
+
 /// One STS error. Ceph RGW answers this element at the document root.
 #[derive(Serialize, Deserialize, Debug, Default)]
 #[serde(rename = "Error")]
@@ -115,13 +128,14 @@ pub fn parse_web_identity_response(
     quick_xml::de::from_str(body)
 }
 
-/// The error of a refusal, whichever of the two shapes the store uses; `None` when
+/// The error of a refusal, whichever of the three shapes the store uses; `None` when
 /// the body is not an STS error document.
 pub fn parse_error(body: &str) -> Option<StsError> {
     // quick-xml does not check the root element's name: an error is a document that
     // names an error code.
     quick_xml::de::from_str::<ErrorResponse>(body)
         .map(|e| e.error)
+        .or_else(|_| quick_xml::de::from_str::<WrappedErrorResponse>(body).map(|e| e.errors.error))
         .or_else(|_| quick_xml::de::from_str::<StsError>(body))
         .ok()
         .filter(|e| !e.code.is_empty())
@@ -219,6 +233,15 @@ mod tests {
         let ceph =
             "<Error><Code>AccessDenied</Code><Message></Message><RequestId>tx1</RequestId></Error>";
         assert_eq!(parse_error(ceph).unwrap().code, "AccessDenied");
+        // moto: the error wrapped in <Errors>.
+        let moto = "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<ErrorResponse><Errors><Error>\
+            <Code>SignatureDoesNotMatch</Code><Message>Check your key</Message>\
+            <Type>Sender</Type></Error></Errors></ErrorResponse>";
+        let e = parse_error(moto).unwrap();
+        assert_eq!(
+            (e.code.as_str(), e.message.as_str()),
+            ("SignatureDoesNotMatch", "Check your key")
+        );
         assert!(parse_error("not xml").is_none());
         assert!(parse_error("<html><body>502</body></html>").is_none());
     }

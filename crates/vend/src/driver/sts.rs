@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use artifactstore_credentials::refusal;
 use artifactstore_model::Timestamp;
 use artifactstore_model::secret::Secret;
 use aws_sdk_sts::config::http::HttpResponse;
@@ -63,37 +64,28 @@ impl StsDriver {
     {
         match e {
             SdkError::ServiceError(se) => {
-                let err = se.err();
-                let raw = se.raw();
-                // Some servers answer errors in a shape the STS parser does not take
-                // (an S3-style `<Error>`): read code and message from the body then.
-                let body = raw
-                    .body()
-                    .bytes()
-                    .map(String::from_utf8_lossy)
-                    .unwrap_or_default();
-                let tag = |name: &str| {
-                    let open = format!("<{name}>");
-                    let start = body.find(&open)? + open.len();
-                    let end = body[start..].find(&format!("</{name}>"))? + start;
-                    Some(body[start..end].to_owned())
+                let (status, code, message) = refusal::sdk_answer(se.err(), se.raw());
+                let code = code.unwrap_or_default();
+                let answer = refusal::Answer {
+                    status,
+                    code: &code,
+                    message: &message,
                 };
-                let code = err
-                    .code()
-                    .map(str::to_owned)
-                    .or_else(|| tag("Code"))
-                    .unwrap_or_else(|| format!("HTTP {}", raw.status().as_u16()));
-                let message: String = err
-                    .message()
-                    .map(str::to_owned)
-                    .or_else(|| tag("Message"))
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
-                let code = code.as_str();
-                let text = format!("STS at {}: {op}: {code}: {message}", self.endpoint);
-                if matches!(code, "InternalError" | "ServiceUnavailable" | "Throttling") {
+                let text = match op.strip_prefix("AssumeRole").map(str::trim) {
+                    // What to check when the store gives no reason (Ceph RGW).
+                    Some("") => refusal::assume_role(&self.endpoint, &self.role_arn, &answer),
+                    Some(what) => format!(
+                        "{what} {}",
+                        refusal::assume_role(&self.endpoint, &self.role_arn, &answer)
+                    ),
+                    None => format!("STS at {}: {op}: {}", self.endpoint, answer.head()),
+                };
+                if status >= 500
+                    || matches!(
+                        code.as_str(),
+                        "InternalError" | "ServiceUnavailable" | "Throttling"
+                    )
+                {
                     DriverError::Unavailable(text)
                 } else {
                     DriverError::Refused(text)
@@ -204,6 +196,6 @@ impl StsDriver {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| self.classify("AssumeRole (readiness probe)", &e))
+            .map_err(|e| self.classify("AssumeRole readiness probe:", &e))
     }
 }

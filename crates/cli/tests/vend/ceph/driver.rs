@@ -277,7 +277,9 @@ fn the_sts_driver_is_unready_when_ceph_refuses_its_key() {
         "{body}"
     );
     let logs = vend.logs();
+    // Ceph says no more than AccessDenied; the log says what to check.
     assert!(logs.contains("AccessDenied"), "{logs}");
+    assert!(logs.contains("wrong secret key"), "{logs}");
     assert!(!logs.contains(&wrong_secret) && !logs.contains(&c.secret));
     assert!(!body.to_string().contains(&c.sts_url), "{body}");
 }
