@@ -730,7 +730,11 @@ rules = [{ groups = { contains = "team-readers" } }]
         "{body}"
     );
     assert!(!body.to_string().contains(&moto.url), "{body}");
-    assert!(bad.logs().contains("SignatureDoesNotMatch"), "{}", bad.logs());
+    assert!(
+        bad.logs().contains("SignatureDoesNotMatch"),
+        "{}",
+        bad.logs()
+    );
     assert!(!body.to_string().contains("not-the-secret"));
     assert_eq!(bad.leases()[0]["state"], "failed");
     let (status, text) = get_text(&format!("{}/readyz", bad.url));
