@@ -159,6 +159,20 @@ fn the_server_runs_on_web_identity_at_cephs_sts() {
         ],
         &[&wrong_aud_sig, &c.secret],
     );
+    // Another subject: the trust policy's condition on HOST:PORT:sub refuses it.
+    let stranger = issuer.token(json!({"sub": "someone-else", "aud": AUDIENCE}));
+    let stranger_file = write_token(dir.path(), "stranger.jwt", &stranger);
+    let stranger_sig = stranger.rsplit('.').next().unwrap().to_owned();
+    assert_refused(
+        &settings(&stranger_file, &role_arn),
+        &[
+            &sts,
+            "403 AccessDenied",
+            r#"sub is "someone-else""#,
+            "trust policy",
+        ],
+        &[&stranger_sig, &c.secret],
+    );
     // A role that does not exist: named, and among what the message lists.
     let missing = "arn:aws:iam:::role/no-such-role";
     assert_refused(
