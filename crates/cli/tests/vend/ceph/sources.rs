@@ -127,51 +127,44 @@ fn the_server_runs_on_web_identity_at_cephs_sts() {
     round_trip(dir.path(), &settings(&token_file, &role_arn), &canaries);
 
     let sts = format!("STS at {}", c.sts_url);
-    // An expired token: the STS refuses it, and the message says it expired.
-    let expired = issuer.token(json!({
-        "sub": subject, "aud": AUDIENCE,
-        "iat": now() - 7200, "nbf": now() - 7200, "exp": now() - 3600
-    }));
-    let expired_file = write_token(dir.path(), "expired.jwt", &expired);
-    let expired_sig = expired.rsplit('.').next().unwrap().to_owned();
-    assert_refused(
-        &settings(&expired_file, &role_arn),
-        &[
-            &sts,
+    // A token with these claims is refused with all of `expect`, its signature unshown.
+    let refused = |name: &str, claims: Value, expect: &[&str]| {
+        let token = issuer.token(claims);
+        let file = write_token(dir.path(), name, &token);
+        let signature = token.rsplit('.').next().unwrap();
+        let mut expect = expect.to_vec();
+        expect.extend([
+            sts.as_str(),
             "AssumeRoleWithWebIdentity",
             "403 AccessDenied",
-            "expired at",
-        ],
-        &[&expired_sig, &c.secret],
+        ]);
+        assert_refused(
+            &settings(&file, &role_arn),
+            &expect,
+            &[signature, &c.secret],
+        );
+    };
+    // An expired token: the STS refuses it, and the message says it expired.
+    refused(
+        "expired.jwt",
+        json!({
+            "sub": subject, "aud": AUDIENCE,
+            "iat": now() - 7200, "nbf": now() - 7200, "exp": now() - 3600
+        }),
+        &["expired at"],
     );
     // A token for another audience: the message shows the token's audience and says
     // what the STS checks it against.
-    let wrong_aud = issuer.token(json!({"sub": subject, "aud": "not-artifactstore"}));
-    let wrong_aud_file = write_token(dir.path(), "wrong-aud.jwt", &wrong_aud);
-    let wrong_aud_sig = wrong_aud.rsplit('.').next().unwrap().to_owned();
-    assert_refused(
-        &settings(&wrong_aud_file, &role_arn),
-        &[
-            &sts,
-            "403 AccessDenied",
-            r#"aud is ["not-artifactstore"]"#,
-            "client IDs",
-        ],
-        &[&wrong_aud_sig, &c.secret],
+    refused(
+        "wrong-aud.jwt",
+        json!({"sub": subject, "aud": "not-artifactstore"}),
+        &[r#"aud is ["not-artifactstore"]"#, "client IDs"],
     );
     // Another subject: the trust policy's condition on HOST:PORT:sub refuses it.
-    let stranger = issuer.token(json!({"sub": "someone-else", "aud": AUDIENCE}));
-    let stranger_file = write_token(dir.path(), "stranger.jwt", &stranger);
-    let stranger_sig = stranger.rsplit('.').next().unwrap().to_owned();
-    assert_refused(
-        &settings(&stranger_file, &role_arn),
-        &[
-            &sts,
-            "403 AccessDenied",
-            r#"sub is "someone-else""#,
-            "trust policy",
-        ],
-        &[&stranger_sig, &c.secret],
+    refused(
+        "stranger.jwt",
+        json!({"sub": "someone-else", "aud": AUDIENCE}),
+        &[r#"sub is "someone-else""#, "trust policy"],
     );
     // A role that does not exist: named, and among what the message lists.
     let missing = "arn:aws:iam:::role/no-such-role";
