@@ -6,6 +6,8 @@
 #   scripts/s3-fixture.sh garage -- cargo test -p artifactstore-blob
 #   scripts/s3-fixture.sh rustfs -- cargo test -p artifactstore-blob
 #   scripts/s3-fixture.sh ceph -- cargo test -p artifactstore-blob
+#   scripts/s3-fixture.sh moto -- ...     moto's server in auth mode (PyPI moto[server])
+#   scripts/s3-fixture.sh s3s -- ...      s3s-fs (the in-process test store, as a server)
 #
 # The command sees (secrets only through file: references, never as values):
 #   ARTIFACTSTORE_S3_ENDPOINT_URL            http://127.0.0.1:<port>
@@ -14,11 +16,17 @@
 #   ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF       file:<dir>/access_key_id
 #   ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF   file:<dir>/secret_access_key
 #   ARTIFACTSTORE_FIXTURE_SERVER             garage | rustfs | ceph
+#   ARTIFACTSTORE_FIXTURE_SERVER_VERSION     the server's version
+#   ARTIFACTSTORE_FIXTURE_VIRTUAL_HOST_DOMAIN  (garage, ceph) s3.localhost: the store also
+#                                            answers <bucket>.s3.localhost (resolve it to
+#                                            127.0.0.1 yourself: storage compat
+#                                            --virtual-host-domain does)
 #   ARTIFACTSTORE_FIXTURE_DIR                <dir>: the temporary directory (server.log is there;
 #                                            Ceph's daemon logs are in <dir>/log)
 #   ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL        (garage) http://127.0.0.1:<port+3>
 #   ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF  (garage) file:<dir>/admin_token
-#   ARTIFACTSTORE_FIXTURE_STS_URL            (ceph) the STS (and IAM) endpoint: the RGW endpoint
+#   ARTIFACTSTORE_FIXTURE_STS_URL            (ceph, moto) the STS (and IAM) endpoint: the S3 endpoint
+#   ARTIFACTSTORE_FIXTURE_ROLE_ARN           (ceph, moto) a role the key may assume, allowed s3:*
 #   ARTIFACTSTORE_FIXTURE_CEPH_CONF          (ceph) <dir>/ceph.conf, for `ceph -c` / `radosgw-admin -c`
 #   ARTIFACTSTORE_FIXTURE_CEPH_USER_ARN      (ceph) arn:aws:iam:::user/<uid>, the key's user (for
 #                                            a role's trust policy)
@@ -53,13 +61,15 @@ RUSTFS_VERSION=1.0.1
 CEPH_PACKAGES="ceph-mon ceph-osd radosgw ceph-common"
 CEPH_USER=artifactstore-fixture
 REGION=us-east-1
+# Garage and Ceph also answer virtual-host requests for <bucket>.$VHOST_DOMAIN.
+VHOST_DOMAIN=s3.localhost
 EXIT_SKIPPED=77
 orig_umask=$(umask)
 
 say() { echo "s3-fixture: $*" >&2; }
 die() { say "error: $*"; exit 1; }
 usage() {
-  echo "usage: $0 <garage|rustfs|ceph> -- <command> [args...]" >&2
+  echo "usage: $0 <garage|rustfs|ceph|moto|s3s> -- <command> [args...]" >&2
   exit 2
 }
 
@@ -140,7 +150,7 @@ run_child() {
 server=$1
 shift
 case "$server" in
-  garage | rustfs | ceph) ;;
+  garage | rustfs | ceph | moto | s3s) ;;
   -h | --help) usage ;;
   *) say "unknown server '$server'"; usage ;;
 esac
@@ -261,6 +271,15 @@ case "$server" in
     apt-get install -y --no-install-recommends $CEPH_PACKAGES"
     fi
     server_version=$(ceph-mon --version 2>/dev/null | awk '{print $3}')
+    ;;
+  moto)
+    python3 -c 'import moto.server, flask' 2>/dev/null \
+      || die "moto's server is not installed (pip install 'moto[server]')"
+    server_version=$(python3 -c 'import moto; print(moto.__version__)')
+    ;;
+  s3s)
+    command -v cargo >/dev/null || die "cargo is required to build the s3s-fs example server"
+    server_version=$(sed -n 's/^s3s-fs = "=\(.*\)"$/\1/p' "$(dirname "$0")/../crates/blob/Cargo.toml")
     ;;
 esac
 
@@ -423,6 +442,61 @@ retry("CreateBucket", create)
 PY
 }
 
+# ---- moto (auth mode) and s3s-fs --------------------------------------------------------
+
+# moto checks signatures only after its first INITIAL_NO_AUTH_ACTION_COUNT calls: these six
+# make the user, its key, its policy, a role it may assume and the bucket.
+start_moto() {
+  set -m
+  (cd "$tmp" && exec env INITIAL_NO_AUTH_ACTION_COUNT=6 python3 -m moto.server -H 127.0.0.1 -p "$port") \
+    </dev/null >"$tmp/server.log" 2>&1 &
+  server_pid=$!
+  set +m
+  wait_http "http://127.0.0.1:$port/moto-api/" "moto" 200
+  fixture_py >>"$tmp/setup.log" 2>&1 <<'PY' || fail_start "bootstrapping moto's user, role and bucket failed"
+import json, os
+import boto3
+d, endpoint = os.environ["FIXTURE_DIR"], os.environ["FIXTURE_ENDPOINT"]
+anon = dict(endpoint_url=endpoint, region_name=os.environ["FIXTURE_REGION"],
+            aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+iam = boto3.client("iam", **anon)
+compact = lambda doc: json.dumps(doc, separators=(",", ":"))
+allow = lambda action: compact({"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Action": action, "Resource": "*"}]})
+iam.create_user(UserName="fixture")
+iam.put_user_policy(UserName="fixture", PolicyName="all", PolicyDocument=allow("*"))
+key = iam.create_access_key(UserName="fixture")["AccessKey"]
+trust = compact({"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+    "Principal": {"AWS": "arn:aws:iam::123456789012:user/fixture"}, "Action": "sts:AssumeRole"}]})
+role = iam.create_role(RoleName="fixture", AssumeRolePolicyDocument=trust)["Role"]
+iam.put_role_policy(RoleName="fixture", PolicyName="s3", PolicyDocument=allow("s3:*"))
+boto3.client("s3", **anon).create_bucket(Bucket=os.environ["FIXTURE_BUCKET"])
+for name, value in (("access_key_id", key["AccessKeyId"]), ("secret_access_key", key["SecretAccessKey"]),
+                    ("role_arn", role["Arn"])):
+    with open(os.path.join(d, name), "w") as f:
+        f.write(value)
+PY
+  wait_s3_ready
+}
+
+start_s3s() {
+  mkdir -m 700 "$tmp/root"
+  new_secret "$tmp/access_key_id" 10
+  new_secret "$tmp/secret_access_key" 20
+  local repo
+  repo=$(cd "$(dirname "$0")/.." && pwd)
+  run_child cargo build --locked -q --manifest-path "$repo/Cargo.toml" -p artifactstore-blob \
+    --example s3s_fs_server >>"$tmp/setup.log" 2>&1 || fail_start "building the s3s-fs example server failed"
+  set -m
+  (cd "$tmp" && exec "$repo/target/debug/examples/s3s_fs_server" "$tmp/root" "$port" \
+    "$tmp/access_key_id" "$tmp/secret_access_key") </dev/null >"$tmp/server.log" 2>&1 &
+  server_pid=$!
+  set +m
+  wait_http "http://127.0.0.1:$port/" "s3s-fs" 403
+  create_bucket_s3
+  wait_s3_ready
+}
+
 # ---- Garage ---------------------------------------------------------------------------
 
 start_garage() {
@@ -443,6 +517,7 @@ rpc_secret_file = "$tmp/rpc_secret"
 [s3_api]
 api_bind_addr = "127.0.0.1:$port"
 s3_region = "$REGION"
+root_domain = ".$VHOST_DOMAIN"
 
 [admin]
 api_bind_addr = "127.0.0.1:$admin_port"
@@ -647,6 +722,7 @@ osd class update on start = false
 
 [client.rgw.fixture]
 rgw frontends = beast endpoint=127.0.0.1:$port
+rgw dns name = $VHOST_DOMAIN
 rgw data = $tmp/rgw
 rgw sts key = $(<"$tmp/sts_key")
 rgw s3 auth use sts = true
@@ -729,6 +805,24 @@ PY
   create_bucket_s3
   stage "bucket created"
 
+  # A role the user may assume (IAM CreateRole; RGW wants compact policy JSON).
+  FIXTURE_USER_ARN=arn:aws:iam:::user/$CEPH_USER fixture_py >>"$tmp/setup.log" 2>&1 <<PY \
+    || fail_start "creating the fixture's IAM role failed"
+$S3_CLIENT_PY
+import json
+iam = boto3.client("iam", endpoint_url=os.environ["FIXTURE_ENDPOINT"], region_name=os.environ["FIXTURE_REGION"],
+                   aws_access_key_id=read("access_key_id"), aws_secret_access_key=read("secret_access_key"))
+compact = lambda doc: json.dumps(doc, separators=(",", ":"))
+trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+         "Principal": {"AWS": [os.environ["FIXTURE_USER_ARN"]]}, "Action": ["sts:AssumeRole"]}]}
+role = iam.create_role(RoleName="artifactstore-fixture", AssumeRolePolicyDocument=compact(trust))["Role"]
+iam.put_role_policy(RoleName="artifactstore-fixture", PolicyName="s3", PolicyDocument=compact(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": ["s3:*"], "Resource": ["arn:aws:s3:::*"]}]}))
+with open(os.path.join(os.environ["FIXTURE_DIR"], "role_arn"), "w") as f:
+    f.write(role["Arn"])
+PY
+  stage "role created"
+
   wait_s3_ready
 }
 
@@ -738,6 +832,8 @@ case "$server" in
   garage) start_garage ;;
   rustfs) start_rustfs ;;
   ceph) start_ceph ;;
+  moto) start_moto ;;
+  s3s) start_s3s ;;
 esac
 say "$server $server_version ready on http://127.0.0.1:$port, bucket '$bucket', in $(elapsed) (files: $tmp)"
 
@@ -747,13 +843,21 @@ export ARTIFACTSTORE_S3_BUCKET=$bucket
 export ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF=file:$tmp/access_key_id
 export ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF=file:$tmp/secret_access_key
 export ARTIFACTSTORE_FIXTURE_SERVER=$server
+export ARTIFACTSTORE_FIXTURE_SERVER_VERSION=$server_version
 export ARTIFACTSTORE_FIXTURE_DIR=$tmp
+case "$server" in
+  garage | ceph) export ARTIFACTSTORE_FIXTURE_VIRTUAL_HOST_DOMAIN=$VHOST_DOMAIN ;;
+esac
 if [ "$server" = garage ]; then
   export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_URL=http://127.0.0.1:$admin_port
   export ARTIFACTSTORE_FIXTURE_GARAGE_ADMIN_TOKEN_REF=file:$tmp/admin_token
 fi
-if [ "$server" = ceph ]; then
+if [ "$server" = ceph ] || [ "$server" = moto ]; then
   export ARTIFACTSTORE_FIXTURE_STS_URL=http://127.0.0.1:$port
+  export ARTIFACTSTORE_FIXTURE_ROLE_ARN
+  ARTIFACTSTORE_FIXTURE_ROLE_ARN=$(<"$tmp/role_arn")
+fi
+if [ "$server" = ceph ]; then
   export ARTIFACTSTORE_FIXTURE_CEPH_CONF=$tmp/ceph.conf
   export ARTIFACTSTORE_FIXTURE_CEPH_USER_ARN=arn:aws:iam:::user/$CEPH_USER
 fi

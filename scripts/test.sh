@@ -13,7 +13,9 @@
 #      straight from it), then against RustFS when its binary is cached;
 #      the same suites again with the server on web-identity credentials vended by
 #      `artifactstore vend serve` (scripts/vend-fixture.sh); and credential vending on
-#      its Garage driver (real OIDC issuer, unmodified boto3).
+#      its Garage driver (real OIDC issuer, unmodified boto3); and the compatibility
+#      matrix (`storage compat` on Garage, Ceph RGW, s3s-fs and moto) checked against
+#      docs/compatibility.md by scripts/compat-matrix.sh --check.
 # The vending tests need node (tests/oidc: npm oauth2-mock-server, installed here when
 # missing) and python3 with boto3 and moto[server]; this script makes them required,
 # so a missing one fails instead of skipping.
@@ -68,6 +70,9 @@ echo "== live S3: Ceph RGW"
 
 echo "== live STS: Ceph RGW (the vend sts driver, and the web-identity and assume-role sources)"
 scripts/s3-fixture.sh ceph -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend -- ceph::
+
+echo "== compatibility matrix: docs/compatibility.md is what every store here answers today"
+scripts/compat-matrix.sh --check
 
 echo "== live S3: RustFS"
 set +e

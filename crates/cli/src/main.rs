@@ -13,6 +13,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 mod audit;
 mod client;
+mod compat;
 mod config;
 mod exit;
 mod serve;
@@ -209,6 +210,11 @@ enum StorageCommand {
     /// Prove the backend works: health, round trip, ranged read, multipart, conditional
     /// create, delete and cleanup. Exit 0 only when every check passes.
     Verify(serve::StoreArgs),
+    /// Probe what the S3 endpoint can do — addressing, listing, ranges, multipart,
+    /// conditional writes, checksums, presigned URLs, session tokens, STS — and print a
+    /// matrix, each row pass, fail, unsupported or skipped with its evidence. Exit 0
+    /// when the report ran.
+    Compat(compat::CompatArgs),
 }
 
 /// Raises this process's soft limit of open files to its hard limit (the servers call it
@@ -360,6 +366,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             ..
         } => serve::fsck(&data_dir, database_url, repair, cli.json).await,
         Command::Storage(StorageCommand::Verify(args)) => verify::verify(args, cli.json).await,
+        Command::Storage(StorageCommand::Compat(args)) => compat::compat(args, cli.json).await,
         Command::Vend(command) => vend::vend(command, cli.json).await,
         Command::Creds(command) => vend::creds(command).await,
         Command::Audit(command) => audit::audit(command, audit::Service::Serve, cli.json),

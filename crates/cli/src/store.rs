@@ -295,12 +295,15 @@ fn static_source(
 pub fn s3_store(
     s: &S3Settings,
 ) -> anyhow::Result<(S3BlobStore, CredentialInfo, Arc<RefreshingCache>)> {
-    let bucket = s.bucket.clone().ok_or_else(|| {
-        fail(
-            exit::USAGE,
-            "the s3 backend needs s3.bucket (ARTIFACTSTORE_S3_BUCKET)",
-        )
-    })?;
+    let cfg = s3_config(s)?;
+    let (cache, info) = s3_credentials(s)?;
+    let store =
+        S3BlobStore::new(cfg, cache.clone()).map_err(|e| fail(exit::USAGE, e.to_string()))?;
+    Ok((store, info, cache))
+}
+
+/// The configured credential source behind its refreshing cache.
+pub fn s3_credentials(s: &S3Settings) -> anyhow::Result<(Arc<RefreshingCache>, CredentialInfo)> {
     let mut warnings = Vec::new();
     let (source, info) = credential_source(s, &mut warnings)?;
     for w in &warnings {
@@ -314,7 +317,18 @@ pub fn s3_store(
             ..RefreshPolicy::default()
         },
     ));
-    let cfg = S3Config {
+    Ok((cache, info))
+}
+
+/// Where and how to reach the bucket, from `[s3]`.
+pub fn s3_config(s: &S3Settings) -> anyhow::Result<S3Config> {
+    let bucket = s.bucket.clone().ok_or_else(|| {
+        fail(
+            exit::USAGE,
+            "the s3 backend needs s3.bucket (ARTIFACTSTORE_S3_BUCKET)",
+        )
+    })?;
+    Ok(S3Config {
         endpoint_url: s.endpoint_url.clone(),
         region: s.region.clone(),
         bucket,
@@ -331,10 +345,7 @@ pub fn s3_store(
         part_size: usize::try_from(s.part_size).context("s3.part_size")?,
         concurrency: s.concurrency,
         max_attempts: s.max_attempts,
-    };
-    let store =
-        S3BlobStore::new(cfg, cache.clone()).map_err(|e| fail(exit::USAGE, e.to_string()))?;
-    Ok((store, info, cache))
+    })
 }
 
 /// Opens the configured store for serving: for `s3`, checks the bucket, probes the

@@ -81,6 +81,12 @@ impl S3Config {
 
 /// Checks `cfg` and builds the client, signing every request from `credentials`.
 pub(super) fn build_client(cfg: &S3Config, credentials: Arc<RefreshingCache>) -> Result<Client> {
+    let builder = credential_retry::install(sdk_config(cfg)?, credentials);
+    Ok(Client::from_conf(builder.build()))
+}
+
+/// Checks `cfg` and makes the SDK configuration it describes, without credentials.
+pub(super) fn sdk_config(cfg: &S3Config) -> Result<aws_sdk_s3::config::Builder> {
     if cfg.part_size < MIN_PART_SIZE {
         return Err(Error::Config(format!(
             "part size {} is below the S3 minimum of {MIN_PART_SIZE} bytes",
@@ -123,8 +129,7 @@ pub(super) fn build_client(cfg: &S3Config, credentials: Arc<RefreshingCache>) ->
     if let Some(ca) = &cfg.ca_bundle {
         builder = builder.http_client(http_client_with_ca(ca)?);
     }
-    let builder = credential_retry::install(builder, credentials);
-    Ok(Client::from_conf(builder.build()))
+    Ok(builder)
 }
 
 /// `prefix` without a leading `/` and, unless empty, with a trailing one.

@@ -35,6 +35,7 @@ use aws_sdk_s3::error::SdkError;
 
 use crate::{BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, PutOutcome, Result};
 
+pub mod compat;
 mod config;
 mod credential_retry;
 mod error;

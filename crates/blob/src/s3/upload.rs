@@ -304,6 +304,8 @@ impl S3BlobStore {
                 .part_number(number)
                 .copy_source(&source)
                 .copy_source_range(format!("bytes={start}-{end}"))
+                .customize()
+                .mutate_request(empty_body_length)
                 .send()
                 .await
                 .map_err(|e| self.err("UploadPartCopy", Some(to), e))?;
@@ -323,6 +325,13 @@ impl S3BlobStore {
     }
 }
 
+/// Says `Content-Length: 0` on a request without a body. The SDK sends UploadPartCopy
+/// without the header, and Ceph RGW refuses it so (411 MissingContentLength; measured
+/// by `storage compat`).
+pub(super) fn empty_body_length(request: &mut aws_smithy_runtime_api::http::Request) {
+    request.headers_mut().insert("content-length", "0");
+}
+
 /// Inclusive byte ranges of [`COPY_PART`] (the last one shorter) covering `size` bytes.
 fn copy_ranges(size: u64) -> impl Iterator<Item = (u64, u64)> {
     (0..size)
@@ -331,7 +340,7 @@ fn copy_ranges(size: u64) -> impl Iterator<Item = (u64, u64)> {
 }
 
 /// Percent-encodes a key for `x-amz-copy-source`, keeping `/` and unreserved characters.
-fn encode_key(key: &str) -> String {
+pub(super) fn encode_key(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     for b in key.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {

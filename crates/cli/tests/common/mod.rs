@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod oidc;
+pub mod s3s;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};

@@ -19,6 +19,7 @@ mod listener_limits;
 mod quota;
 mod retention;
 mod stalled_uploads;
+mod storage_compat;
 mod storage_verify;
 mod store_faults;
 mod tls;

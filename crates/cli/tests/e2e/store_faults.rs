@@ -53,30 +53,13 @@ fn unique_prefix() -> String {
 
 /// s3s-fs on 127.0.0.1:0 with one bucket and one generated key pair.
 async fn in_process_store(prefix: &str) -> Store {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let root = tempfile::tempdir().unwrap();
-    let bucket = "faults";
-    std::fs::create_dir_all(root.path().join(bucket)).unwrap();
-    let key_id = format!("AK{}", &Digest::of(prefix.as_bytes()).hex()[..16]);
-    let secret = format!("SK{}", &Digest::of(key_id.as_bytes()).hex()[..32]);
-    let mut service =
-        s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(root.path()).unwrap());
-    service.set_auth(s3s::auth::SimpleAuth::from_single(
-        key_id.clone(),
-        secret.clone(),
-    ));
-    let service = service.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        while let Ok((socket, _)) = listener.accept().await {
-            let conn = http
-                .serve_connection(TokioIo::new(socket), service.clone())
-                .into_owned();
-            tokio::spawn(conn);
-        }
-    });
+    let s3 = crate::common::s3s::InProcessS3::start("faults", prefix).await;
+    let (addr, bucket, key_id, secret) = (
+        s3.addr,
+        s3.bucket.as_str(),
+        s3.key_id.clone(),
+        s3.secret.clone(),
+    );
     let mut cfg = S3Config::new(bucket);
     cfg.endpoint_url = Some(format!("http://{addr}"));
     cfg.prefix = prefix.to_owned();
@@ -104,7 +87,7 @@ async fn in_process_store(prefix: &str) -> Store {
                 "env:FAULTS_TEST_SECRET".into(),
             ),
         ],
-        _root: Some(root),
+        _root: Some(s3.root),
     }
 }
 

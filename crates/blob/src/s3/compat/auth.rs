@@ -1,0 +1,159 @@
+//! How the store checks credentials: session tokens, error codes, clock skew; and
+//! MinIO's health endpoints.
+
+use std::time::{Duration, SystemTime};
+
+use aws_credential_types::Credentials;
+use aws_smithy_async::time::TimeSource;
+
+use super::sts::Temporary;
+use super::{
+    Outcome, Probe, answer, credentials, fail, pass, skipped, status_and_code, unsupported,
+};
+
+/// A cheap signed request with an error body: ListObjectsV2 of at most one key (without
+/// a prefix: moto in auth mode miscomputes signatures of prefixed listings).
+async fn list_with(
+    p: &Probe,
+    creds: Credentials,
+    clock: Option<SkewedClock>,
+) -> Result<(), String> {
+    let client = p
+        .client_with(creds, |b| match clock {
+            Some(c) => b.time_source(c),
+            None => b,
+        })
+        .map_err(|e| e.to_string())?;
+    client
+        .list_objects_v2()
+        .bucket(&p.bucket)
+        .max_keys(1)
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| answer(&e))
+}
+
+pub(super) async fn session_token_enforced(p: &Probe, temporary: &Temporary) -> Outcome {
+    let Some(creds) = temporary.credentials() else {
+        return skipped(temporary.why_none());
+    };
+    let Some(token) = creds.session_token() else {
+        return skipped("the temporary credentials came without a session token");
+    };
+    let (key, secret) = (creds.access_key_id(), creds.secret_access_key());
+    if let Err(e) = list_with(p, credentials(key, secret, Some(token)), None).await {
+        return fail(format!("refused even with the session token: {e}"));
+    }
+    match list_with(p, credentials(key, secret, None), None).await {
+        Err(e) => pass(format!("with the token served; without it: {e}")),
+        Ok(()) => fail("served without the session token"),
+    }
+}
+
+pub(super) async fn bogus_session_token(p: &Probe) -> Outcome {
+    let c = &p.credential;
+    if c.session_token.is_some() {
+        return skipped("the configured credentials are temporary (see session-token-enforced)");
+    }
+    let creds = credentials(
+        &c.access_key_id,
+        c.secret_access_key.expose(),
+        Some("artifactstore-compat-made-up-session-token"),
+    );
+    match list_with(p, creds, None).await {
+        Err(e) => pass(format!("refused: {e}")),
+        Ok(()) => unsupported("served: the session token is ignored"),
+    }
+}
+
+pub(super) async fn error_codes(p: &Probe) -> Outcome {
+    let c = &p.credential;
+    let token = c.session_token.as_ref().map(|t| t.expose());
+    let wrong_secret = format!("{}x", c.secret_access_key.expose());
+    let unknown_key = format!("AKIACOMPAT{}", super::random_hex(5).to_ascii_uppercase());
+    let client = |key: &str, secret: &str| p.client_with(credentials(key, secret, token), |b| b);
+    let mut codes = Vec::new();
+    for (what, client) in [
+        ("a wrong secret", client(&c.access_key_id, &wrong_secret)),
+        (
+            "an unknown key",
+            client(&unknown_key, c.secret_access_key.expose()),
+        ),
+    ] {
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => return fail(e.to_string()),
+        };
+        match client
+            .list_objects_v2()
+            .bucket(&p.bucket)
+            .max_keys(1)
+            .send()
+            .await
+        {
+            Ok(_) => return fail(format!("{what} was accepted")),
+            Err(e) => codes.push((what, status_and_code(&e).1, answer(&e))),
+        }
+    }
+    let evidence = codes
+        .iter()
+        .map(|(what, _, answer)| format!("{what}: {answer}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if codes[0].1 != codes[1].1 {
+        pass(evidence)
+    } else {
+        unsupported(evidence)
+    }
+}
+
+/// The system clock moved by a fixed amount.
+#[derive(Clone, Copy, Debug)]
+struct SkewedClock {
+    behind: Duration,
+}
+
+impl TimeSource for SkewedClock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() - self.behind
+    }
+}
+
+pub(super) async fn clock_skew(p: &Probe) -> Outcome {
+    let clock = SkewedClock {
+        behind: Duration::from_secs(20 * 60),
+    };
+    match list_with(p, p.sdk_credentials(), Some(clock)).await {
+        Err(e) => pass(format!("refused: {e}")),
+        Ok(()) => unsupported("served: a request signed 20 minutes ago can be replayed for longer"),
+    }
+}
+
+pub(super) async fn minio_health(p: &Probe) -> Outcome {
+    let Some(endpoint) = p.cfg.endpoint_url.as_deref() else {
+        return skipped("AWS S3 has no MinIO health endpoints");
+    };
+    let mut answers = Vec::new();
+    for path in ["live", "ready", "cluster"] {
+        let url = format!("{}/minio/health/{path}", endpoint.trim_end_matches('/'));
+        match p.http.get(&url).send().await {
+            Ok(r) => answers.push((path, Some(r.status().as_u16()))),
+            Err(_) => answers.push((path, None)),
+        }
+    }
+    let evidence = answers
+        .iter()
+        .map(|(path, s)| match s {
+            Some(s) => format!("{path} {s}"),
+            None => format!("{path}: no answer"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let ok = answers.iter().filter(|(_, s)| *s == Some(200)).count();
+    match ok {
+        3 => pass(evidence),
+        0 => unsupported(evidence),
+        _ => fail(evidence),
+    }
+}
