@@ -17,6 +17,7 @@ use crate::{BlobStore, ByteStream, Error, PublishGate};
 pub async fn run_all(store: Arc<dyn BlobStore>) {
     round_trip(&*store).await;
     large_bodies(&*store).await;
+    large_reads(store.clone()).await;
     declared_digest(&*store).await;
     failed_body_leaves_nothing(&*store).await;
     ranged_reads(&*store).await;
@@ -166,6 +167,41 @@ pub async fn large_bodies(store: &dyn BlobStore) {
     .boxed();
     assert!(matches!(store.put(body, None).await, Err(Error::Body(_))));
     assert!(store.head(&Digest::of(&head)).await.unwrap().is_none());
+}
+
+/// Reads of a body several parts long (which S3 fetches as ranges in parallel): whole,
+/// ranges across part boundaries, and more of them at once than are fetched in parallel.
+pub async fn large_reads(store: Arc<dyn BlobStore>) {
+    let data = Arc::new(unique_bytes(18 * 1024 * 1024 + 7));
+    let n = data.len() as u64;
+    let d = Digest::of(&data);
+    store.put(chunked(&data), Some(d)).await.expect("large put");
+    assert!(
+        read_all(&*store, &d, None).await == *data,
+        "whole read differs"
+    );
+    for r in [1..n - 1, 5 * 1024 * 1024 - 1..15 * 1024 * 1024 + 1, 0..n] {
+        let got = read_all(&*store, &d, Some(r.clone())).await;
+        assert!(
+            got == data[r.start as usize..r.end as usize],
+            "range {r:?} differs"
+        );
+    }
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, data) = (store.clone(), data.clone());
+            tokio::spawn(async move {
+                assert!(
+                    read_all(&*store, &d, None).await == *data,
+                    "concurrent read differs"
+                );
+            })
+        })
+        .collect();
+    for r in readers {
+        r.await.expect("reader");
+    }
+    store.delete(&d).await.expect("delete");
 }
 
 pub async fn declared_digest(store: &dyn BlobStore) {

@@ -40,6 +40,7 @@ mod config;
 mod credential_retry;
 mod error;
 mod maintenance;
+mod parallel_read;
 mod read;
 mod upload;
 
@@ -60,6 +61,8 @@ pub struct S3BlobStore {
     read_timeout: Duration,
     /// Whether the store honours `If-None-Match: *` on writes; probed once.
     conditional_create: AtomicU8,
+    /// Reads fetched as parallel ranges at once (`parallel_read`).
+    read_permits: Arc<tokio::sync::Semaphore>,
 }
 
 impl fmt::Debug for S3BlobStore {
@@ -97,6 +100,7 @@ impl S3BlobStore {
             concurrency: cfg.concurrency.max(1),
             read_timeout: cfg.read_timeout,
             conditional_create: AtomicU8::new(maintenance::COND_UNKNOWN),
+            read_permits: parallel_read::read_permits(),
         })
     }
 

@@ -103,11 +103,8 @@ impl S3BlobStore {
                 });
             }
         };
-        Ok(BlobRead {
-            size,
-            range,
-            body: body_stream(out.body, self.endpoint.clone(), self.read_timeout),
-        })
+        let body = self.read_body(&key, out.body, range.clone());
+        Ok(BlobRead { size, range, body })
     }
 
     pub(super) async fn list_blobs(
@@ -163,7 +160,7 @@ impl S3BlobStore {
 
 /// Adapts the SDK's body to our stream type; fails a read that waits longer than `idle`
 /// for its next chunk.
-fn body_stream(body: SdkBody, endpoint: String, idle: Duration) -> ByteStream {
+pub(super) fn body_stream(body: SdkBody, endpoint: String, idle: Duration) -> ByteStream {
     futures::stream::unfold(Some(body), move |body| {
         let endpoint = endpoint.clone();
         async move {

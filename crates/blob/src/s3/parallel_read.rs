@@ -1,0 +1,158 @@
+//! Large reads as ranged GETs in parallel: one GET stream is bounded by one connection's
+//! window, so a large body is fetched `concurrency` chunks at a time (as S3 clients do)
+//! and yielded in order. Memory is bounded twice: per read by `concurrency` chunks of
+//! `part_size`, and per store by [`PARALLEL_READS`] such reads at once — others stream
+//! one GET as before.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::Client;
+use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::S3BlobStore;
+use super::error::classify;
+use super::read::body_stream;
+use crate::ByteStream;
+
+/// Reads fetched in parallel at once, per store; the rest stream a single GET.
+pub(super) const PARALLEL_READS: usize = 2;
+
+pub(super) fn read_permits() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(PARALLEL_READS))
+}
+
+/// Where a chunk comes from.
+#[derive(Clone)]
+struct Source {
+    client: Client,
+    bucket: String,
+    key: String,
+    endpoint: String,
+    idle: Duration,
+}
+
+impl S3BlobStore {
+    /// The body of bytes `span` of `key`, which `first` (an answered GET of that span)
+    /// is already sending. A span of at least two chunks, while a permit is free, keeps
+    /// only the first chunk of `first` and fetches the rest as ranged GETs.
+    pub(super) fn read_body(&self, key: &str, first: SdkBody, span: Range<u64>) -> ByteStream {
+        let head = body_stream(first, self.endpoint.clone(), self.read_timeout);
+        let chunk = self.part_size as u64;
+        if span.end - span.start < 2 * chunk {
+            return head;
+        }
+        let Ok(permit) = self.read_permits.clone().try_acquire_owned() else {
+            return head;
+        };
+        let source = Source {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: key.to_owned(),
+            endpoint: self.endpoint.clone(),
+            idle: self.read_timeout,
+        };
+        let ranges: Vec<Range<u64>> = (span.start + chunk..span.end)
+            .step_by(chunk as usize)
+            .map(|start| start..(start + chunk).min(span.end))
+            .collect();
+        let concurrency = self.concurrency;
+        // The fetches run beside the first chunk's stream; a reader that goes away
+        // closes the channel, which ends them.
+        let (tx, rx) = mpsc::channel::<std::io::Result<Vec<Bytes>>>(1);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut fetched = futures::stream::iter(ranges)
+                .map(|r| fetch(source.clone(), r))
+                .buffered(concurrency);
+            while let Some(chunk) = fetched.next().await {
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let rest = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk, rx))
+        })
+        .map_ok(|parts| futures::stream::iter(parts.into_iter().map(Ok)))
+        .try_flatten();
+        take_bytes(head, chunk).chain(rest).boxed()
+    }
+}
+
+/// One ranged GET, whole, as the pieces it arrived in.
+async fn fetch(s: Source, r: Range<u64>) -> std::io::Result<Vec<Bytes>> {
+    let what = format!("GetObject {} bytes {}-{}", s.key, r.start, r.end - 1);
+    let out = s
+        .client
+        .get_object()
+        .bucket(&s.bucket)
+        .key(&s.key)
+        .range(format!("bytes={}-{}", r.start, r.end - 1))
+        .send()
+        .await
+        .map_err(|e| {
+            std::io::Error::other(format!("{what} at {}: {}", s.endpoint, classify(&e).1))
+        })?;
+    if out.content_range().is_none() {
+        return Err(std::io::Error::other(format!(
+            "{what} at {}: the store ignored the range",
+            s.endpoint
+        )));
+    }
+    let want = r.end - r.start;
+    let parts: Vec<Bytes> = body_stream(out.body, s.endpoint.clone(), s.idle)
+        .try_collect()
+        .await?;
+    let got: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    if got != want {
+        return Err(std::io::Error::other(format!(
+            "{what} at {}: {got} bytes instead of {want}",
+            s.endpoint
+        )));
+    }
+    Ok(parts)
+}
+
+/// The first `n` bytes of a stream, which is then dropped (not read to its end).
+fn take_bytes(body: ByteStream, n: u64) -> ByteStream {
+    futures::stream::unfold((body, n), |(mut body, left)| async move {
+        if left == 0 {
+            return None;
+        }
+        match body.next().await? {
+            Ok(mut chunk) => {
+                chunk.truncate(left.min(chunk.len() as u64) as usize);
+                let left = left - chunk.len() as u64;
+                Some((Ok(chunk), (body, left)))
+            }
+            Err(e) => Some((Err(e), (body, 0))),
+        }
+    })
+    .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn take_bytes_stops_at_n_without_reading_on() {
+        let polled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = polled.clone();
+        let body = futures::stream::iter(0..100)
+            .map(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Bytes::from_static(b"abcd"))
+            })
+            .boxed();
+        let got: Vec<Bytes> = take_bytes(body, 10).try_collect().await.unwrap();
+        assert_eq!(got.concat(), b"abcdabcdab");
+        assert_eq!(polled.load(std::sync::atomic::Ordering::Relaxed), 3);
+    }
+}
