@@ -101,6 +101,11 @@ async fn s3_backend_passes_the_conformance_suite_on_in_process_s3() {
     );
     store.head_bucket().await.expect("bucket reachable");
     store.probe().await.expect("probe");
+    // s3s-fs honours If-None-Match on PUT and on completion alike.
+    assert_eq!(
+        (store.conditional_create(), store.conditional_complete()),
+        (Some(true), Some(true))
+    );
     conformance::run_all(store.clone()).await;
     // s3s-fs cannot list multipart uploads (501); the live run checks that none is left.
     match store.multipart_uploads_in_progress().await {
@@ -260,6 +265,14 @@ async fn live_s3_backend_passes_the_conformance_suite() {
             "not supported (HEAD-then-PUT)"
         }
     );
+    // What the probe must find on the stores CI runs (docs/compatibility.md).
+    let facts = (store.conditional_create(), store.conditional_complete());
+    match std::env::var("ARTIFACTSTORE_FIXTURE_SERVER").as_deref() {
+        Ok("garage") => assert_eq!(facts, (Some(false), Some(false))),
+        // Honoured on PUT, ignored on completion.
+        Ok("ceph") => assert_eq!(facts, (Some(true), Some(false))),
+        _ => {}
+    }
     conformance::run_all(store.clone()).await;
     assert_eq!(store.multipart_uploads_in_progress().await.unwrap(), 0);
     assert_eq!(store.sweep_stale(Duration::ZERO).await.unwrap(), (0, 0));

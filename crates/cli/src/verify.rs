@@ -108,56 +108,61 @@ pub async fn verify(args: StoreArgs, json: bool) -> anyhow::Result<u8> {
         checks: Vec::new(),
         failed: false,
     };
-    let (backend, target, credentials, store): (_, _, _, std::sync::Arc<dyn BlobStore>) =
-        match cfg.backend {
-            Backend::Fs => {
-                let store = FsBlobStore::open(&cfg.data_dir)?;
-                (
-                    "fs",
-                    cfg.data_dir.display().to_string(),
-                    None,
-                    std::sync::Arc::new(store),
-                )
-            }
-            Backend::S3 => {
-                let (store, mut info, cache) = s3_store(&cfg.s3)?;
-                // A credential that cannot be fetched fails here, naming its source.
-                info.load_expiry(&cache).await?;
-                let target = format!(
-                    "s3://{}/{} at {}",
-                    store.bucket(),
-                    cfg.s3.prefix,
-                    store.endpoint()
-                );
-                let store = std::sync::Arc::new(store);
-                let endpoint = cfg.s3.endpoint_url.clone();
-                let s3 = store.clone();
-                runner
-                    .run("health", || async move {
-                        let health = match &endpoint {
-                            Some(e) => minio_health(e).await,
-                            None => None,
-                        };
-                        s3.head_bucket().await?;
-                        Ok(match health {
-                            Some(h) => format!("{h}; HeadBucket ok"),
-                            None => "HeadBucket ok (no MinIO health endpoint)".into(),
-                        })
+    let (backend, target, credentials, store): (_, _, _, std::sync::Arc<dyn BlobStore>) = match cfg
+        .backend
+    {
+        Backend::Fs => {
+            let store = FsBlobStore::open(&cfg.data_dir)?;
+            (
+                "fs",
+                cfg.data_dir.display().to_string(),
+                None,
+                std::sync::Arc::new(store),
+            )
+        }
+        Backend::S3 => {
+            let (store, mut info, cache) = s3_store(&cfg.s3)?;
+            // A credential that cannot be fetched fails here, naming its source.
+            info.load_expiry(&cache).await?;
+            let target = format!(
+                "s3://{}/{} at {}",
+                store.bucket(),
+                cfg.s3.prefix,
+                store.endpoint()
+            );
+            let store = std::sync::Arc::new(store);
+            let endpoint = cfg.s3.endpoint_url.clone();
+            let s3 = store.clone();
+            runner
+                .run("health", || async move {
+                    let health = match &endpoint {
+                        Some(e) => minio_health(e).await,
+                        None => None,
+                    };
+                    s3.head_bucket().await?;
+                    Ok(match health {
+                        Some(h) => format!("{h}; HeadBucket ok"),
+                        None => "HeadBucket ok (no MinIO health endpoint)".into(),
                     })
-                    .await;
-                let s3 = store.clone();
-                runner
+                })
+                .await;
+            let s3 = store.clone();
+            runner
                     .run("conditional create", || async move {
                         Ok(if s3.probe().await? {
-                            "If-None-Match: * honoured".into()
+                            if s3.conditional_complete() == Some(true) {
+                                "If-None-Match: * honoured on PutObject and CompleteMultipartUpload".into()
+                            } else {
+                                "If-None-Match: * honoured on PutObject (not on CompleteMultipartUpload)".into()
+                            }
                         } else {
                             "not honoured: HEAD-then-PUT fallback in use".into()
                         })
                     })
                     .await;
-                ("s3", target, Some(info), store as _)
-            }
-        };
+            ("s3", target, Some(info), store as _)
+        }
+    };
     if cfg.backend == Backend::Fs {
         runner
             .run("health", || async {

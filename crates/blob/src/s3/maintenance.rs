@@ -10,10 +10,13 @@ use super::S3BlobStore;
 use super::error::{BackendErrorKind, classify, is_precondition_failed, status};
 use crate::{Error, Result};
 
-// `S3BlobStore::conditional_create`, as one atomic byte.
+// What `probe` found of `If-None-Match: *`, as one atomic byte.
 pub(super) const COND_UNKNOWN: u8 = 0;
-const COND_YES: u8 = 1;
+/// Honoured on PutObject only.
+const COND_PUT: u8 = 1;
 const COND_NO: u8 = 2;
+/// Honoured on PutObject and on CompleteMultipartUpload.
+const COND_PUT_AND_COMPLETE: u8 = 3;
 
 impl S3BlobStore {
     /// Proves the bucket exists and the credentials may use it.
@@ -47,8 +50,10 @@ impl S3BlobStore {
     }
 
     /// Probes once whether the store honours `If-None-Match: *` on PutObject (it must
-    /// refuse the second of two conditional writes of one key), and remembers it.
-    /// Stores that answer 501 or 400, or silently overwrite, get HEAD-then-PUT instead.
+    /// refuse the second of two conditional writes of one key) and, if so, on
+    /// CompleteMultipartUpload, and remembers both: writes follow these facts, not
+    /// per-request guesses. Stores that answer 501 or 400, or silently overwrite, get
+    /// HEAD-then-PUT instead.
     pub async fn probe(&self) -> Result<bool> {
         let key = format!(
             "{}probe/conditional-{}",
@@ -80,27 +85,55 @@ impl S3BlobStore {
                 Err(e) => Err(self.err("PutObject (probe)", Some(&key), e)),
             },
         };
+        // Completion is asked only where PUT honours the condition (the key exists now).
+        // A store that cannot say is completed without it: the parts are verified, so
+        // that is safe (same bytes, same key); only `created` may then be wrong.
+        let on_complete = match &supported {
+            Ok(true) => match self.probe_conditional_complete(&key).await {
+                Ok(honoured) => honoured,
+                Err(e) => {
+                    tracing::warn!(error = %e, "probing If-None-Match on CompleteMultipartUpload failed; not using it");
+                    false
+                }
+            },
+            _ => false,
+        };
         // The probe object is removed whatever the result.
         let _ = self.delete_key(&key).await;
         let supported = supported?;
         self.conditional_create.store(
-            if supported { COND_YES } else { COND_NO },
+            match (supported, on_complete) {
+                (true, true) => COND_PUT_AND_COMPLETE,
+                (true, false) => COND_PUT,
+                (false, _) => COND_NO,
+            },
             Ordering::Relaxed,
         );
         tracing::info!(
             bucket = %self.bucket,
             endpoint = %self.endpoint,
             conditional_create = supported,
+            conditional_complete = on_complete,
             "probed the S3 store"
         );
         Ok(supported)
     }
 
-    /// Whether conditional create is in use (`None` before [`probe`](Self::probe)).
+    /// Whether conditional create is in use on PutObject (`None` before
+    /// [`probe`](Self::probe)).
     pub fn conditional_create(&self) -> Option<bool> {
         match self.conditional_create.load(Ordering::Relaxed) {
-            COND_YES => Some(true),
+            COND_PUT | COND_PUT_AND_COMPLETE => Some(true),
             COND_NO => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Whether it is in use on CompleteMultipartUpload too.
+    pub fn conditional_complete(&self) -> Option<bool> {
+        match self.conditional_create.load(Ordering::Relaxed) {
+            COND_PUT_AND_COMPLETE => Some(true),
+            COND_PUT | COND_NO => Some(false),
             _ => None,
         }
     }

@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 
 use super::S3BlobStore;
-use super::error::{BackendErrorKind, is_precondition_failed, status};
+use super::error::{BackendErrorKind, classify, is_precondition_failed, status};
 use crate::{ByteStream, Error, PublishGate, PutOutcome, Result, verify_only};
 
 /// Largest object CopyObject can copy in one request.
@@ -78,7 +78,7 @@ impl S3BlobStore {
                     actual: digest,
                 });
             }
-            let conditional = self.conditional_create() == Some(true);
+            let conditional = self.conditional_complete() == Some(true);
             let created = self.complete(&mut guard, parts, conditional).await?;
             if !created {
                 guard.abort().await;
@@ -269,13 +269,60 @@ impl S3BlobStore {
                 Ok(true)
             }
             Err(e) if conditional && is_precondition_failed(&e) => Ok(false), // guard aborts
-            Err(e) if conditional && matches!(status(&e), Some(400 | 501)) => {
-                // Some stores honour the condition on PutObject only. The parts are
-                // verified, so completing without it is safe (same bytes, same key).
-                Box::pin(self.complete(guard, parts, false)).await
-            }
             Err(e) => Err(self.err("CompleteMultipartUpload", Some(&guard.key), e)),
         }
+    }
+
+    /// Whether CompleteMultipartUpload honours `If-None-Match: *` on `key`, which
+    /// exists: true when refused 412; false when the store refuses the header (400, 501)
+    /// or ignores it (the upload completes over the object, as on Ceph RGW).
+    pub(super) async fn probe_conditional_complete(&self, key: &str) -> Result<bool> {
+        let mut guard = self.create_multipart(key).await?;
+        let part = self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&guard.upload_id)
+            .part_number(1)
+            .body(SdkBody::from_static(b"artifactstore probe"))
+            .send()
+            .await
+            .map_err(|e| self.err("UploadPart (probe)", Some(key), e))?;
+        let parts = CompletedMultipartUpload::builder()
+            .parts(
+                CompletedPart::builder()
+                    .part_number(1)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .build(),
+            )
+            .build();
+        let answer = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&guard.upload_id)
+            .if_none_match("*")
+            .multipart_upload(parts)
+            .send()
+            .await;
+        let honoured = match answer {
+            Ok(_) => {
+                guard.armed = false;
+                return Ok(false);
+            }
+            Err(e) if is_precondition_failed(&e) => Ok(true),
+            Err(e)
+                if classify(&e).0 == BackendErrorKind::NotImplemented
+                    || matches!(status(&e), Some(400 | 501)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(self.err("CompleteMultipartUpload (probe)", Some(key), e)),
+        };
+        guard.abort().await;
+        honoured
     }
 
     /// Server-side copy of a staged object to its content address.
