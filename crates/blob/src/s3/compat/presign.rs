@@ -44,12 +44,16 @@ async fn send(
     if let Some(b) = body {
         r = r.body(b);
     }
-    let resp = r.send().await.map_err(|e| format!("no answer: {e}"))?;
+    // A presigned URL is a credential while it lasts: errors never carry it.
+    let resp = r
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {}", e.without_url()))?;
     let status = resp.status().as_u16();
     let body = resp
         .bytes()
         .await
-        .map_err(|e| format!("reading the answer: {e}"))?;
+        .map_err(|e| format!("reading the answer: {}", e.without_url()))?;
     Ok((status, body))
 }
 
