@@ -84,5 +84,12 @@ pub async fn compat(args: CompatArgs, json: bool) -> anyhow::Result<u8> {
             report.cleanup.problems.join("; ")
         );
     }
+    if let Some(why) = &report.cleanup.unconfirmed {
+        eprintln!(
+            "warning: every key written under {} was deleted, but the prefix could not be \
+             listed to confirm that nothing else is left: {why}",
+            report.scratch_prefix
+        );
+    }
     Ok(0)
 }

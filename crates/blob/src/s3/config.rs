@@ -143,20 +143,37 @@ pub(super) fn normalized_prefix(prefix: &str) -> String {
 
 /// The SDK's HTTPS client, trusting the CAs of a PEM bundle besides the system's.
 fn http_client_with_ca(path: &Path) -> Result<SharedHttpClient> {
-    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
-    let pem = std::fs::read(path).map_err(|source| Error::Io {
-        op: "read CA bundle",
-        path: path.to_owned(),
-        source,
-    })?;
-    let ctx = TlsContext::builder()
-        .with_trust_store(TrustStore::default().with_pem_certificate(pem))
-        .build()
-        .map_err(|e| Error::Config(format!("CA bundle {}: {e}", path.display())))?;
     Ok(aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
-        .tls_context(ctx)
+        .tls_provider(RUSTLS)
+        .tls_context(tls_context(Some(path))?)
         .build_https())
+}
+
+/// The TLS provider of every client the backend builds.
+pub(super) const RUSTLS: aws_smithy_http_client::tls::Provider =
+    aws_smithy_http_client::tls::Provider::Rustls(
+        aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
+    );
+
+/// Trust for the SDK's clients: the system's CAs, and those of `ca` if given.
+pub(super) fn tls_context(ca: Option<&Path>) -> Result<aws_smithy_http_client::tls::TlsContext> {
+    use aws_smithy_http_client::tls::{TlsContext, TrustStore};
+    let mut trust = TrustStore::default();
+    if let Some(path) = ca {
+        let pem = std::fs::read(path).map_err(|source| Error::Io {
+            op: "read CA bundle",
+            path: path.to_owned(),
+            source,
+        })?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| {
+            let path = ca.map(|p| p.display().to_string()).unwrap_or_default();
+            Error::Config(format!("CA bundle {path}: {e}"))
+        })
 }
 
 #[cfg(test)]

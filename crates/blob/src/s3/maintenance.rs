@@ -4,7 +4,9 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 
 use super::S3BlobStore;
 use super::error::{BackendErrorKind, classify, is_precondition_failed, status};
@@ -55,11 +57,14 @@ impl S3BlobStore {
     /// per-request guesses. Stores that answer 501 or 400, or silently overwrite, get
     /// HEAD-then-PUT instead.
     pub async fn probe(&self) -> Result<bool> {
+        // Under the staging prefix, so that the stale sweep removes what a killed probe
+        // left; random, so that replicas starting together never share a key.
         let key = format!(
-            "{}probe/conditional-{}",
-            self.prefix,
-            self.staging_key().rsplit('/').next().unwrap_or("x")
+            "{}-probe-{:016x}",
+            self.staging_key(),
+            artifactstore_model::random_below(u64::MAX)
         );
+        let fresh = format!("{key}-complete");
         let put = || {
             self.client
                 .put_object()
@@ -89,7 +94,7 @@ impl S3BlobStore {
         // A store that cannot say is completed without it: the parts are verified, so
         // that is safe (same bytes, same key); only `created` may then be wrong.
         let on_complete = match &supported {
-            Ok(true) => match self.probe_conditional_complete(&key).await {
+            Ok(true) => match self.probe_conditional_complete(&fresh, &key).await {
                 Ok(honoured) => honoured,
                 Err(e) => {
                     tracing::warn!(error = %e, "probing If-None-Match on CompleteMultipartUpload failed; not using it");
@@ -98,8 +103,9 @@ impl S3BlobStore {
             },
             _ => false,
         };
-        // The probe object is removed whatever the result.
+        // The probe objects are removed whatever the result.
         let _ = self.delete_key(&key).await;
+        let _ = self.delete_key(&fresh).await;
         let supported = supported?;
         self.conditional_create.store(
             match (supported, on_complete) {
@@ -127,6 +133,16 @@ impl S3BlobStore {
             COND_NO => Some(false),
             _ => None,
         }
+    }
+
+    /// Stops using the condition on completions (the store refused it after the probe).
+    pub(super) fn forget_conditional_complete(&self) {
+        let _ = self.conditional_create.compare_exchange(
+            COND_PUT_AND_COMPLETE,
+            COND_PUT,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
     }
 
     /// Whether it is in use on CompleteMultipartUpload too.
@@ -259,3 +275,85 @@ impl S3BlobStore {
             .collect())
     }
 }
+
+/// The probe of conditional completion (see [`S3BlobStore::probe`]).
+impl S3BlobStore {
+    /// Whether CompleteMultipartUpload honours `If-None-Match: *`: a conditional
+    /// completion of `fresh` (absent) must succeed and one of `existing` must be refused
+    /// 412. False when the store refuses the header (400, 501), ignores it (the upload
+    /// completes over the object, as on Ceph RGW) or refuses even the fresh key.
+    pub(super) async fn probe_conditional_complete(
+        &self,
+        fresh: &str,
+        existing: &str,
+    ) -> Result<bool> {
+        let refuses_header = |e: &CompletionError| {
+            classify(e).0 == BackendErrorKind::NotImplemented
+                || matches!(status(e), Some(400 | 409 | 412 | 501))
+        };
+        match self.probe_completion(fresh).await? {
+            Ok(()) => {}
+            Err(e) if refuses_header(&e) => return Ok(false),
+            Err(e) => return Err(self.err("CompleteMultipartUpload (probe)", Some(fresh), e)),
+        }
+        match self.probe_completion(existing).await? {
+            Ok(()) => Ok(false),
+            Err(e) if status(&e) == Some(412) => Ok(true),
+            Err(e) if refuses_header(&e) => Ok(false),
+            Err(e) => Err(self.err("CompleteMultipartUpload (probe)", Some(existing), e)),
+        }
+    }
+
+    /// One part to `key`, then a completion with `If-None-Match: *`: the store's answer.
+    /// The upload is aborted (and awaited) unless it completed.
+    async fn probe_completion(
+        &self,
+        key: &str,
+    ) -> Result<std::result::Result<(), CompletionError>> {
+        let mut guard = self.create_multipart(key).await?;
+        let part = match self
+            .client
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&guard.upload_id)
+            .part_number(1)
+            .body(SdkBody::from_static(b"artifactstore probe"))
+            .send()
+            .await
+        {
+            Ok(part) => part,
+            Err(e) => {
+                guard.abort().await;
+                return Err(self.err("UploadPart (probe)", Some(key), e));
+            }
+        };
+        let parts = CompletedMultipartUpload::builder()
+            .parts(
+                CompletedPart::builder()
+                    .part_number(1)
+                    .set_e_tag(part.e_tag().map(str::to_owned))
+                    .build(),
+            )
+            .build();
+        let answer = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(&guard.upload_id)
+            .if_none_match("*")
+            .multipart_upload(parts)
+            .send()
+            .await;
+        if answer.is_ok() {
+            guard.armed = false;
+        } else {
+            guard.abort().await;
+        }
+        Ok(answer.map(|_| ()))
+    }
+}
+
+type CompletionError =
+    SdkError<aws_sdk_s3::operation::complete_multipart_upload::CompleteMultipartUploadError>;

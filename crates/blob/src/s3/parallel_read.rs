@@ -1,8 +1,9 @@
 //! Large reads as ranged GETs in parallel: one GET stream is bounded by one connection's
 //! window, so a large body is fetched `concurrency` chunks at a time (as S3 clients do)
-//! and yielded in order. Memory is bounded twice: per read by `concurrency` chunks of
-//! `part_size`, and per store by [`PARALLEL_READS`] such reads at once — others stream
-//! one GET as before.
+//! and yielded in order. Memory is bounded twice: per read by `concurrency + 2` chunks
+//! of `part_size` (those in flight, one queued, one being sent), and per store by
+//! [`PARALLEL_READS`] such reads at once — others stream one GET as before. The body is
+//! exactly the span or ends in an error: never short, never spliced.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -69,7 +70,14 @@ impl S3BlobStore {
             let mut fetched = futures::stream::iter(ranges)
                 .map(|r| fetch(source.clone(), r))
                 .buffered(concurrency);
-            while let Some(chunk) = fetched.next().await {
+            loop {
+                // A reader that went away (or stalls with the queue full while gone)
+                // ends the fetches at once, not at the next send.
+                let chunk = tokio::select! {
+                    chunk = fetched.next() => chunk,
+                    () = tx.closed() => break,
+                };
+                let Some(chunk) = chunk else { break };
                 let failed = chunk.is_err();
                 if tx.send(chunk).await.is_err() || failed {
                     break;
@@ -81,8 +89,38 @@ impl S3BlobStore {
         })
         .map_ok(|parts| futures::stream::iter(parts.into_iter().map(Ok)))
         .try_flatten();
-        take_bytes(head, chunk).chain(rest).boxed()
+        exactly(
+            take_bytes(head, chunk).chain(rest).boxed(),
+            span.end - span.start,
+        )
     }
+}
+
+/// `body`, which must carry exactly `len` bytes: a shortfall or an excess ends it with
+/// an error, and nothing follows an error.
+fn exactly(body: ByteStream, len: u64) -> ByteStream {
+    futures::stream::unfold(Some((body, 0u64)), move |state| async move {
+        let (mut body, seen) = state?;
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                let seen = seen + chunk.len() as u64;
+                if seen > len {
+                    let e =
+                        std::io::Error::other(format!("{seen} bytes where {len} were expected"));
+                    return Some((Err(e), None));
+                }
+                Some((Ok(chunk), Some((body, seen))))
+            }
+            Some(Err(e)) => Some((Err(e), None)),
+            None if seen == len => None,
+            None => {
+                let e =
+                    std::io::Error::other(format!("the body ended after {seen} of {len} bytes"));
+                Some((Err(e), None))
+            }
+        }
+    })
+    .boxed()
 }
 
 /// One ranged GET, whole, as the pieces it arrived in.
@@ -99,17 +137,26 @@ async fn fetch(s: Source, r: Range<u64>) -> std::io::Result<Vec<Bytes>> {
         .map_err(|e| {
             std::io::Error::other(format!("{what} at {}: {}", s.endpoint, classify(&e).1))
         })?;
-    if out.content_range().is_none() {
+    let asked = format!("bytes {}-{}/", r.start, r.end - 1);
+    if !out.content_range().is_some_and(|cr| cr.starts_with(&asked)) {
         return Err(std::io::Error::other(format!(
-            "{what} at {}: the store ignored the range",
-            s.endpoint
+            "{what} at {}: answered {:?}, not that range",
+            s.endpoint,
+            out.content_range()
         )));
     }
     let want = r.end - r.start;
-    let parts: Vec<Bytes> = body_stream(out.body, s.endpoint.clone(), s.idle)
-        .try_collect()
-        .await?;
-    let got: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    let mut parts = Vec::new();
+    let mut got = 0u64;
+    let mut body = body_stream(out.body, s.endpoint.clone(), s.idle);
+    while let Some(part) = body.try_next().await? {
+        got += part.len() as u64;
+        // Never hold more than was asked for.
+        if got > want {
+            break;
+        }
+        parts.push(part);
+    }
     if got != want {
         return Err(std::io::Error::other(format!(
             "{what} at {}: {got} bytes instead of {want}",
@@ -140,6 +187,37 @@ fn take_bytes(body: ByteStream, n: u64) -> ByteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn of(parts: &[&'static [u8]]) -> ByteStream {
+        futures::stream::iter(
+            parts
+                .iter()
+                .map(|p| Ok(Bytes::from_static(p)))
+                .collect::<Vec<_>>(),
+        )
+        .boxed()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_exactly_its_length_or_ends_in_an_error() {
+        let whole: Vec<_> = exactly(of(&[b"ab", b"cd"]), 4).collect().await;
+        assert!(whole.iter().all(Result::is_ok) && whole.len() == 2);
+        let short: Vec<_> = exactly(of(&[b"ab"]), 4).collect().await;
+        assert!(
+            short.last().unwrap().is_err(),
+            "a short body ends in an error"
+        );
+        let long: Vec<_> = exactly(of(&[b"ab", b"cde"]), 4).collect().await;
+        assert!(long.last().unwrap().is_err(), "an excess ends in an error");
+        let spliced = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"ab")),
+            Err(std::io::Error::other("cut")),
+            Ok(Bytes::from_static(b"cd")),
+        ])
+        .boxed();
+        let after: Vec<_> = exactly(spliced, 4).collect().await;
+        assert_eq!(after.len(), 2, "nothing follows an error");
+    }
 
     #[tokio::test]
     async fn take_bytes_stops_at_n_without_reading_on() {

@@ -130,7 +130,7 @@ impl S3BlobStore {
         }
         match req.send().await {
             Ok(_) => Ok(true),
-            Err(e) if is_precondition_failed(&e) => Ok(false),
+            Err(e) if is_precondition_failed(&e) => self.taken(key, e, "PutObject").await,
             // A store that refuses a conditional PUT early (412 before the body is read)
             // may close the connection while the body is still being sent: the client
             // sees a broken pipe, not the 412. Keys are content addresses, so a key
@@ -143,7 +143,7 @@ impl S3BlobStore {
         }
     }
 
-    async fn create_multipart(&self, key: &str) -> Result<MultipartGuard> {
+    pub(super) async fn create_multipart(&self, key: &str) -> Result<MultipartGuard> {
         let out = self
             .client
             .create_multipart_upload()
@@ -268,61 +268,38 @@ impl S3BlobStore {
                 guard.armed = false;
                 Ok(true)
             }
-            Err(e) if conditional && is_precondition_failed(&e) => Ok(false), // guard aborts
+            // The guard aborts the upload when the key is taken.
+            Err(e) if conditional && is_precondition_failed(&e) => {
+                self.taken(&guard.key, e, "CompleteMultipartUpload").await
+            }
+            Err(e)
+                if conditional
+                    && (classify(&e).0 == BackendErrorKind::NotImplemented
+                        || status(&e) == Some(501)) =>
+            {
+                // The store stopped honouring what the probe found (an upgrade, a mixed
+                // fleet): learn it, and complete without the condition — the parts are
+                // verified, so that is the same bytes at the same key.
+                tracing::warn!(key = %guard.key, "the store no longer takes If-None-Match on CompleteMultipartUpload; completing without it");
+                self.forget_conditional_complete();
+                Box::pin(self.complete(guard, parts, false)).await
+            }
             Err(e) => Err(self.err("CompleteMultipartUpload", Some(&guard.key), e)),
         }
     }
 
-    /// Whether CompleteMultipartUpload honours `If-None-Match: *` on `key`, which
-    /// exists: true when refused 412; false when the store refuses the header (400, 501)
-    /// or ignores it (the upload completes over the object, as on Ceph RGW).
-    pub(super) async fn probe_conditional_complete(&self, key: &str) -> Result<bool> {
-        let mut guard = self.create_multipart(key).await?;
-        let part = self
-            .client
-            .upload_part()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&guard.upload_id)
-            .part_number(1)
-            .body(SdkBody::from_static(b"artifactstore probe"))
-            .send()
-            .await
-            .map_err(|e| self.err("UploadPart (probe)", Some(key), e))?;
-        let parts = CompletedMultipartUpload::builder()
-            .parts(
-                CompletedPart::builder()
-                    .part_number(1)
-                    .set_e_tag(part.e_tag().map(str::to_owned))
-                    .build(),
-            )
-            .build();
-        let answer = self
-            .client
-            .complete_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(&guard.upload_id)
-            .if_none_match("*")
-            .multipart_upload(parts)
-            .send()
-            .await;
-        let honoured = match answer {
-            Ok(_) => {
-                guard.armed = false;
-                return Ok(false);
-            }
-            Err(e) if is_precondition_failed(&e) => Ok(true),
-            Err(e)
-                if classify(&e).0 == BackendErrorKind::NotImplemented
-                    || matches!(status(&e), Some(400 | 501)) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(self.err("CompleteMultipartUpload (probe)", Some(key), e)),
-        };
-        guard.abort().await;
-        honoured
+    /// After a 412 (or AWS's 409 for a conflicting conditional write) to `op` on `key`:
+    /// the blob is stored only if the key is there now — a 409 also answers a write that
+    /// raced one which may yet fail. Keys are content addresses, so what is there holds
+    /// these bytes.
+    async fn taken<E>(&self, key: &str, e: SdkError<E>, op: &'static str) -> Result<bool>
+    where
+        E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match self.exists(key).await? {
+            Some(_) => Ok(false),
+            None => Err(self.err(op, Some(key), e)),
+        }
     }
 
     /// Server-side copy of a staged object to its content address.
@@ -401,16 +378,16 @@ pub(super) fn encode_key(key: &str) -> String {
 
 /// Aborts its multipart upload when dropped armed: on every error path and when the
 /// upload future is cancelled.
-struct MultipartGuard {
+pub(super) struct MultipartGuard {
     client: Client,
     bucket: String,
     key: String,
-    upload_id: String,
-    armed: bool,
+    pub(super) upload_id: String,
+    pub(super) armed: bool,
 }
 
 impl MultipartGuard {
-    async fn abort(mut self) {
+    pub(super) async fn abort(mut self) {
         self.armed = false;
         let _ = self
             .client

@@ -13,25 +13,38 @@ use super::{
 
 /// A cheap signed request with an error body: ListObjectsV2 of at most one key (without
 /// a prefix: moto in auth mode miscomputes signatures of prefixed listings).
-async fn list_with(
-    p: &Probe,
-    creds: Credentials,
-    clock: Option<SkewedClock>,
-) -> Result<(), String> {
-    let client = p
-        .client_with(creds, |b| match clock {
-            Some(c) => b.time_source(c),
-            None => b,
-        })
-        .map_err(|e| e.to_string())?;
-    client
+async fn list_with(p: &Probe, creds: Credentials, clock: Option<SkewedClock>) -> Listed {
+    let client = match p.client_with(creds, |b| match clock {
+        Some(c) => b.time_source(c),
+        None => b,
+    }) {
+        Ok(c) => c,
+        Err(e) => return Listed::Failed(e.to_string()),
+    };
+    match client
         .list_objects_v2()
         .bucket(&p.bucket)
         .max_keys(1)
         .send()
         .await
-        .map(|_| ())
-        .map_err(|e| answer(&e))
+    {
+        Ok(_) => Listed::Served,
+        Err(e)
+            if status_and_code(&e)
+                .0
+                .is_some_and(|s| (400..500).contains(&s)) =>
+        {
+            Listed::Refused(answer(&e))
+        }
+        Err(e) => Listed::Failed(answer(&e)),
+    }
+}
+
+/// A request served, refused (4xx: the store said no), or neither (no answer, 5xx).
+enum Listed {
+    Served,
+    Refused(String),
+    Failed(String),
 }
 
 pub(super) async fn session_token_enforced(p: &Probe, temporary: &Temporary) -> Outcome {
@@ -42,12 +55,16 @@ pub(super) async fn session_token_enforced(p: &Probe, temporary: &Temporary) -> 
         return skipped("the temporary credentials came without a session token");
     };
     let (key, secret) = (creds.access_key_id(), creds.secret_access_key());
-    if let Err(e) = list_with(p, credentials(key, secret, Some(token)), None).await {
-        return fail(format!("refused even with the session token: {e}"));
+    match list_with(p, credentials(key, secret, Some(token)), None).await {
+        Listed::Served => {}
+        Listed::Refused(e) | Listed::Failed(e) => {
+            return fail(format!("refused even with the session token: {e}"));
+        }
     }
     match list_with(p, credentials(key, secret, None), None).await {
-        Err(e) => pass(format!("with the token served; without it: {e}")),
-        Ok(()) => fail("served without the session token"),
+        Listed::Refused(e) => pass(format!("with the token served; without it: {e}")),
+        Listed::Served => fail("served without the session token"),
+        Listed::Failed(e) => fail(format!("without the token: {e}")),
     }
 }
 
@@ -62,8 +79,9 @@ pub(super) async fn bogus_session_token(p: &Probe) -> Outcome {
         Some("artifactstore-compat-made-up-session-token"),
     );
     match list_with(p, creds, None).await {
-        Err(e) => pass(format!("refused: {e}")),
-        Ok(()) => unsupported("served: the session token is ignored"),
+        Listed::Refused(e) => pass(format!("refused: {e}")),
+        Listed::Served => unsupported("served: the session token is ignored"),
+        Listed::Failed(e) => fail(e),
     }
 }
 
@@ -125,8 +143,11 @@ pub(super) async fn clock_skew(p: &Probe) -> Outcome {
         behind: Duration::from_secs(20 * 60),
     };
     match list_with(p, p.sdk_credentials(), Some(clock)).await {
-        Err(e) => pass(format!("refused: {e}")),
-        Ok(()) => unsupported("served: a request signed 20 minutes ago can be replayed for longer"),
+        Listed::Refused(e) => pass(format!("refused: {e}")),
+        Listed::Served => {
+            unsupported("served: a request signed 20 minutes ago can be replayed for longer")
+        }
+        Listed::Failed(e) => fail(e),
     }
 }
 

@@ -114,7 +114,7 @@ pub const FEATURES: &[Feature] = &[
     f(
         "get-if-match-unquoted",
         COND,
-        "GetObject with If-Match: etag (unquoted) matches",
+        "GetObject with If-Match: etag (unquoted) matches; another ETag is 412",
     ),
     f(
         "put-checksum-crc32",

@@ -177,7 +177,7 @@ pub(super) async fn min_part_size(p: &Probe) -> Outcome {
                 unsupported("two 1 KiB parts completed: the minimum is not enforced"),
                 true,
             ),
-            Err(e) if status_and_code(&e).0 == Some(400) => (pass(answer(&e)), false),
+            Err(e) if status_and_code(&e).1 == "EntityTooSmall" => (pass(answer(&e)), false),
             Err(e) => (fail(answer(&e)), false),
         }
     })
@@ -214,7 +214,7 @@ pub(super) async fn abort(p: &Probe) -> Outcome {
         Err(e) if status_and_code(&e).0 == Some(404) => {
             pass(format!("aborted; ListParts: {}", answer(&e)))
         }
-        Err(e) => pass(format!("aborted; ListParts: {}", answer(&e))),
+        Err(e) => fail(format!("aborted; then ListParts: {}", answer(&e))),
     }
 }
 

@@ -75,10 +75,13 @@ pub(super) async fn virtual_host(p: &Probe) -> Outcome {
             if named.set_host(Some(domain)).is_err() {
                 return fail(format!("{domain} is not a host name"));
             }
+            let tls = match crate::s3::config::tls_context(p.cfg.ca_bundle.as_deref()) {
+                Ok(tls) => tls,
+                Err(e) => return fail(e.to_string()),
+            };
             let http = aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::AwsLc,
-                ))
+                .tls_provider(crate::s3::config::RUSTLS)
+                .tls_context(tls)
                 .build_with_resolver(FixedAddress(ip));
             let named = named.as_str().trim_end_matches('/').to_owned();
             p.client_with(p.sdk_credentials(), |b| {
@@ -102,7 +105,7 @@ pub(super) async fn list_pagination(p: &Probe) -> Outcome {
     let prefix = p.key("list/pages/");
     for i in 0..3 {
         if let Err(e) = p
-            .put(&format!("{prefix}{i}"), Bytes::from_static(b"x"))
+            .put(&p.key(&format!("list/pages/{i}")), Bytes::from_static(b"x"))
             .await
         {
             return fail(e);
@@ -151,7 +154,10 @@ pub(super) async fn list_delimiter(p: &Probe) -> Outcome {
     let prefix = p.key("list/tree/");
     for name in ["a/1", "a/2", "b"] {
         if let Err(e) = p
-            .put(&format!("{prefix}{name}"), Bytes::from_static(b"x"))
+            .put(
+                &p.key(&format!("list/tree/{name}")),
+                Bytes::from_static(b"x"),
+            )
             .await
         {
             return fail(e);

@@ -5,6 +5,7 @@ use aws_credential_types::Credentials;
 use aws_sdk_sts::config::{Region, SharedCredentialsProvider};
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
 
 use artifactstore_credentials::sts_xml;
 
@@ -80,7 +81,15 @@ fn client(p: &Probe, creds: Option<Credentials>) -> Option<aws_sdk_sts::Client> 
         .behavior_version_latest()
         .region(Region::new(p.cfg.region.clone()))
         .endpoint_url(endpoint)
-        .retry_config(RetryConfig::disabled());
+        .retry_config(RetryConfig::disabled())
+        // The store's bounds: a stalled STS must not hang the report (and its cleanup).
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(p.cfg.connect_timeout)
+                .read_timeout(p.cfg.read_timeout)
+                .operation_timeout(p.cfg.operation_timeout)
+                .build(),
+        );
     if let Some(c) = creds {
         b = b.credentials_provider(SharedCredentialsProvider::new(c));
     }
