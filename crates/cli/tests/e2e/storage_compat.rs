@@ -15,7 +15,13 @@ use crate::common::*;
 fn compat(envs: &[(&str, String)], args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(["storage", "compat"]).args(args);
-    // Static keys from the environment given, whatever the suite's environment says.
+    // Only the settings given: not those of a live store or a vend service the suite
+    // may run beside (an STS endpoint, another credentials source).
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ARTIFACTSTORE_") {
+            cmd.env_remove(k);
+        }
+    }
     cmd.env("ARTIFACTSTORE_S3_CREDENTIALS_SOURCE", "static");
     for (k, v) in envs {
         cmd.env(k, v);
