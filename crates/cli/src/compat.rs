@@ -67,7 +67,7 @@ pub async fn compat(args: CompatArgs, json: bool) -> anyhow::Result<u8> {
         role_arn: args.role_arn,
         virtual_host_domain: args.virtual_host_domain,
     };
-    let report = compat::run(&s3, credential, options)
+    let report = compat::run(&s3, credential, options, signalled())
         .await
         .map_err(|e| fail(exit::FAILURE, e.to_string()))?;
     if json || args.json {
@@ -91,5 +91,27 @@ pub async fn compat(args: CompatArgs, json: bool) -> anyhow::Result<u8> {
             report.scratch_prefix
         );
     }
+    if report.interrupted {
+        eprintln!(
+            "interrupted: {} of the features were probed; what was written is removed",
+            report.rows.len()
+        );
+        return Ok(exit::INTERRUPTED);
+    }
     Ok(0)
+}
+
+/// SIGINT or SIGTERM: the probes stop, and the cleanup runs before the process exits.
+async fn signalled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
 }

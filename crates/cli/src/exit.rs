@@ -13,6 +13,8 @@ pub const UNREACHABLE: u8 = 6;
 pub const UNAUTHENTICATED: u8 = 7;
 /// The server knows the caller, who holds no grant for the action (403).
 pub const FORBIDDEN: u8 = 8;
+/// Stopped by SIGINT or SIGTERM after cleaning up (128 + SIGINT, as shells report it).
+pub const INTERRUPTED: u8 = 130;
 
 /// An error that knows which exit code it means.
 #[derive(Debug)]

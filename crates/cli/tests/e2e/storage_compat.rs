@@ -170,6 +170,80 @@ async fn compat_probes_an_in_process_store_and_leaves_nothing_behind() {
     assert!(!text.contains(" ms"), "{text}");
 }
 
+/// SIGINT while a probe waits on the store: the probes stop, what was written is removed,
+/// and the exit code says so. (Killed without the handler, the objects stay.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_compat_removes_what_it_wrote() {
+    use super::fault_proxy::{FaultProxy, Mode};
+    let s3 = InProcessS3::start("compat", "compat-interrupted").await;
+    let proxy = FaultProxy::start(s3.addr).await;
+    let mut cmd = Command::new(BIN);
+    cmd.args(["storage", "compat", "--backend", "s3", "--json"]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ARTIFACTSTORE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.envs([
+        ("ARTIFACTSTORE_S3_CREDENTIALS_SOURCE", "static".to_owned()),
+        ("ARTIFACTSTORE_S3_ENDPOINT_URL", proxy.url()),
+        ("ARTIFACTSTORE_S3_BUCKET", s3.bucket.clone()),
+        ("COMPAT_KEY", s3.key_id.clone()),
+        ("COMPAT_SECRET", s3.secret.clone()),
+        (
+            "ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF",
+            "env:COMPAT_KEY".to_owned(),
+        ),
+        (
+            "ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF",
+            "env:COMPAT_SECRET".to_owned(),
+        ),
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let bucket_dir = s3.root.path().join("compat");
+    let written = || {
+        files_under(&bucket_dir)
+            .into_iter()
+            .filter(|p| !p.to_string_lossy().contains(".s3s"))
+            .count()
+    };
+    // Once the first objects are there, the store stops answering: the run hangs on it.
+    assert!(
+        eventually(30, || written() > 0).await,
+        "compat wrote nothing"
+    );
+    proxy.set(Mode::Stall).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(written() > 0);
+    // SIGINT, then the store answers again for the cleanup.
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    proxy.set(Mode::Pass).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let report: Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(report["interrupted"], true);
+    assert!(report["rows"].as_array().unwrap().len() < 35);
+    assert_eq!(written(), 0, "left {:?}", files_under(&bucket_dir));
+}
+
 #[test]
 fn compat_refuses_the_fs_backend_and_names_an_unreachable_endpoint() {
     let out = compat(&[], &["--backend", "fs"]);

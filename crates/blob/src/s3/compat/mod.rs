@@ -116,6 +116,11 @@ pub(crate) struct Probe {
 }
 
 impl Probe {
+    /// A prefix under the scratch prefix: not a key, so not deleted by name.
+    pub(crate) fn prefix(&self, name: &str) -> String {
+        format!("{}{name}", self.scratch)
+    }
+
     pub(crate) fn key(&self, name: &str) -> String {
         let key = format!("{}{name}", self.scratch);
         self.named.lock().unwrap().insert(key.clone());
@@ -189,18 +194,19 @@ pub(crate) fn credentials(key_id: &str, secret: &str, token: Option<&str>) -> Cr
 }
 
 /// The rows, each timed, in the catalog's order.
-struct Rows(Vec<Row>);
+#[derive(Default)]
+struct Rows(std::sync::Mutex<Vec<Row>>);
 
 impl Rows {
-    async fn add(&mut self, id: &'static str, probe: impl Future<Output = Outcome>) {
+    async fn add(&self, id: &'static str, probe: impl Future<Output = Outcome>) {
         let start = Instant::now();
         let outcome = probe.await;
         self.push(id, outcome, start);
     }
 
-    fn push(&mut self, id: &'static str, (status, evidence): Outcome, start: Instant) {
+    fn push(&self, id: &'static str, (status, evidence): Outcome, start: Instant) {
         let f = catalog::feature(id);
-        self.0.push(Row {
+        self.0.lock().unwrap().push(Row {
             id,
             group: f.group,
             feature: f.feature,
@@ -213,7 +219,14 @@ impl Rows {
 
 /// Probes the endpoint `cfg` names with `credential`. Fails only when the bucket cannot
 /// be used at all; every feature's answer, refusals included, is a row of the report.
-pub async fn run(cfg: &S3Config, credential: Credential, options: CompatOptions) -> Result<Report> {
+/// When `stop` completes first (a signal), probing ends there and what was written is
+/// removed all the same; the report then says it was interrupted.
+pub async fn run(
+    cfg: &S3Config,
+    credential: Credential,
+    options: CompatOptions,
+    stop: impl Future<Output = ()>,
+) -> Result<Report> {
     let mut cfg = cfg.clone();
     cfg.prefix = normalized_prefix(&cfg.prefix);
     let scratch = format!("{}compat-{}/", cfg.prefix, random_hex(8));
@@ -271,8 +284,25 @@ pub async fn run(cfg: &S3Config, credential: Credential, options: CompatOptions)
         });
     }
 
-    let p = &probe;
-    let mut rows = Rows(Vec::new());
+    let rows = Rows::default();
+    let interrupted = tokio::select! {
+        () = probe_all(&probe, &rows) => false,
+        () = stop => true,
+    };
+
+    let cleanup = probe.sweep().await;
+    Ok(Report {
+        endpoint,
+        bucket: probe.bucket.clone(),
+        scratch_prefix: probe.scratch.clone(),
+        rows: rows.0.into_inner().unwrap(),
+        interrupted,
+        cleanup,
+    })
+}
+
+/// Every probe, in the catalog's order.
+async fn probe_all(p: &Probe, rows: &Rows) {
     rows.add("path-style", objects::path_style(p)).await;
     rows.add("virtual-host", objects::virtual_host(p)).await;
     rows.add("list-v2-pagination", objects::list_pagination(p))
@@ -337,16 +367,7 @@ pub async fn run(cfg: &S3Config, credential: Credential, options: CompatOptions)
         .await;
     rows.add("sts-get-caller-identity", sts::caller_identity(p))
         .await;
-    debug_assert_eq!(rows.0.len(), catalog::FEATURES.len());
-
-    let cleanup = probe.sweep().await;
-    Ok(Report {
-        endpoint,
-        bucket: probe.bucket.clone(),
-        scratch_prefix: probe.scratch.clone(),
-        rows: rows.0,
-        cleanup,
-    })
+    debug_assert_eq!(rows.0.lock().unwrap().len(), catalog::FEATURES.len());
 }
 
 impl Probe {
@@ -354,15 +375,25 @@ impl Probe {
     /// key a probe named, then whatever a listing still finds.
     async fn sweep(&self) -> Cleanup {
         let mut cleanup = Cleanup::default();
+        // Unlike the probes, the cleanup retries what fails in passing.
+        let attempts = self.cfg.max_attempts.max(3);
+        let client = match self.client_with(self.sdk_credentials(), |b| {
+            b.retry_config(RetryConfig::standard().with_max_attempts(attempts))
+        }) {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup.problems.push(e.to_string());
+                return cleanup;
+            }
+        };
         let named = std::mem::take(&mut *self.named.lock().unwrap());
         for key in named {
-            self.delete(&key, &mut cleanup).await;
+            self.delete(&client, &key, &mut cleanup).await;
         }
         // Bounded: the probes write a few dozen keys.
         let mut token = None;
         for _ in 0..100 {
-            let page = match self
-                .client
+            let page = match client
                 .list_objects_v2()
                 .bucket(&self.bucket)
                 .prefix(&self.scratch)
@@ -377,13 +408,15 @@ impl Probe {
                 }
             };
             for key in page.contents().iter().filter_map(|o| o.key()) {
-                self.delete(key, &mut cleanup).await;
+                self.delete(&client, key, &mut cleanup).await;
             }
             token = page.next_continuation_token().map(str::to_owned);
             if token.is_none() {
                 break;
             }
         }
+        // Once: a store that cannot list uploads says so with a 4xx or a 501, which a
+        // retry would only delay.
         match self
             .client
             .list_multipart_uploads()
@@ -397,15 +430,23 @@ impl Probe {
                     let (Some(key), Some(id)) = (u.key(), u.upload_id()) else {
                         continue;
                     };
-                    match multipart::abort_upload(self, key, id).await {
-                        Ok(()) => cleanup.uploads_aborted += 1,
+                    let aborted = client
+                        .abort_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(id)
+                        .send()
+                        .await;
+                    match aborted {
+                        Ok(_) => cleanup.uploads_aborted += 1,
                         Err(e) => cleanup
                             .problems
-                            .push(format!("AbortMultipartUpload {key}: {e}")),
+                            .push(format!("AbortMultipartUpload {key}: {}", answer(&e))),
                     }
                 }
             }
             // Each probe aborts its own uploads; this only catches what one left behind.
+            Err(e) if matches!(status_and_code(&e).0, Some(400 | 404 | 405 | 501)) => {}
             Err(e) => {
                 let listing = format!("ListMultipartUploads: {}", answer(&e));
                 cleanup.unconfirmed = Some(match cleanup.unconfirmed.take() {
@@ -418,9 +459,8 @@ impl Probe {
     }
 
     /// Deletes `key` if it is there.
-    async fn delete(&self, key: &str, cleanup: &mut Cleanup) {
-        let head = self
-            .client
+    async fn delete(&self, client: &Client, key: &str, cleanup: &mut Cleanup) {
+        let head = client
             .head_object()
             .bucket(&self.bucket)
             .key(key)
@@ -429,8 +469,7 @@ impl Probe {
         if head.is_err_and(|e| status_and_code(&e).0 == Some(404)) {
             return; // never written, or gone already
         }
-        match self
-            .client
+        match client
             .delete_object()
             .bucket(&self.bucket)
             .key(key)

@@ -102,7 +102,7 @@ pub(super) async fn virtual_host(p: &Probe) -> Outcome {
 }
 
 pub(super) async fn list_pagination(p: &Probe) -> Outcome {
-    let prefix = p.key("list/pages/");
+    let prefix = p.prefix("list/pages/");
     for i in 0..3 {
         if let Err(e) = p
             .put(&p.key(&format!("list/pages/{i}")), Bytes::from_static(b"x"))
@@ -151,7 +151,7 @@ pub(super) async fn list_pagination(p: &Probe) -> Outcome {
 }
 
 pub(super) async fn list_delimiter(p: &Probe) -> Outcome {
-    let prefix = p.key("list/tree/");
+    let prefix = p.prefix("list/tree/");
     for name in ["a/1", "a/2", "b"] {
         if let Err(e) = p
             .put(

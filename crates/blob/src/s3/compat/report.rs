@@ -53,6 +53,8 @@ pub struct Report {
     /// The key prefix every probe wrote under (removed at the end).
     pub scratch_prefix: String,
     pub rows: Vec<Row>,
+    /// Stopped by a signal before every feature was probed (cleanup still ran).
+    pub interrupted: bool,
     pub cleanup: Cleanup,
 }
 
@@ -138,6 +140,7 @@ mod tests {
                 evidence: "a|b".into(),
                 millis: 1234,
             }],
+            interrupted: false,
             cleanup: Cleanup::default(),
         };
         let md = report.markdown();
