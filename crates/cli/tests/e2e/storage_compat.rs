@@ -13,10 +13,14 @@ use crate::common::s3s::InProcessS3;
 use crate::common::*;
 
 fn compat(envs: &[(&str, String)], args: &[&str]) -> Output {
+    compat_command(envs, args).output().unwrap()
+}
+
+/// `storage compat` with only the settings given: not those of a live store or a vend
+/// service the suite may run beside (an STS endpoint, another credentials source).
+fn compat_command(envs: &[(&str, String)], args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["storage", "compat"]).args(args);
-    // Only the settings given: not those of a live store or a vend service the suite
-    // may run beside (an STS endpoint, another credentials source).
     for (k, _) in std::env::vars() {
         if k.starts_with("ARTIFACTSTORE_") {
             cmd.env_remove(k);
@@ -26,7 +30,26 @@ fn compat(envs: &[(&str, String)], args: &[&str]) -> Output {
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.output().unwrap()
+    cmd
+}
+
+/// The settings of the in-process store at `endpoint`.
+fn in_process_env(s3: &InProcessS3, endpoint: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("ARTIFACTSTORE_BACKEND", "s3".to_owned()),
+        ("ARTIFACTSTORE_S3_ENDPOINT_URL", endpoint),
+        ("ARTIFACTSTORE_S3_BUCKET", s3.bucket.clone()),
+        ("COMPAT_KEY", s3.key_id.clone()),
+        ("COMPAT_SECRET", s3.secret.clone()),
+        (
+            "ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF",
+            "env:COMPAT_KEY".to_owned(),
+        ),
+        (
+            "ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF",
+            "env:COMPAT_SECRET".to_owned(),
+        ),
+    ]
 }
 
 /// Each row's id and status, from `--json`.
@@ -57,22 +80,8 @@ fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
 #[tokio::test(flavor = "multi_thread")]
 async fn compat_probes_an_in_process_store_and_leaves_nothing_behind() {
     let s3 = InProcessS3::start("compat", "compat-e2e").await;
-    let envs = [
-        ("ARTIFACTSTORE_BACKEND", "s3".to_owned()),
-        ("ARTIFACTSTORE_S3_ENDPOINT_URL", s3.endpoint()),
-        ("ARTIFACTSTORE_S3_BUCKET", s3.bucket.clone()),
-        ("ARTIFACTSTORE_S3_PREFIX", "tenant/".to_owned()),
-        ("COMPAT_KEY", s3.key_id.clone()),
-        ("COMPAT_SECRET", s3.secret.clone()),
-        (
-            "ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF",
-            "env:COMPAT_KEY".to_owned(),
-        ),
-        (
-            "ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF",
-            "env:COMPAT_SECRET".to_owned(),
-        ),
-    ];
+    let mut envs = in_process_env(&s3, s3.endpoint());
+    envs.push(("ARTIFACTSTORE_S3_PREFIX", "tenant/".to_owned()));
     let run = |args: &'static [&'static str]| {
         let envs = envs.clone();
         tokio::task::spawn_blocking(move || compat(&envs, args))
@@ -177,30 +186,9 @@ async fn an_interrupted_compat_removes_what_it_wrote() {
     use super::fault_proxy::{FaultProxy, Mode};
     let s3 = InProcessS3::start("compat", "compat-interrupted").await;
     let proxy = FaultProxy::start(s3.addr).await;
-    let mut cmd = Command::new(BIN);
-    cmd.args(["storage", "compat", "--backend", "s3", "--json"]);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("ARTIFACTSTORE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.envs([
-        ("ARTIFACTSTORE_S3_CREDENTIALS_SOURCE", "static".to_owned()),
-        ("ARTIFACTSTORE_S3_ENDPOINT_URL", proxy.url()),
-        ("ARTIFACTSTORE_S3_BUCKET", s3.bucket.clone()),
-        ("COMPAT_KEY", s3.key_id.clone()),
-        ("COMPAT_SECRET", s3.secret.clone()),
-        (
-            "ARTIFACTSTORE_S3_ACCESS_KEY_ID_REF",
-            "env:COMPAT_KEY".to_owned(),
-        ),
-        (
-            "ARTIFACTSTORE_S3_SECRET_ACCESS_KEY_REF",
-            "env:COMPAT_SECRET".to_owned(),
-        ),
-    ])
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped());
+    let mut cmd = compat_command(&in_process_env(&s3, proxy.url()), &["--json"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     let bucket_dir = s3.root.path().join("compat");
     let written = || {
