@@ -60,6 +60,13 @@ pub struct S3Config {
 }
 
 impl S3Config {
+    /// For messages: the endpoint URL, or `AWS S3 (<region>)`.
+    pub fn endpoint_name(&self) -> String {
+        self.endpoint_url
+            .clone()
+            .unwrap_or_else(|| format!("AWS S3 ({})", self.region))
+    }
+
     pub fn new(bucket: impl Into<String>) -> Self {
         S3Config {
             endpoint_url: None,

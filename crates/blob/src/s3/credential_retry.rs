@@ -5,7 +5,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use artifactstore_credentials::RefreshingCache;
+use artifactstore_credentials::{Credential, RefreshingCache};
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::future;
 use aws_sdk_s3::config::http::HttpResponse;
@@ -55,16 +55,20 @@ impl ProvideCredentials for CacheProvider {
                 .get()
                 .await
                 .map_err(CredentialsError::provider_error)?;
-            // The one place a secret leaves its `Secret`: the SDK's signer needs it.
-            Ok(Credentials::new(
-                c.access_key_id,
-                c.secret_access_key.expose(),
-                c.session_token.as_ref().map(|t| t.expose().to_owned()),
-                c.expires_at.map(|t| t.to_system_time()),
-                self.0.source_name(),
-            ))
+            Ok(sdk_credentials(&c, self.0.source_name()))
         })
     }
+}
+
+/// The one place a secret leaves its `Secret`: the SDK's signer needs it.
+pub(super) fn sdk_credentials(c: &Credential, source: &'static str) -> Credentials {
+    Credentials::new(
+        &c.access_key_id,
+        c.secret_access_key.expose(),
+        c.session_token.as_ref().map(|t| t.expose().to_owned()),
+        c.expires_at.map(|t| t.to_system_time()),
+        source,
+    )
 }
 
 /// Error codes that mean "this credential", not "this request": a fresh credential

@@ -90,10 +90,7 @@ impl S3BlobStore {
         let client = config::build_client(&cfg, credentials)?;
         Ok(S3BlobStore {
             client,
-            endpoint: cfg
-                .endpoint_url
-                .clone()
-                .unwrap_or_else(|| format!("AWS S3 ({})", cfg.region)),
+            endpoint: cfg.endpoint_name(),
             prefix: config::normalized_prefix(&cfg.prefix),
             bucket: cfg.bucket,
             part_size: cfg.part_size,

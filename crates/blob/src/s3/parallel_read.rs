@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::S3BlobStore;
 use super::error::classify;
-use super::read::body_stream;
+use super::read::{body_stream, skip_take};
 use crate::ByteStream;
 
 /// Reads fetched in parallel at once, per store; the rest stream a single GET.
@@ -90,7 +90,7 @@ impl S3BlobStore {
         .map_ok(|parts| futures::stream::iter(parts.into_iter().map(Ok)))
         .try_flatten();
         exactly(
-            take_bytes(head, chunk).chain(rest).boxed(),
+            skip_take(head, 0, chunk as usize).chain(rest).boxed(),
             span.end - span.start,
         )
     }
@@ -166,37 +166,10 @@ async fn fetch(s: Source, r: Range<u64>) -> std::io::Result<Vec<Bytes>> {
     Ok(parts)
 }
 
-/// The first `n` bytes of a stream, which is then dropped (not read to its end).
-fn take_bytes(body: ByteStream, n: u64) -> ByteStream {
-    futures::stream::unfold((body, n), |(mut body, left)| async move {
-        if left == 0 {
-            return None;
-        }
-        match body.next().await? {
-            Ok(mut chunk) => {
-                chunk.truncate(left.min(chunk.len() as u64) as usize);
-                let left = left - chunk.len() as u64;
-                Some((Ok(chunk), (body, left)))
-            }
-            Err(e) => Some((Err(e), (body, 0))),
-        }
-    })
-    .boxed()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn of(parts: &[&'static [u8]]) -> ByteStream {
-        futures::stream::iter(
-            parts
-                .iter()
-                .map(|p| Ok(Bytes::from_static(p)))
-                .collect::<Vec<_>>(),
-        )
-        .boxed()
-    }
+    use crate::s3::read::tests::chunks as of;
 
     #[tokio::test]
     async fn a_body_is_exactly_its_length_or_ends_in_an_error() {
@@ -217,20 +190,5 @@ mod tests {
         .boxed();
         let after: Vec<_> = exactly(spliced, 4).collect().await;
         assert_eq!(after.len(), 2, "nothing follows an error");
-    }
-
-    #[tokio::test]
-    async fn take_bytes_stops_at_n_without_reading_on() {
-        let polled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = polled.clone();
-        let body = futures::stream::iter(0..100)
-            .map(move |_| {
-                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                Ok(Bytes::from_static(b"abcd"))
-            })
-            .boxed();
-        let got: Vec<Bytes> = take_bytes(body, 10).try_collect().await.unwrap();
-        assert_eq!(got.concat(), b"abcdabcdab");
-        assert_eq!(polled.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 }

@@ -2,14 +2,13 @@
 //! bounds a store which stops sending.
 
 use std::ops::Range;
-use std::sync::Arc;
 use std::time::Duration;
 
 use artifactstore_model::Digest;
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 
 use super::S3BlobStore;
 use super::error::source_chain;
@@ -188,29 +187,45 @@ pub(super) fn body_stream(body: SdkBody, endpoint: String, idle: Duration) -> By
     .boxed()
 }
 
-/// Drops `skip` bytes, then yields `want` bytes, of a stream.
-fn skip_take(body: ByteStream, skip: usize, want: usize) -> ByteStream {
-    let state = Arc::new(std::sync::Mutex::new((skip, want)));
-    body.try_filter_map(move |mut chunk| {
-        let mut s = state.lock().unwrap();
-        let (skip, want) = &mut *s;
-        let drop = (*skip).min(chunk.len());
-        *skip -= drop;
-        let _ = chunk.split_to(drop);
-        chunk.truncate(*want);
-        *want -= chunk.len();
-        futures::future::ready(Ok(if chunk.is_empty() { None } else { Some(chunk) }))
-    })
+/// Drops `skip` bytes, then yields `want` bytes, of a stream; the stream is then
+/// dropped, not read to its end.
+pub(super) fn skip_take(body: ByteStream, skip: usize, want: usize) -> ByteStream {
+    futures::stream::unfold(
+        (body, skip, want),
+        |(mut body, mut skip, want)| async move {
+            if want == 0 {
+                return None;
+            }
+            loop {
+                match body.next().await? {
+                    Ok(mut chunk) => {
+                        let drop = skip.min(chunk.len());
+                        skip -= drop;
+                        let _ = chunk.split_to(drop);
+                        chunk.truncate(want);
+                        if !chunk.is_empty() {
+                            let want = want - chunk.len();
+                            return Some((Ok(chunk), (body, skip, want)));
+                        }
+                    }
+                    Err(e) => return Some((Err(e), (body, skip, 0))),
+                }
+            }
+        },
+    )
     .boxed()
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
+    use std::sync::Arc;
+
     use bytes::Bytes;
+    use futures::TryStreamExt;
 
     use super::*;
 
-    fn chunks(parts: &[&'static [u8]]) -> ByteStream {
+    pub(in crate::s3) fn chunks(parts: &[&'static [u8]]) -> ByteStream {
         futures::stream::iter(
             parts
                 .iter()
@@ -246,6 +261,21 @@ mod tests {
         let (bytes, n) = collect(skip_take(chunks(&[b"ab"]), 0, 0)).await;
         assert!(bytes.is_empty());
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn skip_take_stops_reading_once_it_has_its_bytes() {
+        let polled = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = polled.clone();
+        let body = futures::stream::iter(0..100)
+            .map(move |_| {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(Bytes::from_static(b"abcd"))
+            })
+            .boxed();
+        let (bytes, _) = collect(skip_take(body, 0, 10)).await;
+        assert_eq!(bytes, b"abcdabcdab");
+        assert_eq!(polled.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 
     #[tokio::test]

@@ -33,6 +33,7 @@ pub use report::{Cleanup, Report, Row, Status};
 
 use super::S3Config;
 use super::config::{normalized_prefix, sdk_config};
+use super::credential_retry::sdk_credentials;
 use crate::{Error, Result};
 
 /// What the probes may use beyond the store's own configuration.
@@ -127,15 +128,9 @@ impl Probe {
         key
     }
 
-    /// The SDK credentials of the configured credential. The secret leaves its
-    /// `Secret` here because the SDK's signer needs it, as in the store's own provider.
+    /// The SDK credentials of the configured credential.
     fn sdk_credentials(&self) -> Credentials {
-        let c = &self.credential;
-        credentials(
-            &c.access_key_id,
-            c.secret_access_key.expose(),
-            c.session_token.as_ref().map(|t| t.expose()),
-        )
+        sdk_credentials(&self.credential, SOURCE)
     }
 
     /// A client on other credentials or settings, sending each request once.
@@ -144,10 +139,7 @@ impl Probe {
         creds: Credentials,
         tweak: impl FnOnce(aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder,
     ) -> Result<Client> {
-        let builder = sdk_config(&self.cfg)?
-            .retry_config(RetryConfig::disabled())
-            .credentials_provider(SharedCredentialsProvider::new(creds));
-        Ok(Client::from_conf(tweak(builder).build()))
+        client_for(&self.cfg, creds, tweak)
     }
 
     pub(crate) async fn put(&self, key: &str, body: Bytes) -> std::result::Result<(), String> {
@@ -183,14 +175,25 @@ impl Probe {
     }
 }
 
+/// Where the probes' credentials say they come from.
+const SOURCE: &str = "artifactstore-compat";
+
+/// Made-up or altered credentials for a probe (the configured ones go through
+/// [`Probe::sdk_credentials`]).
 pub(crate) fn credentials(key_id: &str, secret: &str, token: Option<&str>) -> Credentials {
-    Credentials::new(
-        key_id,
-        secret,
-        token.map(str::to_owned),
-        None,
-        "artifactstore-compat",
-    )
+    Credentials::new(key_id, secret, token.map(str::to_owned), None, SOURCE)
+}
+
+/// A client of `cfg`'s store on `creds`, sending each request once.
+fn client_for(
+    cfg: &S3Config,
+    creds: Credentials,
+    tweak: impl FnOnce(aws_sdk_s3::config::Builder) -> aws_sdk_s3::config::Builder,
+) -> Result<Client> {
+    let builder = sdk_config(cfg)?
+        .retry_config(RetryConfig::disabled())
+        .credentials_provider(SharedCredentialsProvider::new(creds));
+    Ok(Client::from_conf(tweak(builder).build()))
 }
 
 /// The rows, each timed, in the catalog's order.
@@ -248,12 +251,10 @@ pub async fn run(
     let http = http
         .build()
         .map_err(|e| Error::Config(format!("HTTP client: {e}")))?;
-    let mut probe = Probe {
-        client: Client::from_conf(
-            aws_sdk_s3::Config::builder()
-                .behavior_version_latest()
-                .build(),
-        ),
+    let client = client_for(&cfg, sdk_credentials(&credential, SOURCE), |b| b)?;
+    let endpoint = cfg.endpoint_name();
+    let probe = Probe {
+        client,
         bucket: cfg.bucket.clone(),
         scratch,
         http,
@@ -262,12 +263,6 @@ pub async fn run(
         credential,
         cfg,
     };
-    probe.client = probe.client_with(probe.sdk_credentials(), |b| b)?;
-    let endpoint = probe
-        .cfg
-        .endpoint_url
-        .clone()
-        .unwrap_or_else(|| format!("AWS S3 ({})", probe.cfg.region));
     // Nothing else can be probed without the bucket: that is an error, not a row.
     if let Err(e) = probe
         .client
