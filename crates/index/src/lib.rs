@@ -24,6 +24,7 @@ macro_rules! version_columns {
 }
 
 mod gc;
+mod group;
 mod read;
 mod records;
 mod retention;
@@ -32,6 +33,7 @@ mod write;
 
 pub use artifactstore_model::api::{Event, EventKind, FileEntry};
 pub use gc::{Hold, STALE_AFTER};
+pub use group::GroupCommitStats;
 pub use records::{AddedFile, BlobHolder, BlobRef, NewFile, VersionId, VersionRecord};
 pub use retention::VersionAge;
 pub use usage::{Quota, Usage};
@@ -125,11 +127,13 @@ pub struct Index {
     /// deferred transaction that upgrades its lock can fail outright. Queueing here, for
     /// every write, avoids both. Across processes (PostgreSQL replicas), row locks and
     /// primary keys do the same job.
-    write: Mutex<()>,
-    last_seq: watch::Sender<i64>,
+    write: Arc<Mutex<()>>,
+    last_seq: Arc<watch::Sender<i64>>,
     clock: Arc<dyn Clock>,
     /// The most files one version may hold (`max_files_per_version`).
-    max_files_per_version: std::sync::atomic::AtomicU64,
+    max_files_per_version: Arc<std::sync::atomic::AtomicU64>,
+    /// Writes of the upload path waiting for the next group commit (see `group`).
+    queue: group::Queue,
 }
 
 impl std::fmt::Debug for Index {
@@ -182,10 +186,13 @@ impl Index {
         Ok(Index {
             pool,
             backend: backend.as_str(),
-            write: Mutex::new(()),
-            last_seq,
+            write: Arc::new(Mutex::new(())),
+            last_seq: Arc::new(last_seq),
             clock,
-            max_files_per_version: std::sync::atomic::AtomicU64::new(DEFAULT_MAX_FILES_PER_VERSION),
+            max_files_per_version: Arc::new(std::sync::atomic::AtomicU64::new(
+                DEFAULT_MAX_FILES_PER_VERSION,
+            )),
+            queue: group::Queue::default(),
         })
     }
 
@@ -214,14 +221,19 @@ impl Index {
     }
 
     fn published(&self, seq: i64) {
-        self.last_seq.send_if_modified(|last| {
-            let newer = seq > *last;
-            if newer {
-                *last = seq;
-            }
-            newer
-        });
+        publish(&self.last_seq, seq);
     }
+}
+
+/// Tells followers of the event feed that events up to `seq` are committed.
+fn publish(last_seq: &watch::Sender<i64>, seq: i64) {
+    last_seq.send_if_modified(|last| {
+        let newer = seq > *last;
+        if newer {
+            *last = seq;
+        }
+        newer
+    });
 }
 
 #[cfg(test)]

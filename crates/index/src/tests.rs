@@ -1,7 +1,7 @@
 use super::*;
 use artifactstore_model::{FilePath, Name, Namespace, Version, VersionState};
 
-fn id(v: &str) -> VersionId {
+pub(crate) fn id(v: &str) -> VersionId {
     VersionId {
         namespace: Namespace::parse("ci").unwrap(),
         name: Name::parse("tck").unwrap(),
@@ -9,7 +9,7 @@ fn id(v: &str) -> VersionId {
     }
 }
 
-fn file(path: &str, data: &[u8]) -> NewFile {
+pub(crate) fn file(path: &str, data: &[u8]) -> NewFile {
     NewFile {
         path: FilePath::parse(path).unwrap(),
         digest: Digest::of(data),
@@ -23,7 +23,7 @@ async fn databases() -> Vec<(tempfile::TempDir, String)> {
     artifactstore_db::testing::databases("index").await
 }
 
-async fn each_database<F, Fut>(test: F)
+pub(crate) async fn each_database<F, Fut>(test: F)
 where
     F: Fn(Index, String) -> Fut,
     Fut: std::future::Future<Output = ()>,

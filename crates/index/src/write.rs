@@ -14,7 +14,7 @@ use artifactstore_model::api::FileEntry;
 /// Whether a write lost a race with another writer (another replica on a shared
 /// database): the same event seq or the same new version row taken first, a
 /// serialization failure, or SQLite's lock held by another process.
-fn is_write_conflict(e: &Error) -> bool {
+pub(crate) fn is_write_conflict(e: &Error) -> bool {
     let Error::Db(sqlx::Error::Database(db)) = e else {
         return false;
     };
@@ -137,6 +137,137 @@ pub(crate) async fn lock_version(
     row.as_ref().map(version_from_row).transpose()
 }
 
+/// A file row to add: the file, its version, the quota it is checked against and the
+/// upload hold its row releases.
+#[derive(Clone, Debug)]
+pub(crate) struct AddFile {
+    pub id: VersionId,
+    pub file: NewFile,
+    pub quota: Option<crate::Quota>,
+    pub holder: Option<String>,
+}
+
+/// Adds `spec`'s file row inside `tx` (creating its version, open, if needed) and returns
+/// it with the last event sequence number written; `created` is false, and nothing is
+/// written, when the same file is already there.
+pub(crate) async fn add_file_in(
+    tx: &mut Transaction<'_, Any>,
+    now: Timestamp,
+    max_files: u64,
+    spec: &AddFile,
+) -> Result<(AddedFile, i64)> {
+    let AddFile {
+        id,
+        file,
+        quota,
+        holder,
+    } = spec;
+    let mut last_seq = 0;
+    let mut new_version = false;
+    let (state, file_count) = match lock_version(tx, id).await? {
+        Some(v) => (v.state, v.file_count),
+        None => {
+            let seq = append_event(tx, EventKind::VersionCreated, id, None, now).await?;
+            sqlx::query(
+                "INSERT INTO versions (namespace, name, version, state, labels, created_at, created_seq) \
+                 VALUES ($1, $2, $3, 'open', '{}', $4, $5)",
+            )
+            .bind(id.namespace.as_str())
+            .bind(id.name.as_str())
+            .bind(id.version.as_str())
+            .bind(now.unix_millis())
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            last_seq = seq;
+            new_version = true;
+            (VersionState::Open, 0)
+        }
+    };
+    if state == VersionState::Deleted {
+        return Err(Error::VersionDeleted);
+    }
+    let existing = sqlx::query(
+        "SELECT path, digest, size, media_type, created_at FROM files \
+         WHERE namespace = $1 AND name = $2 AND version = $3 AND path = $4",
+    )
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .bind(file.path.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(row) = existing {
+        let record = file_from_row(&row)?;
+        if record.digest != file.digest {
+            return Err(Error::FileConflict {
+                existing: record.digest,
+            });
+        }
+        let added = AddedFile {
+            record,
+            created: false,
+        };
+        return Ok((added, 0));
+    }
+    if state == VersionState::Complete {
+        return Err(Error::VersionComplete);
+    }
+    if file_count >= max_files {
+        return Err(Error::VersionFull { max: max_files });
+    }
+    crate::usage::charge(
+        tx,
+        id.namespace.as_str(),
+        file.size,
+        new_version,
+        quota.as_ref(),
+    )
+    .await?;
+    sqlx::query(
+        "UPDATE versions SET file_count = file_count + 1 \
+         WHERE namespace = $1 AND name = $2 AND version = $3",
+    )
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query(
+        "INSERT INTO files (namespace, name, version, path, digest, size, media_type, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .bind(file.path.as_str())
+    .bind(file.digest.to_string())
+    .bind(file.size as i64)
+    .bind(&file.media_type)
+    .bind(now.unix_millis())
+    .execute(&mut **tx)
+    .await?;
+    last_seq = last_seq.max(append_event(tx, EventKind::FileAdded, id, Some(file), now).await?);
+    if let Some(holder) = holder {
+        sqlx::query("DELETE FROM gc_holds WHERE digest = $1 AND holder = $2")
+            .bind(file.digest.to_string())
+            .bind(holder)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let added = AddedFile {
+        record: FileEntry {
+            path: file.path.as_str().to_owned(),
+            digest: file.digest,
+            size: file.size,
+            media_type: file.media_type.clone(),
+            created_at: now,
+        },
+        created: true,
+    };
+    Ok((added, last_seq))
+}
+
 impl Index {
     /// Records a file whose blob is durable. Creates the version (open) if needed.
     pub async fn add_file(&self, id: &VersionId, file: NewFile) -> Result<AddedFile> {
@@ -154,128 +285,14 @@ impl Index {
         quota: Option<&crate::Quota>,
         holder: Option<&str>,
     ) -> Result<AddedFile> {
-        retry_conflicts(|| self.add_file_once(id, file.clone(), quota, holder)).await
-    }
-
-    async fn add_file_once(
-        &self,
-        id: &VersionId,
-        file: NewFile,
-        quota: Option<&crate::Quota>,
-        holder: Option<&str>,
-    ) -> Result<AddedFile> {
-        let _guard = self.write.lock().await;
-        let now = self.clock.now();
-        let mut tx = self.pool.begin().await?;
-        let mut last_seq = 0;
-        let mut new_version = false;
-        let (state, file_count) = match lock_version(&mut tx, id).await? {
-            Some(v) => (v.state, v.file_count),
-            None => {
-                let seq = append_event(&mut tx, EventKind::VersionCreated, id, None, now).await?;
-                sqlx::query(
-                    "INSERT INTO versions (namespace, name, version, state, labels, created_at, created_seq) \
-                     VALUES ($1, $2, $3, 'open', '{}', $4, $5)",
-                )
-                .bind(id.namespace.as_str())
-                .bind(id.name.as_str())
-                .bind(id.version.as_str())
-                .bind(now.unix_millis())
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-                last_seq = seq;
-                new_version = true;
-                (VersionState::Open, 0)
-            }
-        };
-        if state == VersionState::Deleted {
-            return Err(Error::VersionDeleted);
-        }
-        let existing = sqlx::query(
-            "SELECT path, digest, size, media_type, created_at FROM files \
-             WHERE namespace = $1 AND name = $2 AND version = $3 AND path = $4",
-        )
-        .bind(id.namespace.as_str())
-        .bind(id.name.as_str())
-        .bind(id.version.as_str())
-        .bind(file.path.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(row) = existing {
-            let record = file_from_row(&row)?;
-            if record.digest != file.digest {
-                return Err(Error::FileConflict {
-                    existing: record.digest,
-                });
-            }
-            tx.rollback().await?; // nothing was written
-            return Ok(AddedFile {
-                record,
-                created: false,
-            });
-        }
-        if state == VersionState::Complete {
-            return Err(Error::VersionComplete);
-        }
-        let max = self.max_files_per_version();
-        if file_count >= max {
-            return Err(Error::VersionFull { max });
-        }
-        crate::usage::charge(
-            &mut tx,
-            id.namespace.as_str(),
-            file.size,
-            new_version,
-            quota,
-        )
-        .await?;
-        sqlx::query(
-            "UPDATE versions SET file_count = file_count + 1 \
-             WHERE namespace = $1 AND name = $2 AND version = $3",
-        )
-        .bind(id.namespace.as_str())
-        .bind(id.name.as_str())
-        .bind(id.version.as_str())
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO files (namespace, name, version, path, digest, size, media_type, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(id.namespace.as_str())
-        .bind(id.name.as_str())
-        .bind(id.version.as_str())
-        .bind(file.path.as_str())
-        .bind(file.digest.to_string())
-        .bind(file.size as i64)
-        .bind(&file.media_type)
-        .bind(now.unix_millis())
-        .execute(&mut *tx)
-        .await?;
-        last_seq =
-            last_seq.max(append_event(&mut tx, EventKind::FileAdded, id, Some(&file), now).await?);
-        if let Some(holder) = holder {
-            sqlx::query("DELETE FROM gc_holds WHERE digest = $1 AND holder = $2")
-                .bind(file.digest.to_string())
-                .bind(holder)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        self.published(last_seq);
-        Ok(AddedFile {
-            record: FileEntry {
-                path: file.path.as_str().to_owned(),
-                digest: file.digest,
-                size: file.size,
-                media_type: file.media_type,
-                created_at: now,
-            },
-            created: true,
+        self.add_file_grouped(AddFile {
+            id: id.clone(),
+            file,
+            quota: quota.copied(),
+            holder: holder.map(str::to_owned),
         })
+        .await
     }
-
     /// Freezes a version's file set (idempotent). `labels`, if given, are set first; on an
     /// already complete version they must equal the stored ones.
     pub async fn complete(

@@ -8,23 +8,61 @@ use crate::common::*;
 use futures::StreamExt;
 use serde_json::Value;
 
+/// What the writers send before the kill.
+struct Burst {
+    writers: u64,
+    /// Size of writer `w`'s `i`th file.
+    size: fn(u64, u64) -> usize,
+    /// Acknowledged uploads to wait for before the kill.
+    acked_before_kill: usize,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
+    kill_during(Burst {
+        writers: 8,
+        size: |w, i| {
+            let size = ((w * 7919 + i * 104_729) % (3 * 1024 * 1024)) as usize;
+            if on_s3() && i % 4 == 0 {
+                size + 6 * 1024 * 1024 // multipart on the S3 backend
+            } else {
+                size
+            }
+        },
+        acked_before_kill: 60,
+    })
+    .await;
+}
+
+/// Small files are where uploads share commits (the index's group commit): the kill
+/// lands while groups are being written, and still no acknowledged file is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_during_a_burst_of_small_uploads_loses_nothing_acknowledged() {
+    kill_during(Burst {
+        writers: 16,
+        size: |w, i| ((w * 31 + i * 977) % 4096) as usize,
+        acked_before_kill: 400,
+    })
+    .await;
+}
+
+async fn kill_during(burst: Burst) {
+    let Burst {
+        writers: writer_count,
+        size: size_of,
+        acked_before_kill,
+    } = burst;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let mut s = Server::start(&data_dir);
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let mut writers = Vec::new();
-    for w in 0..8u64 {
+    for w in 0..writer_count {
         let (url, acked) = (s.url.clone(), acked.clone());
         writers.push(tokio::spawn(async move {
             let client = http();
             for i in 0..400u64 {
-                let mut size = ((w * 7919 + i * 104_729) % (3 * 1024 * 1024)) as usize;
-                if on_s3() && i % 4 == 0 {
-                    size += 6 * 1024 * 1024; // multipart on the S3 backend
-                }
-                let data = bytes(size, w * 1000 + i + 1);
+                let data = bytes(size_of(w, i), w * 1000 + i + 1);
                 let path = format!("crash/w{w}/1/file-{i}.bin");
                 let mut req = client
                     .put(format!("{url}/v1/artifacts/{path}"))
@@ -59,7 +97,7 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
     });
     // Kill while uploads are in flight: once enough have been acknowledged.
     for _ in 0..450 {
-        if acked.lock().unwrap().len() >= 60 && !s.temp_files().is_empty() {
+        if acked.lock().unwrap().len() >= acked_before_kill && !s.temp_files().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -73,7 +111,7 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
     }
     let acked = acked.lock().unwrap().clone();
     assert!(
-        acked.len() >= 60,
+        acked.len() >= acked_before_kill,
         "only {} uploads acknowledged before the kill",
         acked.len()
     );
@@ -104,7 +142,7 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
     }
     // Nothing partial is visible: every file any manifest lists reads back whole.
     let mut listed = 0;
-    for w in 0..8 {
+    for w in 0..writer_count {
         let resp = client
             .get(format!("{}/v1/artifacts/crash/w{w}/1", s.url))
             .send()
