@@ -12,8 +12,10 @@ use std::fmt;
 use std::io;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use artifactstore_model::Digest;
+use artifactstore_model::secret::Secret;
 use bytes::Bytes;
 use futures::stream::BoxStream;
 
@@ -72,6 +74,17 @@ impl fmt::Debug for BlobRead {
             .field("range", &self.range)
             .finish_non_exhaustive()
     }
+}
+
+/// What a presigned GET of a blob asks of the store: how long the URL works, and the
+/// headers the store is to answer with in place of the object's own (S3's
+/// `response-content-type` and `response-content-disposition`), so that a client
+/// fetching the blob from the store sees what the artifact server would have sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresignOptions {
+    pub expires_in: Duration,
+    pub content_type: Option<String>,
+    pub content_disposition: Option<String>,
 }
 
 /// Errors of every blob store, named by what they mean to a caller.
@@ -195,6 +208,20 @@ pub trait BlobStore: Send + Sync + fmt::Debug + 'static {
 
     /// Up to `limit` blobs with digests greater than `after`, in ascending digest order.
     async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<BlobMeta>>;
+
+    /// A URL with which anyone may GET the blob from the store itself, without other
+    /// credentials, until `opts.expires_in` has passed; `None` where the store cannot
+    /// hand out such URLs (the fs store). The URL is a credential while it lasts, hence
+    /// a [`Secret`]: never log it or put it in an error. Whether the blob exists is not
+    /// checked (the caller has its index for that).
+    async fn presigned_get(
+        &self,
+        digest: &Digest,
+        opts: &PresignOptions,
+    ) -> Result<Option<Secret>> {
+        let _ = (digest, opts);
+        Ok(None)
+    }
 }
 
 /// What a put calls between learning its digest and publishing: the artifact server

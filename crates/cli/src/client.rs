@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use reqwest::{Method, StatusCode, Url, header};
+use reqwest::{StatusCode, Url, header};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
@@ -27,6 +27,9 @@ const SKIP_CHECK_MIN: u64 = 1 << 20;
 pub struct Client {
     base: Url,
     http: reqwest::Client,
+    /// The same client, following no redirect: file downloads follow the server's
+    /// redirects themselves (see `download`).
+    no_redirect: reqwest::Client,
     json: bool,
     progress: bool,
     /// `None`: requests go without a token (a server open to anonymous callers).
@@ -118,22 +121,30 @@ impl Client {
     ) -> anyhow::Result<Self> {
         let base = Url::parse(server)
             .map_err(|e| fail(exit::USAGE, format!("--server {server:?}: {e}")))?;
-        let mut http =
-            artifactstore_credentials::sources::http_client_builder(Duration::from_secs(10));
-        if let Some(path) = ca_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| fail(exit::USAGE, format!("--ca-cert {}: {e}", path.display())))?;
-            let roots = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| fail(exit::USAGE, format!("--ca-cert {}: {e}", path.display())))?;
-            http = http.tls_certs_merge(roots);
-        }
-        let http = http.build()?;
+        let roots = match ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| fail(exit::USAGE, format!("--ca-cert {}: {e}", path.display())))?;
+                reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| fail(exit::USAGE, format!("--ca-cert {}: {e}", path.display())))?
+            }
+            None => Vec::new(),
+        };
+        let builder = || {
+            artifactstore_credentials::sources::http_client_builder(Duration::from_secs(10))
+                .tls_certs_merge(roots.clone())
+        };
+        let http = builder().build()?;
+        let no_redirect = builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
         let token = token::Source::from_args(auth, |name| std::env::var(name).ok())?
             .map(|source| token::Token::new(source, http.clone()))
             .transpose()?;
         Ok(Client {
             base,
             http,
+            no_redirect,
             json,
             progress: !json && std::io::stderr().is_terminal(),
             token,
@@ -182,7 +193,16 @@ impl Client {
     /// token the server says expired is got again for one retry, if the request can be
     /// sent again (not a streamed upload).
     async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
-        let ok = |s: StatusCode| s.is_success() || s == StatusCode::NOT_MODIFIED;
+        self.send_accepting(req, |s| s.is_success() || s == StatusCode::NOT_MODIFIED)
+            .await
+    }
+
+    /// [`send`](Self::send), taking the answers `ok` accepts as success.
+    async fn send_accepting(
+        &self,
+        req: reqwest::RequestBuilder,
+        ok: fn(StatusCode) -> bool,
+    ) -> anyhow::Result<reqwest::Response> {
         let replay = req.try_clone();
         let (resp, sent) = self.transmit(req).await?;
         if ok(resp.status()) {
@@ -426,72 +446,6 @@ impl Client {
         Ok(0)
     }
 
-    /// `get NS/NAME@VERSION/PATH [-o FILE]`: one file, to stdout or atomically to FILE;
-    /// `get NS/NAME@VERSION -o DIR`: every file of the version (see `version_dir`).
-    pub async fn get(
-        &self,
-        target: &str,
-        output: Option<&Path>,
-        jobs: usize,
-        includes: &[String],
-    ) -> anyhow::Result<u8> {
-        let t = target::parse(target)?;
-        let (Some(name), Some(version)) = (&t.name, &t.version) else {
-            return Err(fail(
-                exit::USAGE,
-                format!("{target:?}: expected NS/NAME@VERSION/PATH or NS/NAME@VERSION -o DIR"),
-            ));
-        };
-        let Some(path) = &t.path else {
-            let dir = output.ok_or_else(|| {
-                fail(
-                    exit::USAGE,
-                    "a whole version is written into a directory: give -o DIR",
-                )
-            })?;
-            return self
-                .get_version_into(&t.namespace, name, version, dir, jobs, includes)
-                .await;
-        };
-        if !includes.is_empty() {
-            return Err(fail(
-                exit::USAGE,
-                "--include selects files of a whole version (NS/NAME@VERSION -o DIR)",
-            ));
-        }
-        let url = self.url(&["v1", "artifacts", &t.namespace, name, version, path]);
-        let resp = self.send(self.http.request(Method::GET, url)).await?;
-        let expected: Digest = resp
-            .headers()
-            .get(artifactstore_server::DIGEST_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .context("server sent no X-Artifact-Digest header")?;
-        if let Some(out) = output {
-            let multi = MultiProgress::new();
-            let bar = self.bar(&multi, resp.content_length().unwrap_or(0), path);
-            let saved = version_dir::save_verified(resp.bytes_stream(), expected, out, &bar).await;
-            bar.finish_and_clear();
-            return saved.map(|()| 0);
-        }
-        let mut hasher = Hasher::new();
-        let mut body = resp.bytes_stream();
-        let mut stdout = tokio::io::stdout();
-        while let Some(chunk) = body.try_next().await? {
-            hasher.update(&chunk);
-            stdout.write_all(&chunk).await?;
-        }
-        stdout.flush().await?;
-        let actual = hasher.finish();
-        if actual != expected {
-            return Err(fail(
-                exit::INTEGRITY,
-                format!("downloaded bytes hash to {actual}, expected {expected}"),
-            ));
-        }
-        Ok(0)
-    }
-
     /// Follows `next_cursor` until the listing is exhausted.
     async fn list_all<T: DeserializeOwned>(&self, segments: &[&str]) -> anyhow::Result<Vec<T>> {
         let mut items = Vec::new();
@@ -619,6 +573,7 @@ impl Client {
     }
 }
 
+mod download;
 mod gc;
 mod glob;
 mod output;

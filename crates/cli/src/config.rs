@@ -158,6 +158,17 @@ pub enum Checksum {
     WhenSupported,
 }
 
+/// How the S3 backend's files reach a client (`[s3] download`).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum S3Download {
+    /// The server streams every body from the bucket.
+    #[default]
+    Proxy,
+    /// A file GET is answered 307 to a presigned GET of the blob (docs/CONFIG.md).
+    Redirect,
+}
+
 /// Where the S3 backend's credentials come from.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "kebab-case")]
@@ -207,6 +218,11 @@ pub struct S3Settings {
     /// Multipart uploads and staging objects older than this are swept at start-up.
     /// Keep it above the longest upload when several replicas share the bucket.
     pub stale_upload_age_secs: u64,
+    /// `proxy`: the server streams downloads; `redirect`: a file GET is answered 307
+    /// to a presigned GET of the blob, so its bytes do not pass through the server.
+    pub download: S3Download,
+    /// How long the presigned URL of a redirect works (1..=3600).
+    pub redirect_expiry_secs: u64,
     /// `env:NAME` or `file:/path` of the access key id.
     #[serde(skip_serializing)]
     pub access_key_id_ref: Option<SecretRef>,
@@ -281,6 +297,8 @@ impl Default for S3Settings {
             concurrency: 4,
             max_attempts: 5,
             stale_upload_age_secs: 24 * 3600,
+            download: S3Download::Proxy,
+            redirect_expiry_secs: 60,
             access_key_id_ref: None,
             secret_access_key_ref: None,
             session_token_ref: None,
@@ -424,6 +442,12 @@ pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConf
             && cfg.retention_interval_secs <= 365 * 86_400,
         "gc_grace_secs must be at most ten years, gc_interval_secs and retention_interval_secs at most one year"
     );
+    // A redirect's URL is a credential while it lasts: minutes at most, and long
+    // enough for a client to follow it.
+    anyhow::ensure!(
+        (1..=3600).contains(&cfg.s3.redirect_expiry_secs),
+        "s3.redirect_expiry_secs must be 1..=3600"
+    );
     anyhow::ensure!(
         (1..=86_400).contains(&cfg.audit.window_secs)
             && (1..=1 << 20).contains(&cfg.audit.max_tracked),
@@ -470,6 +494,17 @@ impl ServeConfig {
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("audit.log"))
         })
+    }
+
+    /// How the server answers file GETs. Only the S3 backend hands out presigned URLs:
+    /// on fs, `download = "redirect"` changes nothing.
+    pub fn downloads(&self) -> artifactstore_server::Downloads {
+        match (self.backend, self.s3.download) {
+            (Backend::S3, S3Download::Redirect) => artifactstore_server::Downloads::Redirect {
+                expires_in: Duration::from_secs(self.s3.redirect_expiry_secs),
+            },
+            _ => artifactstore_server::Downloads::Proxy,
+        }
     }
 
     pub fn database_url(&self) -> String {

@@ -158,8 +158,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         data_dir = %cfg.data_dir.display(),
         database = index.backend(),
         backend = ?cfg.backend,
+        downloads = ?cfg.downloads(),
         "artifactstore serving"
     );
+    if cfg.backend != config::Backend::S3 && cfg.s3.download == config::S3Download::Redirect {
+        tracing::warn!(
+            "s3.download = \"redirect\" applies to the s3 backend only: downloads are streamed"
+        );
+    }
     // The one line on stdout: scripts (and tests on port 0) read the address from it.
     let shutdown = shutdown_signal();
     println!("artifactstore listening on {}://{addr}", limits.scheme());
@@ -174,6 +180,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_concurrent_uploads: cfg.max_concurrent_uploads,
             retention,
             quotas,
+            downloads: cfg.downloads(),
             retention_interval: (cfg.retention_interval_secs > 0)
                 .then(|| std::time::Duration::from_secs(cfg.retention_interval_secs)),
             gc: artifactstore_server::gc::GcConfig {

@@ -5,8 +5,17 @@
 //! browser would execute or render as a document are sent as attachments unless the
 //! request asks `?inline=1` — and then still sandboxed. `X-Content-Type-Options:
 //! nosniff` is on every answer (see `lib.rs`), so a browser never guesses a type.
+//!
+//! With [`Downloads::Redirect`] a GET may instead be answered 307 to a presigned GET of
+//! the blob ([`redirect_options`]): the store then sends the body, with the media type
+//! and the attachment disposition this server would have sent. A store's answer cannot
+//! carry the sandbox, so what would be rendered inline as an active document is never
+//! redirected.
 
-use axum::http::{HeaderMap, HeaderValue, Uri, header};
+use std::time::Duration;
+
+use artifactstore_blob::PresignOptions;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 
 /// Applied to every file and blob body.
 pub const SANDBOX: &str = "sandbox";
@@ -46,6 +55,63 @@ pub fn inline_requested(uri: &Uri) -> bool {
     })
 }
 
+/// `?redirect=0` (or `false`): the body comes from this server even where downloads
+/// are redirected to the store.
+pub fn redirect_refused(uri: &Uri) -> bool {
+    uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| matches!(pair, "redirect=0" | "redirect=false"))
+    })
+}
+
+/// How file and blob GETs are answered (`[s3] download`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Downloads {
+    /// This server streams every body.
+    #[default]
+    Proxy,
+    /// A GET the store can serve is answered `307` to a presigned GET of the blob that
+    /// works for `expires_in`; the rest (and every store without presigned URLs, such as
+    /// fs) is streamed as with `Proxy`.
+    Redirect { expires_in: Duration },
+}
+
+/// What a download asks for, as far as the choice between redirect and proxy goes.
+pub struct DownloadRequest<'a> {
+    pub method: &'a Method,
+    pub media_type: &'a str,
+    /// The name an attachment is saved under.
+    pub file_name: &'a str,
+    /// `?inline=1`.
+    pub inline: bool,
+    /// `?redirect=0`.
+    pub redirect_refused: bool,
+}
+
+/// The presigned GET to redirect a download to, or `None` to stream it from here.
+///
+/// Not redirected: HEAD (answered here, with no round trip to the store and no URL
+/// signed for nothing), `?redirect=0`, and an active media type asked for inline — the
+/// store's answer cannot carry `Content-Security-Policy: sandbox`, so the document
+/// would run its scripts, and only this server can send it sandboxed. Everything else
+/// asks the store for the headers [`protect`] would set: the media type, and for active
+/// types the attachment disposition (so a browser saves the file instead of rendering
+/// it); other types get no disposition, as from here.
+pub fn redirect_options(downloads: Downloads, req: &DownloadRequest<'_>) -> Option<PresignOptions> {
+    let Downloads::Redirect { expires_in } = downloads else {
+        return None;
+    };
+    let active = is_active(req.media_type);
+    if req.method != Method::GET || req.redirect_refused || (active && req.inline) {
+        return None;
+    }
+    Some(PresignOptions {
+        expires_in,
+        content_type: Some(req.media_type.to_owned()),
+        content_disposition: active.then(|| attachment_value(req.file_name)),
+    })
+}
+
 /// Adds the sandbox, and for active types without `?inline=1` an attachment
 /// disposition naming the file (RFC 6266 `filename*`, UTF-8, percent-encoded).
 pub fn protect(headers: &mut HeaderMap, media_type: &str, file_name: &str, inline: bool) {
@@ -61,6 +127,13 @@ pub fn protect(headers: &mut HeaderMap, media_type: &str, file_name: &str, inlin
 /// `Content-Disposition: attachment` naming the file it is saved under (RFC 6266
 /// `filename*`, UTF-8, percent-encoded).
 pub fn attachment(file_name: &str) -> HeaderValue {
+    HeaderValue::from_str(&attachment_value(file_name))
+        .unwrap_or(HeaderValue::from_static("attachment"))
+}
+
+/// The text of [`attachment`]: only ASCII letters, digits and `-._~` are left as they
+/// are, so it is always a valid header value.
+fn attachment_value(file_name: &str) -> String {
     let mut encoded = String::with_capacity(file_name.len());
     for b in file_name.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
@@ -69,8 +142,7 @@ pub fn attachment(file_name: &str) -> HeaderValue {
             encoded.push_str(&format!("%{b:02X}"));
         }
     }
-    let value = format!("attachment; filename*=UTF-8''{encoded}");
-    HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("attachment"))
+    format!("attachment; filename*=UTF-8''{encoded}")
 }
 
 #[cfg(test)]
@@ -117,6 +189,57 @@ mod tests {
         let mut h = HeaderMap::new();
         protect(&mut h, "text/plain", "log.txt", false);
         assert!(h.get(header::CONTENT_DISPOSITION).is_none());
+    }
+
+    fn request<'a>(method: &'a Method, media_type: &'a str, query: &str) -> DownloadRequest<'a> {
+        let uri: Uri = format!("/x{query}").parse().unwrap();
+        DownloadRequest {
+            method,
+            media_type,
+            file_name: "r 1.html",
+            inline: inline_requested(&uri),
+            redirect_refused: redirect_refused(&uri),
+        }
+    }
+
+    #[test]
+    fn redirects_carry_what_the_proxy_would_send_and_never_an_inline_active_document() {
+        let on = Downloads::Redirect {
+            expires_in: Duration::from_secs(60),
+        };
+        let get = Method::GET;
+        let html = redirect_options(on, &request(&get, "text/html", "")).unwrap();
+        assert_eq!(html.expires_in, Duration::from_secs(60));
+        assert_eq!(html.content_type.as_deref(), Some("text/html"));
+        assert_eq!(
+            html.content_disposition.as_deref(),
+            Some("attachment; filename*=UTF-8''r%201.html")
+        );
+        let text = redirect_options(on, &request(&get, "text/plain", "?inline=1")).unwrap();
+        assert_eq!(text.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(
+            text.content_disposition, None,
+            "as the proxy: no disposition"
+        );
+        for (method, media_type, query) in [
+            (Method::GET, "text/html", "?inline=1"),
+            (Method::GET, "image/svg+xml", "?a=b&inline=true"),
+            (Method::HEAD, "text/plain", ""),
+            (Method::GET, "text/plain", "?redirect=0"),
+            (Method::GET, "text/html", "?redirect=false"),
+        ] {
+            assert_eq!(
+                redirect_options(on, &request(&method, media_type, query)),
+                None,
+                "{method} {media_type} {query}"
+            );
+        }
+        assert_eq!(
+            redirect_options(Downloads::Proxy, &request(&get, "text/plain", "")),
+            None
+        );
+        assert!(redirect_refused(&"/x?redirect=0".parse().unwrap()));
+        assert!(!redirect_refused(&"/x?redirect=1".parse().unwrap()));
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod retention;
 pub use artifacts::{DIGEST_HEADER, VERSION_HEADER};
 /// The listener's connection cap and timeouts, shared with the vend server.
 pub use artifactstore_http::Limits;
+pub use download::Downloads;
 pub use metrics::Metrics;
 pub use ops::OPENAPI;
 
@@ -60,6 +61,8 @@ pub struct ServiceConfig {
     pub retention_interval: Option<Duration>,
     /// What namespaces may hold (`[[quota]]`).
     pub quotas: quota::Quotas,
+    /// Whether GETs of files and blobs may be redirected to the blob store.
+    pub downloads: Downloads,
 }
 
 impl Default for ServiceConfig {
@@ -77,6 +80,7 @@ impl Default for ServiceConfig {
             retention: retention::Retention::default(),
             retention_interval: Some(Duration::from_secs(3600)),
             quotas: quota::Quotas::default(),
+            downloads: Downloads::Proxy,
         }
     }
 }

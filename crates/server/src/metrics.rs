@@ -37,6 +37,7 @@ pub struct Metrics {
     latency: Family<Labels, Histogram, fn() -> Histogram>,
     bytes_in: Counter,
     bytes_out: Counter,
+    download_redirects: Counter,
     uploads_in_flight: Gauge,
     gc_blobs: Counter,
     gc_bytes: Counter,
@@ -103,6 +104,12 @@ impl Metrics {
             "Artifact bytes sent in downloads",
             bytes_out.clone(),
         );
+        let download_redirects = Counter::default();
+        registry.register(
+            "artifactstore_download_redirects",
+            "Downloads answered with a redirect to a presigned GET of the blob store",
+            download_redirects.clone(),
+        );
         let uploads_in_flight = Gauge::default();
         registry.register(
             "artifactstore_uploads_in_flight",
@@ -140,6 +147,7 @@ impl Metrics {
             latency,
             bytes_in,
             bytes_out,
+            download_redirects,
             uploads_in_flight,
             gc_blobs,
             gc_bytes,
@@ -188,6 +196,10 @@ impl Metrics {
 
     pub fn add_bytes_out(&self, n: u64) {
         self.bytes_out.inc_by(n);
+    }
+
+    pub fn download_redirected(&self) {
+        self.download_redirects.inc();
     }
 
     /// Counts a finished garbage collection.
@@ -270,6 +282,7 @@ mod tests {
             Some(ErrorCode::VersionNotFound),
         );
         m.add_bytes_in(7);
+        m.download_redirected();
         let _gauge = m.upload_started();
         let text = m.render();
         for want in [
@@ -278,6 +291,7 @@ mod tests {
             "artifactstore_http_request_duration_seconds_bucket{route=\"/v1/events\",le=\"0.005\"} 1",
             "artifactstore_http_request_duration_seconds_count{route=\"/v1/events\"} 1",
             "artifactstore_bytes_received_total 7",
+            "artifactstore_download_redirects_total 1",
             "artifactstore_uploads_in_flight 1",
         ] {
             assert!(text.contains(want), "{want} missing from:\n{text}");

@@ -327,3 +327,95 @@ fn holds_file_named(dir: &std::path::Path, name: &str) -> bool {
         }
     })
 }
+
+/// With `Downloads::Redirect`, a GET is answered 307 to the store's URL, which asks for
+/// the headers this server would send; what must be sandboxed, HEAD, an `If-None-Match`
+/// hit and `?redirect=0` are answered here; a file that is not there is not redirected.
+#[tokio::test]
+async fn redirected_downloads_ask_the_store_for_what_the_proxy_sends() {
+    let (state, _dir) = support::redirecting_state().await;
+    let app = artifactstore_server::app(state);
+    for (path, ct, body) in [
+        ("reports/index.html", "text/html", PAGE),
+        ("log.txt", "text/plain", "ok"),
+    ] {
+        let (status, _) = send(
+            &app,
+            Method::PUT,
+            &format!("/v1/artifacts/ci/site/1/{path}"),
+            Some(ct),
+            body,
+        )
+        .await;
+        assert_eq!(status, StatusCode::CREATED);
+    }
+    let html = "/v1/artifacts/ci/site/1/reports/index.html";
+    let digest = artifactstore_model::Digest::of(PAGE.as_bytes());
+    let (status, h) = send(&app, Method::GET, html, None, "").await;
+    assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        h["location"],
+        format!(
+            "http://store.test/{}?expires=60&type=text%2Fhtml&disposition=attachment%3B%20filename%2A%3DUTF-8%27%27index.html",
+            digest.hex()
+        )
+    );
+    assert_eq!(h["cache-control"], "no-store");
+    assert_eq!(h["x-artifact-digest"], digest.to_string());
+    assert_eq!(h["x-artifact-version"], "1");
+    assert_eq!(h["etag"], format!("\"{digest}\""));
+    let (status, h) = send(
+        &app,
+        Method::GET,
+        "/v1/artifacts/ci/site/1/log.txt?inline=1",
+        None,
+        "",
+    )
+    .await;
+    assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+    assert!(
+        h["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("&type=text%2Fplain&disposition="),
+        "no disposition for what is not active: {:?}",
+        h["location"]
+    );
+    let (status, h) = send(&app, Method::GET, &format!("/v1/blobs/{digest}"), None, "").await;
+    assert_eq!(status, StatusCode::TEMPORARY_REDIRECT);
+    assert!(
+        h["location"]
+            .to_str()
+            .unwrap()
+            .contains("disposition=attachment")
+    );
+
+    for (method, uri) in [
+        (Method::GET, format!("{html}?inline=1")),
+        (Method::GET, format!("{html}?redirect=0")),
+        (Method::HEAD, html.to_owned()),
+        (Method::GET, format!("/v1/blobs/{digest}?inline=1")),
+    ] {
+        let (status, h) = send(&app, method.clone(), &uri, None, "").await;
+        assert_eq!(status, StatusCode::OK, "{method} {uri}");
+        assert!(h.get("location").is_none(), "{method} {uri}");
+        assert_eq!(h["content-security-policy"], "sandbox", "{method} {uri}");
+    }
+    let req = Request::builder()
+        .uri(html)
+        .header("if-none-match", format!("\"{digest}\""))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    assert!(resp.headers().get("location").is_none());
+    for uri in [
+        "/v1/artifacts/ci/site/1/missing.txt",
+        "/v1/artifacts/ci/site/2/log.txt",
+        "/v1/artifacts/ci/other/1/log.txt",
+    ] {
+        let (status, h) = send(&app, Method::GET, uri, None, "").await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{uri}");
+        assert!(h.get("location").is_none(), "{uri}");
+    }
+}

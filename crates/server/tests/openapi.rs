@@ -614,6 +614,7 @@ async fn every_documented_operation_is_served() {
                     "limit" => "limit=10".to_owned(),
                     "after" | "wait" => format!("{name}=0"),
                     "inline" => "inline=1".to_owned(),
+                    "redirect" => "redirect=0".to_owned(),
                     // Empty is the manifest: the archive is checked in archive.rs.
                     "format" => "format=".to_owned(),
                     other => panic!("{method} {path}: no sample value for query parameter {other}"),
@@ -648,6 +649,32 @@ async fn every_documented_operation_is_served() {
             a.body
         );
         check_documented(&doc, &path, &a);
+    }
+}
+
+/// A server that redirects downloads to its blob store answers file and blob GETs 307,
+/// as documented.
+#[tokio::test]
+async fn redirects_to_the_blob_store_are_documented() {
+    let doc = served_doc().await;
+    let (state, dir) = support::redirecting_state().await;
+    let s = Server {
+        app: artifactstore_server::app(state),
+        _dir: dir,
+        digest: artifactstore_model::Digest::of(CONTENT).to_string(),
+    };
+    for path in [FILE, "complete"] {
+        let a = s.send(req("PUT", &file_uri(VERSION, path), CONTENT)).await;
+        assert_eq!(a.status, StatusCode::CREATED);
+    }
+    for (template, uri) in [
+        (FILE_T, file_uri(VERSION, FILE)),
+        (COMPLETE_T, file_uri(VERSION, "complete")),
+        (BLOB_T, format!("/v1/blobs/{}", s.digest)),
+    ] {
+        let a = s.send(req("GET", &uri, Body::empty())).await;
+        assert_eq!(a.status, StatusCode::TEMPORARY_REDIRECT, "{uri}");
+        check_documented(&doc, template, &a);
     }
 }
 

@@ -8,7 +8,8 @@
 //! - `error`: [`BackendErrorKind`] and `classify`, the one place S3 errors get a meaning;
 //! - `upload`: the upload strategy below, its drop guard and the part reader;
 //! - `read`: GetObject (ranges included), HeadObject, ListObjectsV2;
-//! - `maintenance`: the bucket check, the `If-None-Match: *` probe, the stale sweep.
+//! - `maintenance`: the bucket check, the `If-None-Match: *` probe, the stale sweep;
+//! - `presign`: presigned GETs of blobs, for the artifact server's download redirects.
 //!
 //! Upload strategy (nothing unverified ever becomes visible under a blob key):
 //! - body of at most one part: buffered, hashed, checked, then one PutObject;
@@ -30,10 +31,13 @@ use std::time::{Duration, SystemTime};
 
 use artifactstore_credentials::RefreshingCache;
 use artifactstore_model::Digest;
+use artifactstore_model::secret::Secret;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::error::SdkError;
 
-use crate::{BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, PutOutcome, Result};
+use crate::{
+    BlobMeta, BlobRead, BlobStore, ByteStream, Capabilities, PresignOptions, PutOutcome, Result,
+};
 
 pub mod compat;
 mod config;
@@ -41,6 +45,7 @@ mod credential_retry;
 mod error;
 mod maintenance;
 mod parallel_read;
+mod presign;
 mod read;
 mod upload;
 
@@ -213,6 +218,14 @@ impl BlobStore for S3BlobStore {
 
     async fn list(&self, after: Option<Digest>, limit: usize) -> Result<Vec<BlobMeta>> {
         self.list_blobs(after, limit).await
+    }
+
+    async fn presigned_get(
+        &self,
+        digest: &Digest,
+        opts: &PresignOptions,
+    ) -> Result<Option<Secret>> {
+        self.presign_get(digest, opts).await.map(Some)
     }
 }
 

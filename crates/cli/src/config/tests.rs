@@ -351,3 +351,68 @@ fn auditing_is_on_with_auth_or_a_path_and_comes_from_file_or_environment() {
         Ok(())
     });
 }
+
+#[test]
+#[allow(clippy::result_large_err)]
+fn downloads_are_proxied_unless_s3_redirects_and_the_expiry_is_bounded() {
+    use artifactstore_server::Downloads;
+    figment::Jail::expect_with(|jail| {
+        let c = load(None, &ServeFlags::default()).unwrap();
+        assert_eq!(
+            (c.s3.download, c.s3.redirect_expiry_secs),
+            (S3Download::Proxy, 60)
+        );
+        assert_eq!(c.downloads(), Downloads::Proxy);
+        jail.create_file(
+            "r.toml",
+            "backend = \"s3\"\n[s3]\ndownload = \"redirect\"\nredirect_expiry_secs = 30\n",
+        )?;
+        let c = load(Some(Path::new("r.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!(
+            c.downloads(),
+            Downloads::Redirect {
+                expires_in: Duration::from_secs(30)
+            }
+        );
+        // The fs store has no URLs to hand out.
+        let flags = ServeFlags {
+            backend: Some(Backend::Fs),
+            ..Default::default()
+        };
+        let c = load(Some(Path::new("r.toml")), &flags).unwrap();
+        assert_eq!(c.downloads(), Downloads::Proxy);
+
+        jail.set_env("ARTIFACTSTORE_S3_REDIRECT_EXPIRY_SECS", "2");
+        jail.set_env("ARTIFACTSTORE_S3_DOWNLOAD", "proxy");
+        let c = load(Some(Path::new("r.toml")), &ServeFlags::default()).unwrap();
+        assert_eq!(
+            (c.s3.download, c.s3.redirect_expiry_secs),
+            (S3Download::Proxy, 2)
+        );
+        for bad in ["0", "3601"] {
+            jail.set_env("ARTIFACTSTORE_S3_REDIRECT_EXPIRY_SECS", bad);
+            let err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
+            assert!(
+                err.contains("s3.redirect_expiry_secs must be 1..=3600"),
+                "{err}"
+            );
+        }
+        jail.set_env("ARTIFACTSTORE_S3_REDIRECT_EXPIRY_SECS", "60");
+        jail.set_env("ARTIFACTSTORE_S3_DOWNLOAD", "presigned");
+        let env_err = format!("{:#}", load(None, &ServeFlags::default()).unwrap_err());
+        jail.clear_env();
+        jail.create_file("bad.toml", "[s3]\ndownload = \"presigned\"\n")?;
+        let file_err = format!(
+            "{:#}",
+            load(Some(Path::new("bad.toml")), &ServeFlags::default()).unwrap_err()
+        );
+        // The key (upper case when it came from the environment), the value, and the
+        // values allowed.
+        for err in [env_err, file_err] {
+            for want in ["s3.download", "presigned", "`proxy`", "`redirect`"] {
+                assert!(err.to_lowercase().contains(want), "{want}: {err}");
+            }
+        }
+        Ok(())
+    });
+}

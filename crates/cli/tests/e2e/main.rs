@@ -1,7 +1,7 @@
 //! The end-to-end tests of the `artifactstore` binary, in one test binary: the HTTP API,
-//! the client commands and fsck, SIGKILL during uploads, and `storage verify`. With
-//! `ARTIFACTSTORE_TEST_BACKEND=s3` (inside scripts/s3-fixture.sh) the servers run on the
-//! live S3 store.
+//! the client commands and fsck, SIGKILL during uploads, `storage verify`, and S3
+//! downloads redirected to the store. With `ARTIFACTSTORE_TEST_BACKEND=s3` (inside
+//! scripts/s3-fixture.sh) the servers run on the live S3 store.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -18,6 +18,7 @@ mod http_api;
 mod listener_limits;
 mod quota;
 mod retention;
+mod s3_redirect;
 mod stalled_uploads;
 mod storage_compat;
 mod storage_verify;

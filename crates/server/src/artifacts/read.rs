@@ -1,5 +1,5 @@
-//! Downloads of files and blobs: conditional and ranged reads, and how a browser may
-//! present the body.
+//! Downloads of files and blobs: conditional and ranged reads, how a browser may
+//! present the body, and redirects to the blob store.
 
 use super::*;
 
@@ -63,11 +63,32 @@ struct Download<'a> {
     cache_control: &'static str,
     /// The name an attachment is saved under.
     file_name: &'a str,
-    /// `?inline=1`: shown in the browser (still sandboxed) rather than saved.
-    inline: bool,
+    /// `?inline=1` and `?redirect=0`, as the URL asked.
+    query: DownloadQuery,
 }
 
-/// Streams a blob (or a range of it) with the headers every download carries.
+/// What the query of a download asks for.
+#[derive(Clone, Copy)]
+struct DownloadQuery {
+    /// `?inline=1`: shown in the browser (still sandboxed) rather than saved.
+    inline: bool,
+    /// `?redirect=0`: sent by this server even where downloads are redirected.
+    redirect_refused: bool,
+}
+
+impl DownloadQuery {
+    fn of(uri: &Uri) -> Self {
+        DownloadQuery {
+            inline: crate::download::inline_requested(uri),
+            redirect_refused: crate::download::redirect_refused(uri),
+        }
+    }
+}
+
+/// Streams a blob (or a range of it) with the headers every download carries, or
+/// redirects a GET to the store (`[s3] download = "redirect"`). Every check of the
+/// caller, the name and the version has been made by then; a matching `If-None-Match`
+/// and an unsatisfiable range are answered here either way.
 async fn send_blob(
     st: &AppState,
     method: &Method,
@@ -80,20 +101,19 @@ async fn send_blob(
         media_type,
         cache_control,
         file_name,
-        inline,
+        query,
     } = d;
     let mut resp = Response::builder()
         .header(header::ETAG, etag(&digest))
-        .header(DIGEST_HEADER, digest.to_string())
-        .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::CACHE_CONTROL, cache_control);
+        .header(DIGEST_HEADER, digest.to_string());
     if if_none_match_hits(headers, &digest) {
         return Ok(resp
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::CACHE_CONTROL, cache_control)
             .status(StatusCode::NOT_MODIFIED)
             .body(Body::empty())
             .expect("valid response"));
     }
-    resp = resp.header(header::CONTENT_TYPE, media_type);
     let range_header = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let range = match http_range::parse(range_header, size) {
         RangeRequest::Full => None,
@@ -107,6 +127,33 @@ async fn send_blob(
             .into());
         }
     };
+    let asked = crate::download::DownloadRequest {
+        method,
+        media_type,
+        file_name,
+        inline: query.inline,
+        redirect_refused: query.redirect_refused,
+    };
+    if let Some(opts) = crate::download::redirect_options(st.config.downloads, &asked)
+        && let Some(url) = st.blobs.presigned_get(&digest, &opts).await?
+    {
+        // The client sends its `Range` again to the store, which answers it. The URL
+        // expires, so neither the redirect nor its target may be kept.
+        let location = HeaderValue::from_str(url.expose()).map_err(|_| {
+            ApiError::internal("the blob store signed a URL that is not a header value")
+        })?;
+        st.metrics.download_redirected();
+        return Ok(resp
+            .header(header::CACHE_CONTROL, "no-store")
+            .header(header::LOCATION, location)
+            .status(StatusCode::TEMPORARY_REDIRECT)
+            .body(Body::empty())
+            .expect("valid response"));
+    }
+    resp = resp
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::CACHE_CONTROL, cache_control)
+        .header(header::CONTENT_TYPE, media_type);
     let (status, len) = match &range {
         None => (StatusCode::OK, size),
         Some(r) => {
@@ -119,7 +166,7 @@ async fn send_blob(
     };
     resp = resp.status(status).header(header::CONTENT_LENGTH, len);
     if let Some(h) = resp.headers_mut() {
-        crate::download::protect(h, media_type, file_name, inline);
+        crate::download::protect(h, media_type, file_name, query.inline);
     }
     if method == Method::HEAD {
         return Ok(resp.body(Body::empty()).expect("valid response"));
@@ -151,14 +198,13 @@ pub async fn get_file(
 ) -> ApiResult<Response> {
     let p = path_params(params)?;
     caller.require(Permission::Read, &p.namespace, &p.name)?;
-    let inline = crate::download::inline_requested(&uri);
     let url = FileUrl {
         namespace: &p.namespace,
         name: &p.name,
         version: &p.version,
         path: &p.path,
     };
-    get_file_at(st, &caller, method, url, headers, inline).await
+    get_file_at(st, &caller, method, url, headers, DownloadQuery::of(&uri)).await
 }
 
 /// A file as a URL names it, before validation.
@@ -175,7 +221,7 @@ async fn get_file_at(
     method: Method,
     url: FileUrl<'_>,
     headers: HeaderMap,
-    inline: bool,
+    query: DownloadQuery,
 ) -> ApiResult<Response> {
     let FileUrl {
         namespace,
@@ -208,7 +254,7 @@ async fn get_file_at(
             media_type: &file.media_type,
             cache_control: cache,
             file_name: path.as_str().rsplit('/').next().unwrap_or(path.as_str()),
-            inline,
+            query,
         },
     )
     .await?;
@@ -236,15 +282,7 @@ pub async fn get_file_named_complete(
         version: &p.version,
         path: "complete",
     };
-    get_file_at(
-        st,
-        &caller,
-        method,
-        url,
-        headers,
-        crate::download::inline_requested(&uri),
-    )
-    .await
+    get_file_at(st, &caller, method, url, headers, DownloadQuery::of(&uri)).await
 }
 
 pub async fn get_blob(
@@ -276,7 +314,7 @@ pub async fn get_blob(
             media_type: &media_type,
             cache_control: caller.immutable_cache_control(),
             file_name: &file_name,
-            inline: crate::download::inline_requested(&uri),
+            query: DownloadQuery::of(&uri),
         },
     )
     .await
