@@ -33,7 +33,7 @@ for pair in SIZE_MIB:BENCH_SIZE_MIB RUNS:BENCH_RUNS SMALL_COUNT:BENCH_SMALL_COUN
     v=${pair%%:*}
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "bench: ${pair#*:} must be a positive integer (got '${!v}')" >&2; exit 2; }
 done
-for tool in curl python3 sha256sum timeout awk cp sync; do
+for tool in curl python3 sha256sum timeout awk cp sync tar; do
     command -v "$tool" >/dev/null || { echo "bench: needs $tool" >&2; exit 2; }
 done
 
@@ -171,6 +171,12 @@ up_peer=() up_srv=() down_peer=() down_srv=()
 SRC_CACHED=$(cached_pct "$SRC" "$SIZE_BYTES")
 for run in $(seq "$RUNS"); do
     url="$BASE/v1/artifacts/bench/big/r$run/big.bin"
+    # New bytes every run: the same content again would be deduplicated (hashed and
+    # compared, never written), which measures something else.
+    if (( run > 1 )); then
+        printf 'run %08d' "$run" | dd of="$SRC" bs=1 seek=0 conv=notrunc status=none
+        DIGEST="sha256:$(timeout "$T" sha256sum "$SRC" | cut -d' ' -f1)"
+    fi
     # Alternate who goes first so that neither side always meets a warmer/colder disk.
     if (( run % 2 )); then order="peer server"; else order="server peer"; fi
     for who in $order; do
@@ -228,54 +234,105 @@ UP_RATIO=$(ratio "$UP_SRV" "$UP_PEER")
 DOWN_RATIO=$(ratio "$DOWN_SRV" "$DOWN_PEER")
 
 # ---------------------------------------------------------------- 6. small files
-log "bench: writing 3 x $SMALL_COUNT files of $SMALL_KIB KiB"
-for d in small-cp small-cli small-py; do
-    timeout "$T" python3 "$HERE/smallfiles.py" gen "$WORK/$d" "$SMALL_COUNT" "$SMALL_BYTES"
-done
-sync
-
-s=$(timed timeout "$T" sh -c 'cp -r -- "$1" "$2" && sync' _ "$WORK/small-cp" "$WORK/small-cp-dest") || die "cp -r failed"
-SMALL_PEER_S=$s
-rm -rf -- "$WORK/small-cp-dest"
-sync
-
-s=$(timeout "$T" python3 "$HERE/smallfiles.py" fsync-peer "$WORK/small-cp" "$WORK/small-fsync-dest") \
-    || die "fsync peer failed"
-SMALL_FSYNC_S=${s##*seconds=}
-rm -rf -- "$WORK/small-fsync-dest"
-sync
-
+# Each run uploads fresh files (new bytes, a new version), so nothing is deduplicated.
+small_peer=(); small_fsync=(); small_cli=(); small_py=()
 read -r m_sum0 m_cnt0 < <(put_route_stats)
-cli_put() {
-    timeout "$T" env ARTIFACTSTORE_URL="$BASE" "$BIN" put bench/small@cli "$WORK/small-cli" --jobs "$JOBS" \
-        >"$WORK/cli.out" 2>"$WORK/cli.err"
-}
-s=$(timed cli_put) || { cat "$WORK/cli.err" >&2; die "CLI put failed"; }
-SMALL_CLI_S=$s
-added=$(grep -c '^added ' "$WORK/cli.out" || true)
-[[ $added -eq $SMALL_COUNT ]] || die "CLI reported $added files added, expected $SMALL_COUNT"
-read -r m_sum1 m_cnt1 < <(put_route_stats)
-sync
+for run in $(seq "$RUNS"); do
+    log "bench: run $run small files: writing 3 x $SMALL_COUNT files of $SMALL_KIB KiB"
+    for d in small-cp small-cli-$run small-py; do
+        rm -rf -- "${WORK:?}/$d"
+        timeout "$T" python3 "$HERE/smallfiles.py" gen "$WORK/$d" "$SMALL_COUNT" "$SMALL_BYTES"
+    done
+    sync
 
-s=$(timeout "$T" python3 "$HERE/smallfiles.py" upload "$BASE" bench small py "$WORK/small-py" 60) \
-    || die "python keep-alive upload failed"
-[[ $s == "files=$SMALL_COUNT "* ]] || die "python upload reported '$s'"
-SMALL_PY_S=${s##*seconds=}
-read -r m_sum2 m_cnt2 < <(put_route_stats)
+    s=$(timed timeout "$T" sh -c 'cp -r -- "$1" "$2" && sync' _ "$WORK/small-cp" "$WORK/small-cp-dest") || die "cp -r failed"
+    small_peer+=("$s")
+    rm -rf -- "$WORK/small-cp-dest"
+    sync
+
+    s=$(timeout "$T" python3 "$HERE/smallfiles.py" fsync-peer "$WORK/small-cp" "$WORK/small-fsync-dest") \
+        || die "fsync peer failed"
+    small_fsync+=("${s##*seconds=}")
+    rm -rf -- "$WORK/small-fsync-dest"
+    sync
+
+    cli_put() {
+        timeout "$T" env ARTIFACTSTORE_URL="$BASE" "$BIN" put "bench/small@cli-$run" "$WORK/small-cli-$run" \
+            --jobs "$JOBS" >"$WORK/cli.out" 2>"$WORK/cli.err"
+    }
+    s=$(timed cli_put) || { cat "$WORK/cli.err" >&2; die "CLI put failed"; }
+    small_cli+=("$s")
+    added=$(grep -c '^added ' "$WORK/cli.out" || true)
+    [[ $added -eq $SMALL_COUNT ]] || die "CLI reported $added files added, expected $SMALL_COUNT"
+    sync
+
+    s=$(timeout "$T" python3 "$HERE/smallfiles.py" upload "$BASE" bench small "py-$run" "$WORK/small-py" 60) \
+        || die "python keep-alive upload failed"
+    [[ $s == "files=$SMALL_COUNT "* ]] || die "python upload reported '$s'"
+    small_py+=("${s##*seconds=}")
+    log "bench: run $run small files: cp -r+sync ${small_peer[-1]} s, fsync loop ${small_fsync[-1]} s, CLI ${small_cli[-1]} s, keep-alive ${small_py[-1]} s"
+done
+read -r m_sum1 m_cnt1 < <(put_route_stats)
 
 # Check the server recorded what we sent.
-for v in cli py; do
-    n=$(curl -sS -f --max-time 60 "$BASE/v1/artifacts/bench/small/$v" \
-        | python3 -c 'import json,sys; print(json.load(sys.stdin)["file_count"])')
-    [[ $n -eq $SMALL_COUNT ]] || die "bench/small@$v holds $n files, expected $SMALL_COUNT"
+for run in $(seq "$RUNS"); do
+    for v in "cli-$run" "py-$run"; do
+        n=$(curl -sS -f --max-time 60 "$BASE/v1/artifacts/bench/small/$v" \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["file_count"])')
+        [[ $n -eq $SMALL_COUNT ]] || die "bench/small@$v holds $n files, expected $SMALL_COUNT"
+    done
 done
 
+SMALL_PEER_S=$(median "${small_peer[@]}")
+SMALL_FSYNC_S=$(median "${small_fsync[@]}")
+SMALL_CLI_S=$(median "${small_cli[@]}")
+SMALL_PY_S=$(median "${small_py[@]}")
 SMALL_PEER=$(per_s "$SMALL_COUNT" "$SMALL_PEER_S")
 SMALL_FSYNC=$(per_s "$SMALL_COUNT" "$SMALL_FSYNC_S")
 SMALL_CLI=$(per_s "$SMALL_COUNT" "$SMALL_CLI_S")
 SMALL_PY=$(per_s "$SMALL_COUNT" "$SMALL_PY_S")
-SRV_MS_CLI=$(awk -v a="$m_sum0" -v b="$m_sum1" -v c="$m_cnt0" -v d="$m_cnt1" 'BEGIN { printf "%.2f", (d > c) ? (b - a) / (d - c) * 1000 : 0 }')
-SRV_MS_PY=$(awk -v a="$m_sum1" -v b="$m_sum2" -v c="$m_cnt1" -v d="$m_cnt2" 'BEGIN { printf "%.2f", (d > c) ? (b - a) / (d - c) * 1000 : 0 }')
+SRV_MS=$(awk -v a="$m_sum0" -v b="$m_sum1" -v c="$m_cnt0" -v d="$m_cnt1" 'BEGIN { printf "%.2f", (d > c) ? (b - a) / (d - c) * 1000 : 0 }')
+
+# ---------------------------------------------------------------- 7. whole versions as tar
+# The server's `?format=tar` of a version against `tar -cf` of the same files on disk:
+# the CLI's small-file version of run 1, and the large file's version. Both write the
+# archive to a file (page cache; no sync on either side); the archive's member count is
+# checked afterwards, not timed.
+complete_version() {
+    curl -sS -f --max-time 60 -X POST -o /dev/null "$BASE/v1/artifacts/$1/complete" \
+        || die "complete of $1 failed"
+}
+complete_version bench/small/cli-1
+mkdir -p "$WORK/tar-big" && ln -f "$BLOB" "$WORK/tar-big/big.bin"  # bench/big@r1's bytes
+tar_small_peer=(); tar_small_srv=(); tar_big_peer=(); tar_big_srv=()
+for run in $(seq "$RUNS"); do
+    if (( run % 2 )); then order="peer server"; else order="server peer"; fi
+    for who in $order; do
+        rm -f -- "$WORK/out.tar"
+        if [[ $who == peer ]]; then
+            s=$(timed timeout "$T" tar -cf "$WORK/out.tar" -C "$WORK/small-cli-1" .) || die "tar of the small files failed"
+            tar_small_peer+=("$s")
+            rm -f -- "$WORK/out.tar"
+            s=$(timed timeout "$T" tar -cf "$WORK/out.tar" -C "$WORK/tar-big" .) || die "tar of the large file failed"
+            tar_big_peer+=("$s")
+        else
+            s=$(timed curl -sS -f --max-time "$T" -o "$WORK/out.tar" "$BASE/v1/artifacts/bench/small/cli-1?format=tar") \
+                || die "format=tar of the small files failed"
+            n=$(tar -tf "$WORK/out.tar" | grep -vc '/$' || true)
+            [[ $n -eq $SMALL_COUNT ]] || die "format=tar held $n files, expected $SMALL_COUNT"
+            tar_small_srv+=("$s")
+            rm -f -- "$WORK/out.tar"
+            s=$(timed curl -sS -f --max-time "$T" -o "$WORK/out.tar" "$BASE/v1/artifacts/bench/big/r1?format=tar") \
+                || die "format=tar of the large file failed"
+            tar_big_srv+=("$s")
+        fi
+    done
+done
+rm -f -- "$WORK/out.tar"
+TAR_SMALL_PEER=$(per_s "$SMALL_COUNT" "$(median "${tar_small_peer[@]}")")
+TAR_SMALL_SRV=$(per_s "$SMALL_COUNT" "$(median "${tar_small_srv[@]}")")
+TAR_BIG_PEER=$(mibps "$SIZE_BYTES" "$(median "${tar_big_peer[@]}")")
+TAR_BIG_SRV=$(mibps "$SIZE_BYTES" "$(median "${tar_big_srv[@]}")")
 
 # ---------------------------------------------------------------- 5+7. RSS, stop
 RSS_PEAK=$(vm_kib VmHWM)
@@ -316,11 +373,17 @@ large file: $SIZE_MIB MiB of random bytes$runs_note
               from RAM; no cache drop was attempted (needs root). Only writes+sync hit
               the disk.
 
-small files: $SMALL_COUNT x $SMALL_KIB KiB
+small files: $SMALL_COUNT x $SMALL_KIB KiB$runs_note
   peer  cp -r DIR DEST && sync        $(printf '%8.1f' "$SMALL_PEER") files/s  (${SMALL_PEER_S} s)
-  CLI   put --jobs $JOBS                   $(printf '%8.1f' "$SMALL_CLI") files/s  ratio vs cp -r+sync $(ratio "$SMALL_CLI" "$SMALL_PEER")  (${SMALL_CLI_S} s; mean server time per PUT ${SRV_MS_CLI} ms)
-  python keep-alive, 1 connection     $(printf '%8.1f' "$SMALL_PY") files/s  ratio vs cp -r+sync $(ratio "$SMALL_PY" "$SMALL_PEER")  (${SMALL_PY_S} s; mean server time per PUT ${SRV_MS_PY} ms)
-  (context) per-file write+fsync+rename+fsync(dir), python: $(printf '%.1f' "$SMALL_FSYNC") files/s (${SMALL_FSYNC_S} s)
+  peer  fsync loop, one file at a time $(printf '%7.1f' "$SMALL_FSYNC") files/s  (${SMALL_FSYNC_S} s; write+fsync+rename+fsync(dir), python)
+  CLI   put --jobs $JOBS                   $(printf '%8.1f' "$SMALL_CLI") files/s  ratio vs fsync loop $(ratio "$SMALL_CLI" "$SMALL_FSYNC"), vs cp -r+sync $(ratio "$SMALL_CLI" "$SMALL_PEER")  (${SMALL_CLI_S} s)
+  python keep-alive, 1 connection     $(printf '%8.1f' "$SMALL_PY") files/s  ratio vs fsync loop $(ratio "$SMALL_PY" "$SMALL_FSYNC"), vs cp -r+sync $(ratio "$SMALL_PY" "$SMALL_PEER")  (${SMALL_PY_S} s)
+  mean server time per PUT, both clients: ${SRV_MS} ms (from /metrics)
+  runs (s): cp -r [${small_peer[*]}] fsync loop [${small_fsync[*]}] CLI [${small_cli[*]}] keep-alive [${small_py[*]}]
+
+whole version as tar (?format=tar, curl -o FILE) vs tar -cf FILE of the same files on disk$runs_note
+  $SMALL_COUNT x $SMALL_KIB KiB   tar $(printf '%8.1f' "$TAR_SMALL_PEER") files/s   server $(printf '%8.1f' "$TAR_SMALL_SRV") files/s   ratio $(ratio "$TAR_SMALL_SRV" "$TAR_SMALL_PEER")
+  1 x $SIZE_MIB MiB        tar $(printf '%8.1f' "$TAR_BIG_PEER") MiB/s     server $(printf '%8.1f' "$TAR_BIG_SRV") MiB/s     ratio $(ratio "$TAR_BIG_SRV" "$TAR_BIG_PEER")
 
 server memory
   peak RSS (VmHWM) after the large file      $(kib_to_mib "$RSS_AFTER_BIG") MiB
@@ -330,8 +393,9 @@ server memory
 summary
   upload   $(printf '%8.1f' "$UP_SRV") MiB/s  ratio vs cp+sync $UP_RATIO
   download $(printf '%8.1f' "$DOWN_SRV") MiB/s  ratio vs cp+sync $DOWN_RATIO
-  small files CLI --jobs $JOBS $(printf '%8.1f' "$SMALL_CLI") files/s  ratio $(ratio "$SMALL_CLI" "$SMALL_PEER")
-  small files keep-alive   $(printf '%8.1f' "$SMALL_PY") files/s  ratio $(ratio "$SMALL_PY" "$SMALL_PEER")
+  small files CLI --jobs $JOBS $(printf '%8.1f' "$SMALL_CLI") files/s  ratio vs fsync loop $(ratio "$SMALL_CLI" "$SMALL_FSYNC")
+  small files keep-alive   $(printf '%8.1f' "$SMALL_PY") files/s  ratio vs fsync loop $(ratio "$SMALL_PY" "$SMALL_FSYNC")
+  tar of a version         small files ratio $(ratio "$TAR_SMALL_SRV" "$TAR_SMALL_PEER"), large file ratio $(ratio "$TAR_BIG_SRV" "$TAR_BIG_PEER")
   peak RSS                 $(kib_to_mib "$RSS_PEAK") MiB
 =================================================================
 EOF
