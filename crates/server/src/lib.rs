@@ -119,10 +119,12 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(blobs: Arc<dyn BlobStore>, index: Arc<Index>, config: ServiceConfig) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        metrics.add_index(index.clone());
         AppState {
             blobs,
             index,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             upload_permits: Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads)),
             config: Arc::new(config),
             probes: Vec::new(),

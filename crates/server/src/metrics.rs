@@ -164,6 +164,14 @@ impl Metrics {
             .register_collector(Box::new(ProbeCollector(probe)));
     }
 
+    /// Adds the index's group-commit counters (read at every scrape) to `/metrics`.
+    pub fn add_index(&self, index: Arc<artifactstore_index::Index>) {
+        self.registry
+            .lock()
+            .unwrap()
+            .register_collector(Box::new(IndexCollector(index)));
+    }
+
     /// Counts one answered request. `route` must be a route template, never a raw path.
     pub fn observe(
         &self,
@@ -243,6 +251,32 @@ impl std::fmt::Debug for ProbeCollector {
 impl Collector for ProbeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
         self.0.encode_metrics(&mut encoder)
+    }
+}
+
+/// How many writes of the upload path shared each commit of the index: writes per
+/// commit is the group commit's gain (1 means every upload paid a commit of its own).
+#[derive(Debug)]
+struct IndexCollector(Arc<artifactstore_index::Index>);
+
+impl Collector for IndexCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        use artifactstore_model::metrics::const_counter;
+        let stats = self.0.group_commit_stats();
+        const_counter(
+            &mut encoder,
+            "artifactstore_index_group_commits",
+            "Index commits made for groups of upload writes (holds and file rows).",
+            &[],
+            stats.commits,
+        )?;
+        const_counter(
+            &mut encoder,
+            "artifactstore_index_grouped_writes",
+            "Upload writes (holds and file rows) those group commits carried.",
+            &[],
+            stats.writes,
+        )
     }
 }
 

@@ -15,6 +15,16 @@ struct Burst {
     size: fn(u64, u64) -> usize,
     /// Acknowledged uploads to wait for before the kill.
     acked_before_kill: usize,
+    /// Whether the uploads must have shared index commits before the kill.
+    grouped: bool,
+}
+
+/// A counter's value in a `/metrics` page.
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -30,6 +40,7 @@ async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
             }
         },
         acked_before_kill: 60,
+        grouped: false,
     })
     .await;
 }
@@ -42,6 +53,7 @@ async fn sigkill_during_a_burst_of_small_uploads_loses_nothing_acknowledged() {
         writers: 16,
         size: |w, i| ((w * 31 + i * 977) % 4096) as usize,
         acked_before_kill: 400,
+        grouped: true,
     })
     .await;
 }
@@ -51,6 +63,7 @@ async fn kill_during(burst: Burst) {
         writers: writer_count,
         size: size_of,
         acked_before_kill,
+        grouped,
     } = burst;
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
@@ -101,6 +114,23 @@ async fn kill_during(burst: Burst) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if grouped {
+        let metrics = http()
+            .get(format!("{}/metrics", s.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let commits = counter(&metrics, "artifactstore_index_group_commits_total");
+        let writes = counter(&metrics, "artifactstore_index_grouped_writes_total");
+        assert!(
+            writes > commits,
+            "{writes} writes in {commits} commits: no upload shared a commit before the kill"
+        );
+        eprintln!("{writes} upload writes in {commits} index commits before the kill");
     }
     let temp_before_kill = s.temp_files().len();
     assert!(temp_before_kill >= 1, "no upload was in flight at the kill");
