@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # S3 mode of the benchmark: `artifactstore serve --backend s3` on a throwaway Garage and
 # Ceph RGW (scripts/s3-fixture.sh) against boto3, `aws s3 cp` and rclone moving the same
-# file to the same bucket directly. See bench/README.md ("S3 mode").
+# file to the same bucket directly, and parallel downloads through the server, by its
+# redirect to the store (`[s3] download = "redirect"`) and by boto3. See bench/README.md
+# ("S3 mode").
 #
 # Environment (all optional):
 #   ARTIFACTSTORE_BIN    use this binary instead of building target/release/artifactstore
-#   BENCH_S3_STORES      stores to run, in order (default "garage ceph")
+#   BENCH_S3_STORES      stores to run, in order (default "garage ceph"; also s3s)
+#   BENCH_S3_METHODS     direct clients besides boto3 in the upload/download table
+#                        (default "aws rclone"; "boto3" for none: the server and boto3
+#                        always run)
 #   BENCH_DIR            parent of the temporary work dir (default /tmp)
 #   BENCH_SIZE_MIB       size of the file in MiB (default 1024); a fresh file every round
 #   BENCH_RUNS           rounds; the median of each measurement is reported (default 3)
@@ -61,7 +66,11 @@ trap 'exit 143' TERM
 
 # ================================================================ outer part
 if [[ ${1:-} != --inner ]]; then
-    for tool in curl python3 sha256sum timeout awk aws rclone; do
+    tools=(curl python3 sha256sum timeout awk)
+    for m in ${BENCH_S3_METHODS:-aws rclone}; do
+        case $m in server | boto3) ;; aws | rclone) tools+=("$m") ;; *) die "unknown method '$m' in BENCH_S3_METHODS" ;; esac
+    done
+    for tool in "${tools[@]}"; do
         command -v "$tool" >/dev/null || die "needs $tool"
     done
     python3 -c 'import boto3' 2>/dev/null || die "needs python3 with boto3"
@@ -73,7 +82,7 @@ if [[ ${1:-} != --inner ]]; then
         BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/artifactstore BIN_BUILT=1
     fi
     [[ -x $BIN ]] || die "no executable at $BIN"
-    export ARTIFACTSTORE_BIN BENCH_DIR
+    export ARTIFACTSTORE_BIN BENCH_DIR BENCH_S3_METHODS
     ARTIFACTSTORE_BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
     WORK=$(mktemp -d "$BENCH_DIR/artifactstore-bench-s3.XXXXXX")
     export BENCH_S3_BIN_DESC
@@ -111,10 +120,11 @@ SERVER_PREFIX=bench-server-$RUN_ID/ DIRECT_PREFIX=bench-direct-$RUN_ID
 busy() { echo "load $(cut -d' ' -f1-3 /proc/loadavg), $(pgrep -c -x rustc || true) rustc"; } # another build running?
 BUSY_START=$(busy)
 
-# ---- the server, with a prefix of its own
+# ---- the server, with a prefix of its own; it redirects downloads to the store, and the
+# proxy path is measured with ?redirect=0 (the same server, the same object)
 server_env=(env)
 while IFS= read -r name; do [[ $name == ARTIFACTSTORE_URL || $name == AWS_* ]] && server_env+=(-u "$name"); done < <(compgen -e)
-"${server_env[@]}" RUST_LOG=info NO_COLOR=1 ARTIFACTSTORE_S3_PREFIX="$SERVER_PREFIX" "$ARTIFACTSTORE_BIN" serve --backend s3 \
+"${server_env[@]}" RUST_LOG=info NO_COLOR=1 ARTIFACTSTORE_S3_PREFIX="$SERVER_PREFIX" ARTIFACTSTORE_S3_DOWNLOAD=redirect "$ARTIFACTSTORE_BIN" serve --backend s3 \
     --listen 127.0.0.1:0 --data-dir "$WORK/data" >"$WORK/server.out" 2>"$WORK/server.err" </dev/null &
 SERVER_PID=$!
 BASE=""
@@ -190,13 +200,17 @@ srv_up() {
     curl -sS -f --max-time 60 -X POST -o /dev/null "$BASE/v1/artifacts/bench/s3/r$1/complete" >&2 || return 1
     secs "$t0" "$t1"
 }
-srv_down() { local t0; t0=$(now_ns); curl -sS -f --max-time "$T" -o "$2" "$BASE/v1/artifacts/bench/s3/r$1/big.bin" >&2 && secs "$t0" "$(now_ns)"; }
-srv_pdown() {
-    local t0 i rc=0
+FILE_URL() { echo "$BASE/v1/artifacts/bench/s3/r$1/big.bin"; }
+srv_down() { local t0; t0=$(now_ns); curl -sS -f --max-time "$T" -o "$2" "$(FILE_URL "$1")?redirect=0" >&2 && secs "$t0" "$(now_ns)"; }
+srv_pdown() { # round file-prefix [curl options...]: PAR curls at once, ?redirect=0 unless -L
+    local t0 i rc=0 r=$1 f=$2 url
+    shift 2
+    url=$(FILE_URL "$r")
+    [[ ${1:-} == -L ]] || url+="?redirect=0"
     t0=$(now_ns) BG_PIDS=()
     trap 'kill "${BG_PIDS[@]}" 2>/dev/null; exit 130' INT TERM # this runs in $(...): stop the curls
     for ((i = 0; i < PAR; i++)); do
-        curl -sS -f --max-time "$T" -o "$2$i" "$BASE/v1/artifacts/bench/s3/r$1/big.bin" >&2 &
+        curl -sS -f --max-time "$T" "$@" -o "$f$i" "$url" >&2 &
         BG_PIDS+=($!)
     done
     for i in "${BG_PIDS[@]}"; do wait "$i" || rc=1; done
@@ -210,6 +224,7 @@ step() { # method direction round file -> seconds
     k=$(key_of "$m" "$r")
     case $m-$d in
         server-up) srv_up "$r" ;;           server-down) srv_down "$r" "$f" ;;  server-pdown) srv_pdown "$r" "$f" ;;
+        redirect-pdown) srv_pdown "$r" "$f" -L ;;
         boto3-up) boto3_ up "$f" "$k" ;;    boto3-down) boto3_ down "$k" "$f" ;; boto3-pdown) boto3_ pdown "$k" "$PAR" "$f" ;;
         aws-up) timed_cmd tmo aws --endpoint-url "$EP" s3 cp --only-show-errors --no-progress "$f" "s3://$BUCKET/$k" ;;
         aws-down) timed_cmd tmo aws --endpoint-url "$EP" s3 cp --only-show-errors --no-progress "s3://$BUCKET/$k" "$f" ;;
@@ -226,7 +241,9 @@ check() { # files... : each must hash to $HEX; then removed
     done
 }
 
-METHODS=(server boto3 aws rclone)
+# shellcheck disable=SC2206 # the list is words
+METHODS=(server boto3 ${BENCH_S3_METHODS:-aws rclone})
+mapfile -t METHODS < <(printf '%s\n' "${METHODS[@]}" | awk '!seen[$0]++') # server, boto3 first, once each
 declare -A SEC # SEC[method-direction] = "s1 s2 ..."
 for r in $(seq "$RUNS"); do
     log "round $r/$RUNS: writing $SIZE_MIB MiB of random bytes"
@@ -243,13 +260,22 @@ for r in $(seq "$RUNS"); do
         SEC[$m-up]+="$su " SEC[$m-down]+="$sd "
         msg="round $r $m: up $su s, down $sd s"
         if [[ $m == server || $m == boto3 ]]; then
-            sync
-            sp=$(step "$m" pdown "$r" "$WORK/par.") || die "$m parallel download failed"
-            SEC[$m-pdown]+="$sp "
             par_files=()
             for ((j = 0; j < PAR; j++)); do par_files+=("$WORK/par.$j"); done
-            check "${par_files[@]}"
-            msg+=", $PAR parallel downloads $sp s"
+            # The server's object both ways: through the server, and by its redirect.
+            ways=("$m")
+            if [[ $m == server ]]; then
+                code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 60 "$(FILE_URL "$r")") || die "redirect check failed"
+                [[ $code == 307 ]] || die "the server answered a file GET $code, not 307 (is [s3] download = \"redirect\" in effect?)"
+                ways+=(redirect)
+            fi
+            for w in "${ways[@]}"; do
+                sync
+                sp=$(step "$w" pdown "$r" "$WORK/par.") || die "$w parallel download failed"
+                SEC[$w-pdown]+="$sp "
+                check "${par_files[@]}"
+                msg+=", $PAR parallel downloads ($w) $sp s"
+            done
         fi
         log "$msg (sha256 verified)"
         if [[ $m != server ]]; then # free the store's space (Ceph's OSD is an 8 GiB file)
@@ -274,7 +300,7 @@ for k in "${!SEC[@]}"; do
 done
 best() { # direction -> "MiB/s method" of the fastest direct client
     local m b="0 none"
-    for m in boto3 aws rclone; do
+    for m in "${METHODS[@]:1}"; do
         awk -v a="${MIB[$m-$1]}" -v b="${b% *}" 'BEGIN { exit !(a > b) }' && b="${MIB[$m-$1]} $m"
     done
     echo "$b"
@@ -287,14 +313,16 @@ read -r BD BDM < <(best down)
         "$BASE" "$EP" "$SERVER_PREFIX" "$(nproc)" "$BUSY_START" "$(busy)"
     printf '%-26s %14s %16s   %s\n' method "upload MiB/s" "download MiB/s" "seconds per round (up | down)"
     for m in "${METHODS[@]}"; do
-        case $m in server) n="artifactstore (curl)" ;; boto3) n="boto3 upload/download_file" ;; aws) n="aws s3 cp" ;; rclone) n="rclone copyto" ;; esac
+        case $m in server) n="artifactstore proxy (curl)" ;; boto3) n="boto3 upload/download_file" ;; aws) n="aws s3 cp" ;; rclone) n="rclone copyto" ;; esac
         printf '%-26s %14s %16s   %s| %s\n' "$n" "${MIB[$m-up]}" "${MIB[$m-down]}" "${SEC[$m-up]}" "${SEC[$m-down]}"
     done
     printf 'ratio server / best direct: upload %s (vs %s), download %s (vs %s)\n' \
         "$(ratio "${MIB[server-up]}" "$BU")" "$BUM" "$(ratio "${MIB[server-down]}" "$BD")" "$BDM"
-    printf '%s parallel downloads, aggregate: server %s MiB/s, boto3 %s MiB/s, ratio %s   (s: %s| %s)\n' "$PAR" \
-        "${MIB[server-pdown]}" "${MIB[boto3-pdown]}" "$(ratio "${MIB[server-pdown]}" "${MIB[boto3-pdown]}")" \
-        "${SEC[server-pdown]}" "${SEC[boto3-pdown]}"
+    printf '%s parallel downloads of one file, aggregate MiB/s: through the server (proxy) %s, by its redirect (curl -L) %s, boto3 direct %s\n' \
+        "$PAR" "${MIB[server-pdown]}" "${MIB[redirect-pdown]}" "${MIB[boto3-pdown]}"
+    printf '  ratios: redirect/proxy %s, redirect/boto3 %s, proxy/boto3 %s   (s: proxy %s| redirect %s| boto3 %s)\n' \
+        "$(ratio "${MIB[redirect-pdown]}" "${MIB[server-pdown]}")" "$(ratio "${MIB[redirect-pdown]}" "${MIB[boto3-pdown]}")" \
+        "$(ratio "${MIB[server-pdown]}" "${MIB[boto3-pdown]}")" "${SEC[server-pdown]}" "${SEC[redirect-pdown]}" "${SEC[boto3-pdown]}"
     printf 'server peak RSS (VmHWM) after the transfers: %s MiB\n' "$(awk -v k="$RSS_PEAK_KIB" 'BEGIN { printf "%.1f", k / 1024 }')"
 } >"$BENCH_S3_REPORT"
 log "$STORE done"
