@@ -182,6 +182,21 @@ impl Index {
         .await?;
         rows.iter().map(event_from_row).collect()
     }
+
+    /// Events with `seq < before`, newest first: the end of the log, for a follower
+    /// that starts from now and shows what just happened.
+    pub async fn events_before(&self, before: i64, limit: u32) -> Result<Vec<Event>> {
+        let rows = sqlx::query(
+            "SELECT seq, kind, namespace, name, version, path, digest, size, media_type, at, detail FROM events \
+             WHERE seq < $1 ORDER BY seq DESC LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
     /// The names (namespace and name) of live versions holding `digest`, in order after
     /// `after`, at most `limit` of them: the server serves a blob only to a caller who
     /// may read one of them. A name that holds it many times is one holder.

@@ -1,4 +1,5 @@
-//! `GET /v1/events`: the event log, with long-polling for followers.
+//! `GET /v1/events`: the event log, with long-polling for followers, and its end
+//! (`tail`) for a follower that starts from now.
 
 use std::time::Duration;
 
@@ -25,6 +26,10 @@ pub struct EventsQuery {
     /// Seconds to wait for an event when there is none yet.
     #[serde(default)]
     wait: Option<u64>,
+    /// The last this many events instead, oldest first; `next_after` is then the
+    /// newest event of the log, where following begins.
+    #[serde(default)]
+    tail: Option<u32>,
 }
 
 /// How often a waiting request re-reads the log even without a local notification, so
@@ -44,6 +49,17 @@ pub async fn list(
 ) -> ApiResult<Json<EventsPage>> {
     caller.require_anywhere(Permission::Read)?;
     let q = query(q)?;
+    if let Some(n) = q.tail {
+        // 0 is what `after` and `wait` mean when absent.
+        if !(1..=1000).contains(&n) || q.after != 0 || q.wait.unwrap_or(0) != 0 || q.limit.is_some()
+        {
+            return Err(ApiError::bad_request(
+                ErrorCode::InvalidQuery,
+                "tail must be 1..=1000, and takes no after, limit or wait",
+            ));
+        }
+        return tail(&st, &caller, n).await.map(Json);
+    }
     let limit = match q.limit {
         None => 100,
         Some(n) if (1..=1000).contains(&n) => n,
@@ -97,5 +113,38 @@ pub async fn list(
             continue;
         }
         let _ = tokio::time::timeout((deadline - now).min(POLL), notified.changed()).await;
+    }
+}
+
+/// The last `n` events the caller may read, oldest first, and the newest sequence
+/// number of the whole log: a follower shows these and asks for what comes after, so
+/// it never reads the log from its beginning. A caller who may not read everything has
+/// at most `MAX_SCANNED` events read past for it, as when following.
+async fn tail(st: &AppState, caller: &Caller, n: u32) -> ApiResult<EventsPage> {
+    let everything = caller.reads_everything();
+    let batch = if everything { n } else { n.max(SCAN_BATCH) };
+    let (mut before, mut newest, mut scanned) = (i64::MAX, None, 0);
+    let mut shown = Vec::new();
+    loop {
+        let events = st.index.events_before(before, batch).await?;
+        let done = events.len() < batch as usize;
+        scanned += events.len();
+        newest = newest.or(Some(events.first().map_or(0, |e| e.seq)));
+        if let Some(last) = events.last() {
+            before = last.seq;
+        }
+        shown.extend(
+            events
+                .into_iter()
+                .filter(|e| everything || caller.allows(Permission::Read, &e.namespace, &e.name)),
+        );
+        if shown.len() >= n as usize || done || scanned >= MAX_SCANNED {
+            shown.truncate(n as usize);
+            shown.reverse();
+            return Ok(EventsPage {
+                events: shown,
+                next_after: newest.unwrap_or(0),
+            });
+        }
     }
 }

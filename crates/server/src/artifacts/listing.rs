@@ -15,16 +15,40 @@ pub struct ListQuery {
 
 impl ListQuery {
     fn limit(&self) -> ApiResult<u32> {
-        match self.limit {
-            None => Ok(DEFAULT_PAGE),
-            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(_) => Err(ApiError::bad_request(
-                ErrorCode::InvalidQuery,
-                format!("limit must be 1..={MAX_PAGE}"),
-            )),
-        }
+        page_limit(self.limit)
     }
 }
+
+fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::bad_request(
+            ErrorCode::InvalidQuery,
+            format!("limit must be 1..={MAX_PAGE}"),
+        )),
+    }
+}
+
+/// The versions listing's query: a listing's, and `label=KEY=VALUE` (or `label=KEY`:
+/// any value) to show only versions labelled so.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionsQuery {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    cursor: Option<String>,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    label: Option<String>,
+}
+
+/// Versions a labelled listing reads past before it answers with what it found (maybe
+/// nothing) and a cursor where it stopped, so that one request stays bounded however
+/// rare the label.
+const MAX_SCANNED_VERSIONS: usize = 10_000;
 
 fn page<T>(mut items: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
     let more = items.len() > limit as usize;
@@ -170,12 +194,12 @@ pub async fn list_versions(
     State(st): State<AppState>,
     caller: Caller,
     params: Result<Path<NameParams>, PathRejection>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    q: Result<Query<VersionsQuery>, QueryRejection>,
 ) -> ApiResult<Json<Page<VersionInfo>>> {
     let p = path_params(params)?;
     caller.require(Permission::Read, &p.namespace, &p.name)?;
     let q = query(q)?;
-    let limit = q.limit()?;
+    let limit = page_limit(q.limit)?;
     let namespace = Namespace::parse(&p.namespace)?;
     let name = Name::parse(&p.name)?;
     let before = match q.cursor.as_deref() {
@@ -187,11 +211,50 @@ pub async fn list_versions(
             )
         })?),
     };
-    let records = st
-        .index
-        .versions(&namespace, &name, &q.prefix, before, limit + 1)
-        .await?;
-    let Page { items, next_cursor } = page(records, limit, |v| v.created_seq.to_string());
+    let Page { items, next_cursor } = match q.label.as_deref().filter(|l| !l.is_empty()) {
+        None => {
+            let records = st
+                .index
+                .versions(&namespace, &name, &q.prefix, before, limit + 1)
+                .await?;
+            page(records, limit, |v| v.created_seq.to_string())
+        }
+        Some(label) => {
+            let (key, value) = match label.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (label, None),
+            };
+            let labelled = |v: &VersionRecord| {
+                v.labels
+                    .get(key)
+                    .is_some_and(|found| value.is_none_or(|want| found == want))
+            };
+            let mut shown = Vec::new();
+            let (mut before, mut scanned) = (before, 0);
+            loop {
+                let batch = st
+                    .index
+                    .versions(&namespace, &name, &q.prefix, before, FILTER_BATCH)
+                    .await?;
+                let done = batch.len() < FILTER_BATCH as usize;
+                scanned += batch.len();
+                if let Some(last) = batch.last() {
+                    before = Some(last.created_seq);
+                }
+                shown.extend(batch.into_iter().filter(|v| labelled(v)));
+                if shown.len() > limit as usize || done {
+                    break page(shown, limit, |v| v.created_seq.to_string());
+                }
+                if scanned >= MAX_SCANNED_VERSIONS {
+                    // A cursor past what was read, so the next page goes on from there.
+                    break Page {
+                        items: shown,
+                        next_cursor: before.map(|b| b.to_string()),
+                    };
+                }
+            }
+        }
+    };
     Ok(Json(Page {
         items: items.into_iter().map(VersionInfo::from).collect(),
         next_cursor,
