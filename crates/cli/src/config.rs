@@ -34,6 +34,7 @@ pub const ENV_KEYS: &[&str] = &[
     "gc_grace_secs",
     "gc_interval_secs",
     "retention_interval_secs",
+    "ui",
 ];
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -94,6 +95,8 @@ pub struct ServeConfig {
     pub cors_allowed_origins: Vec<String>,
     /// `text` or `json` logs on stderr.
     pub log_format: LogFormat,
+    /// Serve the artifact browser at `/ui/` (and redirect `/` to it).
+    pub ui: bool,
     /// Who may do what (`[auth]`, docs/AUTH.md). Without it every caller may do
     /// everything, so the server then listens on loopback only.
     #[serde(skip_serializing)]
@@ -371,6 +374,7 @@ impl Default for ServeConfig {
             allowed_hosts: None,
             cors_allowed_origins: Vec::new(),
             log_format: LogFormat::Text,
+            ui: true,
             auth: None,
             audit: AuditSettings::default(),
         }
@@ -402,6 +406,9 @@ pub struct ServeFlags {
     pub gc_grace_secs: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gc_interval_secs: Option<u64>,
+    /// `Some(false)` for `--no-ui`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ui: Option<bool>,
 }
 
 pub fn load(file: Option<&Path>, flags: &ServeFlags) -> anyhow::Result<ServeConfig> {

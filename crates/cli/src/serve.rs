@@ -44,6 +44,9 @@ pub struct ServeArgs {
     /// Collect unreferenced blobs this often; 0: only when asked [default: 3600; env: ARTIFACTSTORE_GC_INTERVAL_SECS].
     #[arg(long, value_name = "SECS")]
     gc_interval_secs: Option<u64>,
+    /// Do not serve the artifact browser at /ui/ [env: ARTIFACTSTORE_UI=false].
+    #[arg(long)]
+    no_ui: bool,
 }
 
 /// Where the store is: shared by `serve` and `storage verify`.
@@ -114,6 +117,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tls_key: args.tls_key,
         gc_grace_secs: args.gc_grace_secs,
         gc_interval_secs: args.gc_interval_secs,
+        ui: args.no_ui.then_some(false),
     };
     let cfg: ServeConfig = config::load(args.store.config.as_deref(), &flags)
         .map_err(|e| fail(exit::USAGE, format!("{e:#}")))?;
@@ -181,6 +185,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             retention,
             quotas,
             downloads: cfg.downloads(),
+            ui: cfg.ui,
             retention_interval: (cfg.retention_interval_secs > 0)
                 .then(|| std::time::Duration::from_secs(cfg.retention_interval_secs)),
             gc: artifactstore_server::gc::GcConfig {

@@ -32,6 +32,7 @@ pub mod metrics;
 mod ops;
 pub mod quota;
 pub mod retention;
+mod ui;
 
 pub use artifacts::{DIGEST_HEADER, VERSION_HEADER};
 /// The listener's connection cap and timeouts, shared with the vend server.
@@ -63,6 +64,8 @@ pub struct ServiceConfig {
     pub quotas: quota::Quotas,
     /// Whether GETs of files and blobs may be redirected to the blob store.
     pub downloads: Downloads,
+    /// Whether the browser is served at `/ui/` (`ui`).
+    pub ui: bool,
 }
 
 impl Default for ServiceConfig {
@@ -81,6 +84,7 @@ impl Default for ServiceConfig {
             retention_interval: Some(Duration::from_secs(3600)),
             quotas: quota::Quotas::default(),
             downloads: Downloads::Proxy,
+            ui: true,
         }
     }
 }
@@ -187,6 +191,8 @@ pub fn app(state: AppState) -> Router {
         .route(&format!("{v}/{{*path}}"), get(get_file).put(put_file))
         .route("/v1/blobs/{digest}", get(get_blob))
         .route("/v1/events", get(events::list))
+        // The browser: no API of its own, its pages read the routes above.
+        .merge(ui::routes(state.config.ui))
         .route(
             "/v1/admin/gc",
             post(gc::admin_gc).layer(DefaultBodyLimit::max(LABELS_BODY_MAX)),

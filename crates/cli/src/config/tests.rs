@@ -416,3 +416,29 @@ fn downloads_are_proxied_unless_s3_redirects_and_the_expiry_is_bounded() {
         Ok(())
     });
 }
+
+#[test]
+#[allow(clippy::result_large_err)] // figment's Jail API returns its own error type
+fn the_browser_is_on_unless_the_file_the_environment_or_no_ui_turns_it_off() {
+    figment::Jail::expect_with(|jail| {
+        assert!(load(None, &ServeFlags::default()).unwrap().ui);
+        jail.create_file("bad.toml", "ui = \"sometimes\"\n")?;
+        assert!(load(Some(Path::new("bad.toml")), &ServeFlags::default()).is_err());
+        jail.create_file("c.toml", "ui = false\n")?;
+        let file = Some(Path::new("c.toml"));
+        assert!(!load(file, &ServeFlags::default()).unwrap().ui);
+        jail.set_env("ARTIFACTSTORE_UI", "true");
+        assert!(
+            load(file, &ServeFlags::default()).unwrap().ui,
+            "env over file"
+        );
+        let no_ui = ServeFlags {
+            ui: Some(false),
+            ..Default::default()
+        };
+        assert!(!load(file, &no_ui).unwrap().ui, "--no-ui over env");
+        jail.set_env("ARTIFACTSTORE_UI", "false");
+        assert!(!load(None, &ServeFlags::default()).unwrap().ui);
+        Ok(())
+    });
+}
