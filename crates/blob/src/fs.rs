@@ -202,9 +202,18 @@ struct Writer {
 }
 
 impl Writer {
+    /// Hashes and writes a full batch, and starts its writeback: more is coming.
+    fn write_and_flush_later(&mut self, batch: &[u8]) -> Result<()> {
+        let at = self.size;
+        self.write(batch)?;
+        start_writeback(&self.temp.file, at, batch.len());
+        Ok(())
+    }
+
+    /// Hashes and writes the last batch; the fsync that follows writes it back (starting
+    /// the writeback of a few KiB first would only add a wait for a small file).
     fn write(&mut self, batch: &[u8]) -> Result<()> {
         self.hasher.update(batch);
-        let at = self.size;
         self.size += batch.len() as u64;
         let path = self
             .temp
@@ -213,9 +222,7 @@ impl Writer {
             .expect("live temp file has a path");
         (&self.temp.file)
             .write_all(batch)
-            .map_err(io_err("write temp file", path))?;
-        start_writeback(&self.temp.file, at, batch.len());
-        Ok(())
+            .map_err(io_err("write temp file", path))
     }
 }
 
@@ -278,7 +285,7 @@ impl WritePipeline {
             let mut full = std::mem::replace(&mut self.batch, spare);
             self.in_flight = Some(tokio::task::spawn_blocking(move || {
                 // On an error the writer is dropped here, which deletes the temp file.
-                writer.write(&full)?;
+                writer.write_and_flush_later(&full)?;
                 full.clear();
                 Ok((writer, full))
             }));

@@ -223,8 +223,18 @@ impl Writer {
                 return false;
             }
         };
-        let mut written = Vec::with_capacity(jobs.len());
-        for job in jobs {
+        let (written, one_by_one) = match self.write_batched(&mut tx, jobs).await {
+            Ok(done) => done,
+            Err(jobs) => {
+                // A database error inside a multi-row statement: nothing of the group
+                // is known to be written, so each job runs by itself.
+                let _ = tx.rollback().await;
+                alone.extend(jobs);
+                return false;
+            }
+        };
+        let mut written = written;
+        for job in one_by_one {
             let mut savepoint = match (&mut tx).begin().await {
                 Ok(sp) => sp,
                 Err(_) => {
@@ -275,6 +285,91 @@ impl Writer {
         true
     }
 
+    /// Writes what multi-row statements can (`batch`): every hold, and the file rows
+    /// without a quota, version by version. Returns what was written and the jobs left to
+    /// run one by one; on a database error, every job, for none is known to be written.
+    /// Refusals are answered here: they wrote nothing.
+    #[allow(clippy::type_complexity)]
+    async fn write_batched(
+        &self,
+        tx: &mut Transaction<'_, Any>,
+        jobs: Vec<Job>,
+    ) -> std::result::Result<(Vec<(Job, Written)>, Vec<Job>), Vec<Job>> {
+        let now = self.clock.now();
+        let max_files = self.max_files.load(Ordering::Relaxed);
+        let (mut holds, mut files, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for job in jobs {
+            match &job {
+                Job::Hold { .. } => holds.push(job),
+                Job::AddFile(spec, _) if spec.quota.is_none() => files.push(job),
+                Job::AddFile(..) => rest.push(job),
+            }
+        }
+        let asked: Vec<(String, String)> = holds
+            .iter()
+            .map(|job| match job {
+                Job::Hold { digest, holder, .. } => (digest.to_string(), holder.clone()),
+                Job::AddFile(..) => unreachable!("holds only"),
+            })
+            .collect();
+        let held = match batch::holds(tx, now, &asked).await {
+            Ok(held) => held,
+            Err(_) => return Err(holds.into_iter().chain(files).chain(rest).collect()),
+        };
+        let mut written = Vec::new();
+        for (job, hold) in holds.into_iter().zip(held) {
+            if hold == Hold::Held {
+                written.push((job, Written::Hold(hold)));
+            } else {
+                job.answer(Written::Hold(hold));
+            }
+        }
+        // File rows, one version at a time, in the order their first job came.
+        let mut by_version: Vec<(crate::VersionId, Vec<Job>)> = Vec::new();
+        for job in files {
+            let Job::AddFile(spec, _) = &job else {
+                unreachable!("file rows only")
+            };
+            match by_version.iter_mut().find(|(id, _)| *id == spec.id) {
+                Some((_, jobs)) => jobs.push(job),
+                None => by_version.push((spec.id.clone(), vec![job])),
+            }
+        }
+        let mut versions = by_version.into_iter();
+        while let Some((id, jobs)) = versions.next() {
+            let specs: Vec<&AddFile> = jobs
+                .iter()
+                .map(|job| match job {
+                    Job::AddFile(spec, _) => spec,
+                    Job::Hold { .. } => unreachable!("file rows only"),
+                })
+                .collect();
+            let outcomes = match batch::files(tx, now, max_files, &id, &specs).await {
+                Ok(outcomes) => outcomes,
+                Err(_) => {
+                    let mut all: Vec<Job> = written.into_iter().map(|(job, _)| job).collect();
+                    all.extend(jobs);
+                    all.extend(versions.flat_map(|(_, jobs)| jobs));
+                    all.extend(rest);
+                    return Err(all);
+                }
+            };
+            for (job, outcome) in jobs.into_iter().zip(outcomes) {
+                match outcome {
+                    batch::FileOutcome::Written { added, last_seq } if added.created => {
+                        written.push((job, Written::AddFile { added, last_seq }));
+                    }
+                    batch::FileOutcome::Written { added, last_seq } => {
+                        job.answer(Written::AddFile { added, last_seq })
+                    }
+                    batch::FileOutcome::Refused(e) => job.refuse(e),
+                    batch::FileOutcome::Alone => rest.push(job),
+                }
+            }
+        }
+        Ok((written, rest))
+    }
+
     async fn write_in(&self, tx: &mut Transaction<'_, Any>, job: &Job) -> Result<Written> {
         let now = self.clock.now();
         match job {
@@ -313,6 +408,8 @@ impl Writer {
         }
     }
 }
+
+mod batch;
 
 #[cfg(test)]
 mod tests;

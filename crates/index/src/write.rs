@@ -44,7 +44,7 @@ where
 }
 
 /// Appends an event inside `tx` and returns its sequence number.
-async fn append_event(
+pub(crate) async fn append_event(
     tx: &mut Transaction<'_, Any>,
     kind: EventKind,
     id: &VersionId,

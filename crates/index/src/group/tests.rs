@@ -102,3 +102,141 @@ async fn concurrent_holds(index: Arc<Index>) {
         "{after:?} vs {before:?}"
     );
 }
+
+/// Answers of `n` concurrent `add_file_within` calls, in call order.
+async fn concurrently(
+    index: &Arc<Index>,
+    v: &crate::VersionId,
+    n: usize,
+    file_of: impl Fn(usize) -> crate::NewFile,
+    quota: Option<crate::Quota>,
+) -> Vec<crate::Result<crate::AddedFile>> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (index, v, f) = (index.clone(), v.clone(), file_of(i));
+            tokio::spawn(async move { index.add_file_within(&v, f, quota.as_ref(), None).await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// What a group must decide one write at a time is decided as an ungrouped write would:
+/// one path sent many times at once, the version's maximum of files, a quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn groups_keep_the_answers_of_single_writes() {
+    each_database(|index, _| keep_answers(Arc::new(index))).await;
+}
+
+async fn keep_answers(index: Arc<Index>) {
+    // The same file at one path, 16 times at once: one row, the others unchanged.
+    let v = id("same-path");
+    let answers = concurrently(&index, &v, 16, |_| file("a.txt", b"same"), None).await;
+    let created = answers
+        .iter()
+        .filter(|a| a.as_ref().unwrap().created)
+        .count();
+    assert_eq!(created, 1, "one of the identical writes creates the row");
+    // Different files at one path: one wins, the others are conflicts.
+    let v = id("contested");
+    let answers = concurrently(&index, &v, 16, |i| file("a.txt", &[i as u8]), None).await;
+    let won: Vec<_> = answers.iter().filter(|a| a.is_ok()).collect();
+    assert_eq!(won.len(), 1);
+    let winner = won[0].as_ref().unwrap().record.digest;
+    for a in &answers {
+        match a {
+            Ok(_) => {}
+            Err(Error::FileConflict { existing }) => assert_eq!(*existing, winner),
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(index.version(&v).await.unwrap().unwrap().file_count, 1);
+    // The maximum of files per version holds under concurrency.
+    index.set_max_files_per_version(10);
+    let v = id("full");
+    let answers = concurrently(&index, &v, 32, |i| file(&format!("{i}"), &[i as u8]), None).await;
+    let created = answers.iter().filter(|a| a.is_ok()).count();
+    let full = answers
+        .iter()
+        .filter(|a| matches!(a, Err(Error::VersionFull { max: 10 })))
+        .count();
+    assert_eq!((created, full), (10, 22));
+    assert_eq!(index.files(&v).await.unwrap().len(), 10);
+    index.set_max_files_per_version(crate::DEFAULT_MAX_FILES_PER_VERSION);
+    // A quota of 5 one-byte files, 16 at once: 5 written, 11 refused, usage exact.
+    let quota = crate::Quota {
+        max_bytes: Some(5),
+        max_versions: None,
+    };
+    let v = crate::VersionId {
+        namespace: artifactstore_model::Namespace::parse("quota").unwrap(),
+        ..id("q")
+    };
+    let answers = concurrently(
+        &index,
+        &v,
+        16,
+        |i| file(&format!("{i}"), &[i as u8]),
+        Some(quota),
+    )
+    .await;
+    let created = answers.iter().filter(|a| a.is_ok()).count();
+    assert_eq!(created, 5, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|a| a.is_ok() || matches!(a, Err(Error::QuotaExceeded { .. })))
+    );
+    assert_eq!(index.usage("quota").await.unwrap().bytes, 5);
+    // The event log has one file.added per row and no gaps.
+    let events = index.events(0, 10_000).await.unwrap();
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
+    let added = events
+        .iter()
+        .filter(|e| e.kind == crate::EventKind::FileAdded)
+        .count();
+    assert_eq!(added, 1 + 1 + 10 + 5);
+}
+
+/// A digest a collector is deleting is refused its hold inside a group; the others in
+/// the same group are held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_digest_being_deleted_is_refused_its_hold_inside_a_group() {
+    each_database(|index, _| being_deleted(Arc::new(index))).await;
+}
+
+async fn being_deleted(index: Arc<Index>) {
+    let doomed = Digest::of(b"doomed");
+    index.note_candidates(&[(doomed, 1)], &[]).await.unwrap();
+    let now = index.clock().now();
+    assert!(index.claim_for_deletion(&doomed, now).await.unwrap());
+    let tasks: Vec<_> = (0..16u32)
+        .map(|i| {
+            let index = index.clone();
+            tokio::spawn(async move {
+                let d = if i % 4 == 0 {
+                    doomed
+                } else {
+                    Digest::of(&i.to_le_bytes())
+                };
+                (d, index.hold_blob(&d, &format!("u{i}")).await.unwrap())
+            })
+        })
+        .collect();
+    for t in tasks {
+        let (d, hold) = t.await.unwrap();
+        let want = if d == doomed {
+            Hold::BeingDeleted
+        } else {
+            Hold::Held
+        };
+        assert_eq!(hold, want);
+    }
+    // The collector's mark is untouched: it still owns the digest.
+    index.forget_candidate(&doomed).await.unwrap();
+    assert_eq!(index.hold_blob(&doomed, "later").await.unwrap(), Hold::Held);
+}
