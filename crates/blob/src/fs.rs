@@ -357,9 +357,10 @@ impl BlobStore for FsBlobStore {
             blobs: self.blobs.clone(),
             tmp: self.tmp.clone(),
         };
-        // The last batch, the digest check and fsync in one blocking task; every error
-        // drops the writer, which deletes the temp file.
-        let (temp, digest, size) = blocking(move || {
+        // The last batch, the digest check, fsync and — when the digest was declared, so
+        // the gate has passed already — the rename into place, in one blocking task;
+        // every error drops the writer, which deletes the temp file.
+        let (temp, digest, size, created) = blocking(move || {
             writer.write(&rest)?;
             let Writer { temp, hasher, size } = writer;
             let digest = hasher.finish();
@@ -375,14 +376,20 @@ impl BlobStore for FsBlobStore {
             temp.file
                 .sync_all()
                 .map_err(io_err("fsync temp file", &path))?;
-            Ok((temp, digest, size))
+            if expected.is_some() {
+                let created = store.publish(temp, &digest)?;
+                return Ok((None, digest, size, created));
+            }
+            Ok((Some((temp, store)), digest, size, false))
         })
         .await?;
-        // A declared digest passed the gate before anything was written.
-        if expected.is_none() {
-            gate.before_publish(&digest).await?;
-        }
-        let created = blocking(move || store.publish(temp, &digest)).await?;
+        let created = match temp {
+            None => created,
+            Some((temp, store)) => {
+                gate.before_publish(&digest).await?;
+                blocking(move || store.publish(temp, &digest)).await?
+            }
+        };
         Ok(PutOutcome {
             digest,
             size,

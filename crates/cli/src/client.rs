@@ -23,6 +23,26 @@ use crate::target::{self, Target};
 /// Files at least this large are looked up with HEAD before they are sent, so that
 /// re-running a `put` does not send unchanged large files again.
 const SKIP_CHECK_MIN: u64 = 1 << 20;
+/// Files up to this size are read once, hashed and sent from memory: reopening a small
+/// file and streaming it through blocking reads costs more than its bytes.
+const IN_MEMORY_MAX: u64 = 1 << 20;
+
+/// A file's digest and size, and its bytes when it is small enough to send from memory.
+fn hash_file(path: &Path) -> std::io::Result<(Digest, u64, Option<bytes::Bytes>)> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    if file.metadata()?.len() <= IN_MEMORY_MAX {
+        let mut buf = Vec::new();
+        // Bounded even if the file grows meanwhile: past the limit it is streamed.
+        file.take(IN_MEMORY_MAX + 1).read_to_end(&mut buf)?;
+        if buf.len() as u64 <= IN_MEMORY_MAX {
+            let size = buf.len() as u64;
+            return Ok((Digest::of(&buf), size, Some(buf.into())));
+        }
+    }
+    let (digest, size) = artifactstore_blob::rehash_file(path)?;
+    Ok((digest, size, None))
+}
 
 pub struct Client {
     base: Url,
@@ -351,10 +371,9 @@ impl Client {
         // Hash first: the server then refuses anything that changed on the way, and an
         // identical retry is answered without sending the bytes again.
         let path = local.to_owned();
-        let (digest, size) =
-            tokio::task::spawn_blocking(move || artifactstore_blob::rehash_file(&path))
-                .await?
-                .with_context(|| format!("read {}", local.display()))?;
+        let (digest, size, in_memory) = tokio::task::spawn_blocking(move || hash_file(&path))
+            .await?
+            .with_context(|| format!("read {}", local.display()))?;
         let url = self.url(&["v1", "artifacts", ns, name, version, remote]);
         if size >= SKIP_CHECK_MIN {
             // Already stored with these bytes? Then do not send them again.
@@ -380,13 +399,22 @@ impl Client {
                 });
             }
         }
-        let file = tokio::fs::File::open(local)
-            .await
-            .with_context(|| format!("open {}", local.display()))?;
         let bar = self.bar(multi, size, remote);
-        let progress = bar.clone();
-        let body = ReaderStream::with_capacity(file, 256 << 10)
-            .inspect_ok(move |c| progress.inc(c.len() as u64));
+        let body = match in_memory {
+            Some(bytes) => {
+                bar.inc(size);
+                reqwest::Body::from(bytes)
+            }
+            None => {
+                let file = tokio::fs::File::open(local)
+                    .await
+                    .with_context(|| format!("open {}", local.display()))?;
+                let progress = bar.clone();
+                let stream = ReaderStream::with_capacity(file, 256 << 10)
+                    .inspect_ok(move |c| progress.inc(c.len() as u64));
+                reqwest::Body::wrap_stream(stream)
+            }
+        };
         let media_type = mime_guess::from_path(remote).first_or_octet_stream();
         let req = self
             .http
@@ -394,7 +422,7 @@ impl Client {
             .header(artifactstore_server::DIGEST_HEADER, digest.to_string())
             .header(header::CONTENT_TYPE, media_type.as_ref())
             .header(header::CONTENT_LENGTH, size)
-            .body(reqwest::Body::wrap_stream(body));
+            .body(body);
         let result = self.send(req).await;
         bar.finish_and_clear();
         let put: PutResult = result?.json().await?;

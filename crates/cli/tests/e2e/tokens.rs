@@ -343,7 +343,9 @@ fn refusals_exit_with_their_codes_and_reasons_and_never_the_token() {
     );
     assert_hidden(&out, &["canary"]);
 
-    // A streamed upload refused as expired is not sent again (its body is gone).
+    // A streamed upload (a file past 1 MiB) refused as expired is not sent again (its
+    // body is gone); a small one, sent from memory, is sent once more with the token got
+    // again.
     let expired = StandIn::start(|_| {
         (
             401,
@@ -354,28 +356,31 @@ fn refusals_exit_with_their_codes_and_reasons_and_never_the_token() {
             ),
         )
     });
-    let upload = dir.path().join("a.txt");
-    std::fs::write(&upload, "payload").unwrap();
-    let out = cli(
-        &expired,
-        &[
-            "put",
-            "main/app@1.0",
-            upload.to_str().unwrap(),
-            "--token-file",
-            token_file,
-        ],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
-    let puts: Vec<_> = expired
-        .seen()
-        .into_iter()
-        .filter(|s| s.method == "PUT")
-        .collect();
-    assert_eq!(puts.len(), 1, "{puts:?}");
-    assert!(stderr(&out).contains("token_expired"), "{}", stderr(&out));
-    assert_hidden(&out, &["canary"]);
+    for (bytes, sent) in [((1 << 20) + 1, 1), (7, 2)] {
+        let upload = dir.path().join(format!("a-{bytes}.bin"));
+        std::fs::write(&upload, vec![b'x'; bytes]).unwrap();
+        let before = expired.seen().len();
+        let out = cli(
+            &expired,
+            &[
+                "put",
+                "main/app@1.0",
+                upload.to_str().unwrap(),
+                "--token-file",
+                token_file,
+            ],
+            &[],
+        );
+        assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+        let puts: Vec<_> = expired.seen()[before..]
+            .iter()
+            .filter(|s| s.method == "PUT")
+            .cloned()
+            .collect();
+        assert_eq!(puts.len(), sent, "{bytes} bytes: {puts:?}");
+        assert!(stderr(&out).contains("token_expired"), "{}", stderr(&out));
+        assert_hidden(&out, &["canary"]);
+    }
 
     // The runner refusing is exit 7 too, and what it answered is not repeated.
     let runner = StandIn::start(|_| (403, r#"{"value":"canary-runner-body"}"#.to_owned()));
