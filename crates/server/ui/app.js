@@ -104,7 +104,7 @@ async function signinPage(main, _params, ctx) {
     id: "token", name: "token", type: "password", required: true,
     autocomplete: "off", spellcheck: "false", "aria-describedby": "token-help",
   });
-  const status = h("p", { role: "status", class: "status" });
+  const status = h("p", { role: "status", class: "status", "aria-live": "polite" });
   const form = h("form", { class: "signin", method: "post", action: ui.signin() },
     h("label", { for: "token" }, "Bearer token"),
     input,
@@ -117,12 +117,14 @@ async function signinPage(main, _params, ctx) {
     e.preventDefault();
     const t = input.value.trim();
     status.textContent = "Checking…";
+    status.classList.remove("refused");
     try {
       await api(v1.namespaces({ limit: "1" }), { headers: { Authorization: `Bearer ${t}` }, anonymous: true, signal: ctx.signal });
     } catch (err) {
       // 403: a known token that may read nothing listable (a writer, say): still signed in.
       if (!(err instanceof ApiError) || err.status !== 403) {
         status.textContent = `Not signed in: ${err.message}`;
+        status.classList.add("refused");
         input.focus();
         return;
       }

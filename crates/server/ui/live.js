@@ -88,14 +88,17 @@ const WORDS = {
   "version.expired": "expired",
 };
 
-/** Versions that began, completed or went; single files are too many to list. */
+/** Versions that began, completed or went, each once with what last happened to it;
+ * single files are too many to list. */
 function show(list, e, fresh) {
   const word = WORDS[e.type];
   if (!word) return;
   list.querySelector(".empty")?.remove();
+  const key = `${e.namespace}/${e.name}@${e.version}`;
+  for (const old of list.querySelectorAll("li[data-key]")) if (old.dataset.key === key) old.remove();
   const gone = e.type === "version.deleted" || e.type === "version.expired";
   const target = gone ? ui.name(e.namespace, e.name) : ui.version(e.namespace, e.name, e.version);
-  const item = h("li", { class: fresh ? "fresh" : null },
+  const item = h("li", { class: fresh ? "fresh" : null, "data-key": key },
     h("a", { href: target }, `${e.namespace}/${e.name}@${e.version}`),
     " ", h("span", { class: `kind ${e.type.replace(".", "-")}` }, word),
     " ", time(e.at));
