@@ -2,7 +2,8 @@
 # The whole test suite:
 #   1. formatting and lints;
 #   2. every test of every crate (fs, SQLite, in-process S3), with PostgreSQL too when
-#      its server binaries are installed (scripts/with-postgres.sh starts a throwaway one);
+#      its server binaries are installed (scripts/with-postgres.sh starts a throwaway one),
+#      and the browser at /ui/ in headless Chromium (tests/ui);
 #   3. the live S3 stage: the S3 backend's conformance suite, the end-to-end suite on
 #      `serve --backend s3` (two replicas on one PostgreSQL and one bucket included),
 #      the kill test and `storage verify`, against a real Garage
@@ -44,6 +45,18 @@ fi
 # The end-to-end HTTP API and CLI suites once more with [auth] on: every server the tests
 # start trusts one static token that grants everything, and every client sends it.
 ARTIFACTSTORE_TEST_AUTH=1 cargo test --locked -p artifactstore --test e2e -- http_api:: cli::
+
+# The browser at /ui/, end to end in Debian's headless Chromium (tests/ui: npm
+# playwright-core) against the debug binary; required, so a missing Chromium fails.
+if ! command -v chromium >/dev/null; then
+  echo "test.sh: chromium is not installed (apt-get install chromium): the browser tests cannot run" >&2
+  exit 1
+fi
+cargo build --locked -p artifactstore
+if [ ! -d tests/ui/node_modules/playwright-core ]; then
+  npm ci --prefix tests/ui --no-audit --no-fund --loglevel=error
+fi
+ARTIFACTSTORE_BIN="${CARGO_TARGET_DIR:-target}/debug/artifactstore" node --test tests/ui/
 
 if [ "${ARTIFACTSTORE_SKIP_LIVE:-0}" = 1 ]; then
   echo "test.sh: ARTIFACTSTORE_SKIP_LIVE=1: live S3 tests NOT run" >&2
