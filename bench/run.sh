@@ -167,7 +167,7 @@ cached_pct() {  # share of a file resident in the page cache, if fincore is avai
 }
 
 # ---------------------------------------------------------------- 3+4. large file
-up_peer=() up_srv=() down_peer=() down_srv=()
+up_peer=() up_srv=() down_peer=() down_srv=() null_peer=() null_srv=()
 SRC_CACHED=$(cached_pct "$SRC" "$SIZE_BYTES")
 for run in $(seq "$RUNS"); do
     url="$BASE/v1/artifacts/bench/big/r$run/big.bin"
@@ -218,7 +218,19 @@ for run in $(seq "$RUNS"); do
         fi
         sync
     done
-    log "bench: run $run download: cp+sync ${down_peer[-1]} s, server ${down_srv[-1]} s (sha256 verified)"
+    # The same without the client's write: what the server itself delivers, against
+    # reading the blob from the page cache. A client's own write path (curl writes 16 KiB
+    # at a time) can cost more than the server's whole answer.
+    for who in $order; do
+        if [[ $who == peer ]]; then
+            s=$(timed sh -c 'cat -- "$1" >/dev/null' _ "$BLOB") || die "cat of the blob failed"
+            null_peer+=("$s")
+        else
+            s=$(timed curl -sS -f --max-time "$T" -o /dev/null "$url") || die "download to /dev/null failed"
+            null_srv+=("$s")
+        fi
+    done
+    log "bench: run $run download: cp+sync ${down_peer[-1]} s, server ${down_srv[-1]} s (sha256 verified); to /dev/null: cat ${null_peer[-1]} s, server ${null_srv[-1]} s"
 done
 RSS_AFTER_BIG=$(vm_kib VmHWM)
 
@@ -232,6 +244,11 @@ DOWN_PEER=$(mibps "$SIZE_BYTES" "$m_down_peer")
 DOWN_SRV=$(mibps "$SIZE_BYTES" "$m_down_srv")
 UP_RATIO=$(ratio "$UP_SRV" "$UP_PEER")
 DOWN_RATIO=$(ratio "$DOWN_SRV" "$DOWN_PEER")
+m_null_peer=$(median "${null_peer[@]}")
+m_null_srv=$(median "${null_srv[@]}")
+NULL_PEER=$(mibps "$SIZE_BYTES" "$m_null_peer")
+NULL_SRV=$(mibps "$SIZE_BYTES" "$m_null_srv")
+NULL_RATIO=$(ratio "$NULL_SRV" "$NULL_PEER")
 
 # ---------------------------------------------------------------- 6. small files
 # Each run uploads fresh files (new bytes, a new version), so nothing is deduplicated.
@@ -366,8 +383,10 @@ large file: $SIZE_MIB MiB of random bytes$runs_note
   peer  download = cp BLOB NEW && sync         $(printf '%8.1f' "$DOWN_PEER") MiB/s  (${m_down_peer} s)
   upload   $(printf '%8.1f' "$UP_SRV") MiB/s  ratio vs cp+sync $UP_RATIO   (${m_up_srv} s; curl -T, answered after fsync)
   download $(printf '%8.1f' "$DOWN_SRV") MiB/s  ratio vs cp+sync $DOWN_RATIO   (${m_down_srv} s; curl -o FILE && sync; sha256 verified)
+  delivery (no client write): cat BLOB >/dev/null $(printf '%8.1f' "$NULL_PEER") MiB/s, server to curl -o /dev/null $(printf '%8.1f' "$NULL_SRV") MiB/s, ratio $NULL_RATIO
   runs (s): upload peer [${up_peer[*]}] server [${up_srv[*]}]
             download peer [${down_peer[*]}] server [${down_srv[*]}]
+            to /dev/null cat [${null_peer[*]}] server [${null_srv[*]}]
   page cache: source file ${SRC_CACHED} resident before the upload, stored blob
               ${BLOB_CACHED} resident before the download. Reads on both sides come
               from RAM; no cache drop was attempted (needs root). Only writes+sync hit
@@ -393,6 +412,7 @@ server memory
 summary
   upload   $(printf '%8.1f' "$UP_SRV") MiB/s  ratio vs cp+sync $UP_RATIO
   download $(printf '%8.1f' "$DOWN_SRV") MiB/s  ratio vs cp+sync $DOWN_RATIO
+  delivery $(printf '%8.1f' "$NULL_SRV") MiB/s  ratio vs cat $NULL_RATIO (no client write)
   small files CLI --jobs $JOBS $(printf '%8.1f' "$SMALL_CLI") files/s  ratio vs fsync loop $(ratio "$SMALL_CLI" "$SMALL_FSYNC")
   small files keep-alive   $(printf '%8.1f' "$SMALL_PY") files/s  ratio vs fsync loop $(ratio "$SMALL_PY" "$SMALL_FSYNC")
   tar of a version         small files ratio $(ratio "$TAR_SMALL_SRV" "$TAR_SMALL_PEER"), large file ratio $(ratio "$TAR_BIG_SRV" "$TAR_BIG_PEER")
