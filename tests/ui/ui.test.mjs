@@ -96,6 +96,27 @@ test("browses from the namespaces to a file, and every page is a URL that surviv
   await page.close();
 });
 
+test("pages through the versions of a name, newest first", async () => {
+  const c = client(server);
+  for (let n = 1; n <= 30; n++) await c.publish(`ci/many/${n}`, { "f.txt": [`${n}\n`, "text/plain"] }, { branch: n % 3 ? "dev" : "main" });
+  const page = await browser.page(server.origin);
+  await page.goto(`${server.url}/ui/ci/many`);
+  const first = await versionRows(page);
+  assert.equal(first.length, 25);
+  assert.deepEqual(first.slice(0, 2), ["30", "29"]);
+  await page.getByRole("link", { name: "Older →" }).click();
+  await page.waitForURL(/cursor=/);
+  await page.waitForFunction(() => document.querySelectorAll("table.versions tbody tr[data-version]").length === 5);
+  assert.deepEqual(await versionRows(page), ["5", "4", "3", "2", "1"]);
+  await page.getByRole("link", { name: "← Newest" }).click();
+  await page.waitForFunction(() => document.querySelector("table.versions tbody tr")?.dataset.version === "30");
+  // A label chip filters by that label.
+  await page.locator('tr[data-version="30"] a.chip', { hasText: "branch=main" }).click();
+  await page.waitForFunction(() => document.querySelectorAll("table.versions tbody tr[data-version]").length === 10);
+  assert.equal(await page.getByLabel("Label").inputValue(), "branch=main");
+  await page.close();
+});
+
 test("renders Markdown as text and structure, never as markup", async () => {
   const page = await browser.page(server.origin);
   await page.goto(`${server.url}${NAME}/${V3}/reports/cmis-summary.md`);
@@ -282,7 +303,7 @@ test("works with the keyboard alone and at a phone's width", async () => {
   assert.notEqual(outline, "none", "focus is visible");
   await page.keyboard.press("Enter");
   await page.getByRole("heading", { level: 1, name: "qa" }).waitFor();
-  assert.equal(await page.evaluate(() => document.activeElement.tagName), "H1", "focus moves to the new page");
+  assert.equal(await page.evaluate(() => document.activeElement.outerHTML), '<h1 tabindex="-1">qa</h1>', "focus moves to the new page");
   await page.close();
 
   const phone = await browser.page(server.origin, { width: 390, height: 844 });

@@ -1,7 +1,7 @@
 // The browser's entry: routing by the path (every page is a plain URL that survives a
 // reload), the account menu and sign-in.
 
-import { h, clear, header, ui } from "./dom.js";
+import { h, clear, header, ui, moved } from "./dom.js";
 import { api, v1, token, setToken, ApiError, errorBox } from "./api.js";
 import { namespacesPage, namesPage, versionsPage } from "./browse.js";
 import { versionPage } from "./version.js";
@@ -53,19 +53,17 @@ async function render() {
   } catch (e) {
     if (e.name === "AbortError" || ctrl.signal.aborted) return;
     main.append(errorBox(e));
+    if (moved.focus && current === ctrl) main.focus();
   }
+  if (current === ctrl) moved.focus = false;
 }
 
 export function navigate(url, { replace = false } = {}) {
   if (replace) history.replaceState(null, "", url);
   else history.pushState(null, "", url);
-  render().then(focusHeading);
-}
-
-function focusHeading() {
-  // A new page says so to a screen reader and puts the keyboard at its start.
-  main.querySelector("h1")?.focus({ preventScroll: true });
+  moved.focus = true;
   scrollTo(0, 0);
+  render();
 }
 
 // Links to the browser's own pages change the page without a reload.
@@ -80,7 +78,10 @@ document.addEventListener("click", (e) => {
   navigate(url.pathname + url.search);
 });
 
-addEventListener("popstate", () => render());
+addEventListener("popstate", () => {
+  moved.focus = true;
+  render();
+});
 
 function renderAccount() {
   const nav = clear(document.getElementById("account"));

@@ -116,6 +116,10 @@ export function command(label, text) {
   return h("div", { class: "command" }, h("span", { class: "label" }, label), h("pre", {}, code), button, status);
 }
 
+/** Set when the visitor moves to another page: its heading then takes the focus as
+ * soon as it is shown, which tells a screen reader and puts the keyboard at its start. */
+export const moved = { focus: false };
+
 /** The page's outline: breadcrumbs and a heading that takes focus after navigation. */
 export function header(main, title, crumbs = []) {
   document.title = `${title} · artifact-store`;
@@ -125,6 +129,10 @@ export function header(main, title, crumbs = []) {
   }
   const h1 = h("h1", { tabindex: "-1" }, title);
   main.append(h1);
+  if (moved.focus) {
+    moved.focus = false;
+    h1.focus({ preventScroll: true });
+  }
   return h1;
 }
 
