@@ -79,7 +79,7 @@ test("browses from the namespaces to a file, and every page is a URL that surviv
   assert.match(await page.locator("table.files").innerText(), /application\/octet-stream/);
   const commands = await page.locator(".command pre").allTextContents();
   assert.ok(commands.some((c) => c.includes(`artifactstore --server ${server.origin} get ci/open-cmis-tck@${V3} -o open-cmis-tck-${V3}/`)), commands.join("\n"));
-  assert.ok(commands.some((c) => c.startsWith("curl -fL -o ")), commands.join("\n"));
+  assert.ok(commands.some((c) => c === `curl -fL -o open-cmis-tck-${V3}.tar '${server.origin}/v1/artifacts/ci/open-cmis-tck/${V3}?format=tar'`), commands.join("\n"));
   await screenshot(page, "version");
 
   await page.getByRole("link", { name: "build.log", exact: true }).click();
@@ -93,6 +93,9 @@ test("browses from the namespaces to a file, and every page is a URL that surviv
   await page.getByRole("heading", { level: 1, name: "build.log" }).waitFor();
   assert.equal(new URL(page.url()).pathname, `${NAME}/${V3}/logs/build.log`);
   await page.locator("ol.lines li").first().waitFor();
+
+  await page.goto(`${server.url}${NAME}/${V3}/logs/nope.log`);
+  await page.getByRole("alert").getByText(`ci/open-cmis-tck@${V3} has no file logs/nope.log`).waitFor();
   await page.close();
 });
 

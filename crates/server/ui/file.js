@@ -33,7 +33,15 @@ export function previewKind(mediaType, path) {
 
 export async function filePage(main, { ns, name, version, path }, ctx) {
   const url = v1.file(ns, name, version, path, { redirect: "0" });
-  const head = await api(url, { method: "HEAD", raw: true, signal: ctx.signal });
+  let head;
+  try {
+    head = await api(url, { method: "HEAD", raw: true, signal: ctx.signal });
+  } catch (e) {
+    // A HEAD answer has no body to say why: the version's manifest does.
+    if (e.status !== 404) throw e;
+    await api(v1.version(ns, name, version, { limit: "1" }), { signal: ctx.signal });
+    throw new ApiError(404, "file_not_found", `${ns}/${name}@${version} has no file ${path}`);
+  }
   const v = head.headers.get("x-artifact-version") || version;
   const size = Number(head.headers.get("content-length"));
   const mediaType = head.headers.get("content-type") || "application/octet-stream";
@@ -52,7 +60,7 @@ export async function filePage(main, { ns, name, version, path }, ctx) {
     fact("Digest", h("code", { class: "digest-full" }, digest))));
   main.append(h("p", { class: "actions" }, downloadLink(fileUrl, base)));
   main.append(h("details", { class: "commands" }, h("summary", {}, "Commands"),
-    fetchCommands(`${ns}/${name}@${v}/${path}`, fileUrl, base),
+    fetchCommands(`${ns}/${name}@${v}/${path}`, base, fileUrl, base),
     command("digest check", `echo '${digest.replace(/^sha256:/, "")}  ${base}' | sha256sum -c`)));
 
   const section = h("section", { "aria-labelledby": "preview-title", class: "preview" }, h("h2", { id: "preview-title" }, "Preview"));

@@ -4,15 +4,16 @@
 import { h, header, ui, bytes, time, badge, command, digest } from "./dom.js";
 import { api, v1, token, download, manifestWithAllFiles, errorBox } from "./api.js";
 
-/** The shell commands that fetch `target` (`NS/NAME@VERSION[/PATH]`), with the token
- * named by variable, never written out. */
-export function fetchCommands(target, url, output) {
+/** The shell commands that fetch `target` (`NS/NAME@VERSION[/PATH]`) with the CLI into
+ * `output`, and `url` with curl into `curlOutput`. A token is named by its variable,
+ * never written out: both read `$ARTIFACTSTORE_TOKEN`. */
+export function fetchCommands(target, output, url, curlOutput) {
   const server = location.origin;
   const auth = token() ? ` -H "Authorization: Bearer $ARTIFACTSTORE_TOKEN"` : "";
-  const env = token() ? "ARTIFACTSTORE_TOKEN=… " : "";
   return [
-    command("artifactstore", `${env}artifactstore --server ${server} get ${target} -o ${output}`),
-    command("curl", `curl -fL${auth} -o ${shellWord(output.replace(/\/$/, ""))} ${shellWord(server + url)}`),
+    command("artifactstore", `artifactstore --server ${server} get ${target} -o ${shellWord(output)}`),
+    command("curl", `curl -fL${auth} -o ${shellWord(curlOutput)} ${shellWord(server + url)}`),
+    token() ? h("p", { class: "muted" }, "Both read your token from ARTIFACTSTORE_TOKEN.") : null,
   ];
 }
 
@@ -59,7 +60,7 @@ export async function versionPage(main, { ns, name, version }, ctx) {
     h("p", { class: "actions" },
       downloadLink(v1.version(ns, name, v, { format: "tar" }), `${base}.tar`, "Download .tar"), " ",
       downloadLink(v1.version(ns, name, v, { format: "zip" }), `${base}.zip`, "Download .zip")),
-    fetchCommands(`${ns}/${name}@${v}`, v1.version(ns, name, v), `${base}/`)));
+    fetchCommands(`${ns}/${name}@${v}`, `${base}/`, v1.version(ns, name, v, { format: "tar" }), `${base}.tar`)));
 
   main.append(await compareForm(ns, name, v, ctx));
 
