@@ -8,14 +8,24 @@
 //!
 //! Leader and followers: a writer queues its job, then waits for its answer or for the
 //! write lock, whichever comes first. Whoever gets the lock while its job is still queued
-//! takes the queue, runs each job in a savepoint of one transaction and commits; the
-//! others find their answer when it is sent. A job refused for a reason of its own
-//! (a conflicting file, a complete version, a quota) is rolled back to its savepoint and
-//! answered alone, leaving the rest of the group untouched. A job that meets a database
-//! error, or whose group fails to commit, runs again by itself, exactly as it would have
-//! without grouping — grouping never turns a write that would succeed into a failure.
-//! The group runs in a task of its own, so a request that goes away mid-commit cannot
-//! strand the others' answers.
+//! takes the queue (less the jobs whose callers have gone away: their writes are not
+//! made, as an ungrouped write would have been rolled back) and runs it in one
+//! transaction: holds and plain file rows as multi-row statements (`batch`), the rest
+//! one job at a time in savepoints. A job refused for a reason of its own (a conflicting
+//! file, a complete version, a quota) is rolled back to its savepoint, leaving the rest
+//! of the group untouched. No answer, not even a refusal or an "already there", is sent
+//! before the commit: each may rest on rows the group itself wrote. If the commit fails,
+//! or a job meets a database error, that job runs again by itself, exactly as it would
+//! have without grouping — grouping never turns a write that would succeed into a
+//! failure. The group runs in a task of its own, so a request that goes away mid-commit
+//! cannot strand the others' answers, and the jobs that run again by themselves do so in
+//! another, so the leader does not wait for them.
+//!
+//! Across replicas on one PostgreSQL, groups take candidate rows in digest order and
+//! version rows in name order. Two groups can still wait on each other through the
+//! event log's next number while one holds a version row the other needs; PostgreSQL
+//! then ends one of them as a deadlock (after `deadlock_timeout`), and its jobs run again
+//! one by one — slower, never wrong.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -72,6 +82,15 @@ impl Job {
         }
     }
 
+    /// Whether the caller has gone away (its request was dropped): its write is not made
+    /// at all, as an ungrouped write would have been rolled back.
+    fn abandoned(&self) -> bool {
+        match self {
+            Job::AddFile(_, reply) => reply.is_closed(),
+            Job::Hold { reply, .. } => reply.is_closed(),
+        }
+    }
+
     fn refuse(self, e: Error) {
         match self {
             Job::AddFile(_, reply) => {
@@ -88,7 +107,12 @@ impl Job {
 #[derive(Default)]
 pub(crate) struct Queue {
     jobs: std::sync::Mutex<Vec<Job>>,
-    /// Commits made by groups, and the writes they carried (`/metrics`).
+    stats: Arc<Stats>,
+}
+
+/// Commits made by groups, and the writes they carried (`/metrics`).
+#[derive(Default)]
+struct Stats {
     commits: AtomicU64,
     writes: AtomicU64,
 }
@@ -101,9 +125,10 @@ impl Queue {
             .push(job);
     }
 
-    /// The oldest queued jobs, at most [`MAX_GROUP`].
+    /// The oldest queued jobs whose callers still wait, at most [`MAX_GROUP`].
     fn take(&self) -> Vec<Job> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        jobs.retain(|job| !job.abandoned());
         let n = jobs.len().min(MAX_GROUP);
         jobs.drain(..n).collect()
     }
@@ -125,6 +150,7 @@ pub(crate) struct Writer {
     write: Arc<Mutex<()>>,
     last_seq: Arc<watch::Sender<i64>>,
     max_files: Arc<AtomicU64>,
+    stats: Arc<Stats>,
 }
 
 impl Index {
@@ -135,14 +161,15 @@ impl Index {
             write: self.write.clone(),
             last_seq: self.last_seq.clone(),
             max_files: self.max_files_per_version.clone(),
+            stats: self.queue.stats.clone(),
         }
     }
 
     /// Group commits made so far, and the writes they carried.
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         GroupCommitStats {
-            commits: self.queue.commits.load(Ordering::Relaxed),
-            writes: self.queue.writes.load(Ordering::Relaxed),
+            commits: self.queue.stats.commits.load(Ordering::Relaxed),
+            writes: self.queue.stats.writes.load(Ordering::Relaxed),
         }
     }
 
@@ -183,16 +210,12 @@ impl Index {
                 drop(guard);
                 return answer.await.unwrap_or_else(|_| Err(lost()));
             }
-            let (writer, queue) = (self.writer(), &self.queue);
-            let count = jobs.len() as u64;
             // A task of its own: the group completes even if this request goes away.
-            match tokio::spawn(writer.commit_group(jobs, guard)).await {
-                Ok(true) => {
-                    queue.commits.fetch_add(1, Ordering::Relaxed);
-                    queue.writes.fetch_add(count, Ordering::Relaxed);
-                }
-                Ok(false) => {}
-                Err(_) => return Err(lost()),
+            if tokio::spawn(self.writer().commit_group(jobs, guard))
+                .await
+                .is_err()
+            {
+                return Err(lost());
             }
         }
     }
@@ -203,37 +226,48 @@ fn lost() -> Error {
     Error::Db(sqlx::Error::WorkerCrashed)
 }
 
+/// What a job of a group came to, answered only once the group's commit is known: even a
+/// refusal or an "already there" may rest on rows the group itself wrote.
+enum Decided {
+    Wrote(Written),
+    Refused(Error),
+}
+
 impl Writer {
-    /// Runs `jobs` in one transaction and answers each; returns whether a commit was made.
-    async fn commit_group(self, jobs: Vec<Job>, guard: OwnedMutexGuard<()>) -> bool {
+    /// Runs `jobs` in one transaction and answers each once it is committed. Jobs that
+    /// must run by themselves do so in a task of their own, so that this group's leader
+    /// is not kept waiting for them.
+    async fn commit_group(self, jobs: Vec<Job>, guard: OwnedMutexGuard<()>) {
         let mut alone = Vec::new();
-        let committed = self.run_group(jobs, &mut alone).await;
+        self.run_group(jobs, &mut alone).await;
         drop(guard);
-        for job in alone {
-            self.run_alone(job).await;
+        if !alone.is_empty() {
+            tokio::spawn(async move {
+                for job in alone {
+                    self.run_alone(job).await;
+                }
+            });
         }
-        committed
     }
 
-    async fn run_group(&self, jobs: Vec<Job>, alone: &mut Vec<Job>) -> bool {
+    async fn run_group(&self, jobs: Vec<Job>, alone: &mut Vec<Job>) {
         let mut tx = match self.pool.begin().await {
             Ok(tx) => tx,
             Err(_) => {
                 alone.extend(jobs);
-                return false;
+                return;
             }
         };
-        let (written, one_by_one) = match self.write_batched(&mut tx, jobs).await {
+        let (mut decided, one_by_one) = match self.write_batched(&mut tx, jobs).await {
             Ok(done) => done,
             Err(jobs) => {
                 // A database error inside a multi-row statement: nothing of the group
                 // is known to be written, so each job runs by itself.
                 let _ = tx.rollback().await;
                 alone.extend(jobs);
-                return false;
+                return;
             }
         };
-        let mut written = written;
         for job in one_by_one {
             let mut savepoint = match (&mut tx).begin().await {
                 Ok(sp) => sp,
@@ -244,57 +278,71 @@ impl Writer {
             };
             match self.write_in(&mut savepoint, &job).await {
                 Ok(w) if !w.keeps() => match savepoint.rollback().await {
-                    Ok(()) => job.answer(w),
+                    Ok(()) => decided.push((job, Decided::Wrote(w))),
                     Err(_) => alone.push(job),
                 },
                 Ok(w) => match savepoint.commit().await {
-                    Ok(()) => written.push((job, w)),
+                    Ok(()) => decided.push((job, Decided::Wrote(w))),
                     Err(_) => alone.push(job),
                 },
-                Err(e) => {
+                // A lost race or a database fault is for the job's own transaction to
+                // meet; a refusal of the job itself is kept, its writes rolled back.
+                Err(Error::Db(_)) => {
                     let _ = savepoint.rollback().await;
-                    match e {
-                        // Told apart from a refusal of the job itself: a lost race or
-                        // a database fault is for the job's own transaction to meet.
-                        Error::Db(_) => alone.push(job),
-                        refusal => job.refuse(refusal),
-                    }
+                    alone.push(job);
                 }
+                Err(refusal) => match savepoint.rollback().await {
+                    Ok(()) => decided.push((job, Decided::Refused(refusal))),
+                    Err(_) => alone.push(job),
+                },
             }
         }
-        if written.is_empty() {
-            let _ = tx.rollback().await;
-            return false;
-        }
-        if tx.commit().await.is_err() {
-            alone.extend(written.into_iter().map(|(job, _)| job));
-            return false;
-        }
-        let last_seq = written
+        let written = decided
             .iter()
-            .filter_map(|(_, w)| match w {
-                Written::AddFile { last_seq, .. } => Some(*last_seq),
-                Written::Hold(_) => None,
+            .filter(|(_, d)| matches!(d, Decided::Wrote(w) if w.keeps()))
+            .count() as u64;
+        let committed = if written == 0 {
+            tx.rollback().await.is_ok()
+        } else {
+            tx.commit().await.is_ok()
+        };
+        if !committed {
+            // Every answer may rest on what the group wrote: each job runs again alone.
+            alone.extend(decided.into_iter().map(|(job, _)| job));
+            return;
+        }
+        if written > 0 {
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
+            self.stats.writes.fetch_add(written, Ordering::Relaxed);
+        }
+        let last_seq = decided
+            .iter()
+            .filter_map(|(_, d)| match d {
+                Decided::Wrote(Written::AddFile { last_seq, .. }) => Some(*last_seq),
+                _ => None,
             })
             .max()
             .unwrap_or(0);
         crate::publish(&self.last_seq, last_seq);
-        for (job, w) in written {
-            job.answer(w);
+        for (job, d) in decided {
+            match d {
+                Decided::Wrote(w) => job.answer(w),
+                Decided::Refused(e) => job.refuse(e),
+            }
         }
-        true
     }
 
     /// Writes what multi-row statements can (`batch`): every hold, and the file rows
-    /// without a quota, version by version. Returns what was written and the jobs left to
-    /// run one by one; on a database error, every job, for none is known to be written.
-    /// Refusals are answered here: they wrote nothing.
+    /// without a quota, version by version in the order of their names (so that two
+    /// replicas' groups take version rows in one order). Returns what each job came to and
+    /// the jobs left to run one by one; on a database error, every job, for none is known
+    /// to be written.
     #[allow(clippy::type_complexity)]
     async fn write_batched(
         &self,
         tx: &mut Transaction<'_, Any>,
         jobs: Vec<Job>,
-    ) -> std::result::Result<(Vec<(Job, Written)>, Vec<Job>), Vec<Job>> {
+    ) -> std::result::Result<(Vec<(Job, Decided)>, Vec<Job>), Vec<Job>> {
         let now = self.clock.now();
         let max_files = self.max_files.load(Ordering::Relaxed);
         let (mut holds, mut files, mut rest) = (Vec::new(), Vec::new(), Vec::new());
@@ -316,26 +364,25 @@ impl Writer {
             Ok(held) => held,
             Err(_) => return Err(holds.into_iter().chain(files).chain(rest).collect()),
         };
-        let mut written = Vec::new();
-        for (job, hold) in holds.into_iter().zip(held) {
-            if hold == Hold::Held {
-                written.push((job, Written::Hold(hold)));
-            } else {
-                job.answer(Written::Hold(hold));
-            }
-        }
-        // File rows, one version at a time, in the order their first job came.
-        let mut by_version: Vec<(crate::VersionId, Vec<Job>)> = Vec::new();
+        let mut decided: Vec<(Job, Decided)> = holds
+            .into_iter()
+            .zip(held)
+            .map(|(job, hold)| (job, Decided::Wrote(Written::Hold(hold))))
+            .collect();
+        let mut by_version: std::collections::BTreeMap<String, (crate::VersionId, Vec<Job>)> =
+            std::collections::BTreeMap::new();
         for job in files {
             let Job::AddFile(spec, _) = &job else {
                 unreachable!("file rows only")
             };
-            match by_version.iter_mut().find(|(id, _)| *id == spec.id) {
-                Some((_, jobs)) => jobs.push(job),
-                None => by_version.push((spec.id.clone(), vec![job])),
-            }
+            let key = format!("{}/{}/{}", spec.id.namespace, spec.id.name, spec.id.version);
+            by_version
+                .entry(key)
+                .or_insert_with(|| (spec.id.clone(), Vec::new()))
+                .1
+                .push(job);
         }
-        let mut versions = by_version.into_iter();
+        let mut versions = by_version.into_values();
         while let Some((id, jobs)) = versions.next() {
             let specs: Vec<&AddFile> = jobs
                 .iter()
@@ -347,7 +394,7 @@ impl Writer {
             let outcomes = match batch::files(tx, now, max_files, &id, &specs).await {
                 Ok(outcomes) => outcomes,
                 Err(_) => {
-                    let mut all: Vec<Job> = written.into_iter().map(|(job, _)| job).collect();
+                    let mut all: Vec<Job> = decided.into_iter().map(|(job, _)| job).collect();
                     all.extend(jobs);
                     all.extend(versions.flat_map(|(_, jobs)| jobs));
                     all.extend(rest);
@@ -356,18 +403,15 @@ impl Writer {
             };
             for (job, outcome) in jobs.into_iter().zip(outcomes) {
                 match outcome {
-                    batch::FileOutcome::Written { added, last_seq } if added.created => {
-                        written.push((job, Written::AddFile { added, last_seq }));
-                    }
                     batch::FileOutcome::Written { added, last_seq } => {
-                        job.answer(Written::AddFile { added, last_seq })
+                        decided.push((job, Decided::Wrote(Written::AddFile { added, last_seq })))
                     }
-                    batch::FileOutcome::Refused(e) => job.refuse(e),
+                    batch::FileOutcome::Refused(e) => decided.push((job, Decided::Refused(e))),
                     batch::FileOutcome::Alone => rest.push(job),
                 }
             }
         }
-        Ok((written, rest))
+        Ok((decided, rest))
     }
 
     async fn write_in(&self, tx: &mut Transaction<'_, Any>, job: &Job) -> Result<Written> {

@@ -31,13 +31,13 @@ pub(super) async fn holds(
         return Ok(Vec::new());
     }
     let stale = now.saturating_sub(STALE_AFTER).unix_millis();
+    // In one order whatever the arrival: two replicas' groups then lock candidate rows in
+    // the same order and cannot deadlock on them.
     let digests: Vec<&str> = {
-        let mut seen = HashSet::new();
-        holds
-            .iter()
-            .map(|(d, _)| d.as_str())
-            .filter(|d| seen.insert(*d))
-            .collect()
+        let mut digests: Vec<&str> = holds.iter().map(|(d, _)| d.as_str()).collect();
+        digests.sort_unstable();
+        digests.dedup();
+        digests
     };
     // Rows of (digest, first_seen); an existing row is left as it is but locked.
     let sql = format!(
@@ -147,6 +147,9 @@ pub(super) async fn files(
     let mut new_version = false;
     let (state, file_count) = match lock_version(tx, id).await? {
         Some(v) => (v.state, v.file_count),
+        // Past the maximum of files, every file of a version about to be created is
+        // answered alone, so that the version is created (and charged) by one of them.
+        None if batch.len() as u64 > max_files => return Ok(out),
         None => {
             let seq = append_event(tx, EventKind::VersionCreated, id, None, now).await?;
             sqlx::query(

@@ -97,6 +97,11 @@ async fn concurrent_holds(index: Arc<Index>) {
         assert!(!index.claim_for_deletion(&digest, now).await.unwrap());
     }
     let after = index.group_commit_stats();
+    assert_eq!(
+        after.writes - before.writes,
+        32,
+        "every hold went through a group"
+    );
     assert!(
         after.commits - before.commits < 32,
         "{after:?} vs {before:?}"
@@ -191,6 +196,10 @@ async fn keep_answers(index: Arc<Index>) {
             .all(|a| a.is_ok() || matches!(a, Err(Error::QuotaExceeded { .. })))
     );
     assert_eq!(index.usage("quota").await.unwrap().bytes, 5);
+    // Usage counts each version once, whichever path created it.
+    let usage = index.usage("ci").await.unwrap();
+    assert_eq!(usage.versions, 3, "{usage:?}");
+    assert_eq!(usage.bytes, 4 + 1 + 10, "{usage:?}");
     // The event log has one file.added per row and no gaps.
     let events = index.events(0, 10_000).await.unwrap();
     let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
@@ -237,6 +246,46 @@ async fn being_deleted(index: Arc<Index>) {
         assert_eq!(hold, want);
     }
     // The collector's mark is untouched: it still owns the digest.
+    assert_eq!(
+        index.hold_blob(&doomed, "again").await.unwrap(),
+        Hold::BeingDeleted
+    );
     index.forget_candidate(&doomed).await.unwrap();
     assert_eq!(index.hold_blob(&doomed, "later").await.unwrap(), Hold::Held);
+}
+
+/// A write whose caller went away while it waited for the lock is not made later by
+/// another group (an ungrouped write would have been rolled back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_whose_caller_went_away_is_not_made() {
+    each_database(|index, _| abandoned(Arc::new(index))).await;
+}
+
+async fn abandoned(index: Arc<Index>) {
+    let gone = id("gone");
+    let lock = index.write.clone().lock_owned().await;
+    let caller = {
+        let (index, gone) = (index.clone(), gone.clone());
+        tokio::spawn(async move { index.add_file(&gone, file("x", b"x")).await })
+    };
+    for _ in 0..1000 {
+        if !index.queue.jobs.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert!(
+        !index.queue.jobs.lock().unwrap().is_empty(),
+        "the write was never queued"
+    );
+    caller.abort();
+    assert!(caller.await.unwrap_err().is_cancelled());
+    drop(lock);
+    // The next writer leads the next group.
+    index.add_file(&id("next"), file("y", b"y")).await.unwrap();
+    assert!(
+        index.version(&gone).await.unwrap().is_none(),
+        "the abandoned write was made"
+    );
+    assert!(index.version(&id("next")).await.unwrap().is_some());
 }
