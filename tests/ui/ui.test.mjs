@@ -163,8 +163,14 @@ test("shows an HTML report in a sandboxed frame that cannot read the page", asyn
   const report = page.frameLocator("iframe.report");
   await report.getByRole("heading", { name: "CMIS TCK report, run 3" }).waitFor();
   assert.equal(await report.locator(".pass").textContent(), "412 tests passed.");
+  // Its script ran (a report may draw with script), in an opaque origin: the page's
+  // storage, cookies and token were out of its reach.
+  await report.locator("#stolen", { hasText: "session blocked" }).waitFor();
   const stolen = await report.locator("#stolen").textContent();
   assert.ok(!stolen.includes(CANARY), `the report read: ${stolen}`);
+  for (const what of ["local blocked", "cookie blocked", "parent blocked"]) {
+    assert.ok(stolen.includes(what), `${what} missing from: ${stolen}`);
+  }
   // Its document is of an opaque origin, not this page's: neither can reach into the other.
   assert.equal(await page.evaluate(() => document.querySelector("iframe.report").contentDocument), null);
   await screenshot(page, "report");

@@ -6,6 +6,13 @@
 //! request asks `?inline=1` — and then still sandboxed. `X-Content-Type-Options:
 //! nosniff` is on every answer (see `lib.rs`), so a browser never guesses a type.
 //!
+//! One exception lets a test report work in the browser UI: an active document asked
+//! `?inline=1` by a frame (`Sec-Fetch-Dest: iframe`) may run its scripts —
+//! `sandbox allow-scripts`, still without `allow-same-origin`, so the document has an
+//! opaque origin and can read neither the server's pages, their storage nor cookies —
+//! and only inside a frame of this server's own pages (`frame-ancestors 'self'`). Opened
+//! any other way, it stays inert.
+//!
 //! With [`Downloads::Redirect`] a GET may instead be answered 307 to a presigned GET of
 //! the blob ([`redirect_options`]): the store then sends the body, with the media type
 //! and the attachment disposition this server would have sent. A store's answer cannot
@@ -112,12 +119,34 @@ pub fn redirect_options(downloads: Downloads, req: &DownloadRequest<'_>) -> Opti
     })
 }
 
+/// The policy of an active document shown inline in a frame of this server's pages.
+pub const FRAMED_SANDBOX: &str = "sandbox allow-scripts; frame-ancestors 'self'";
+
+/// Whether the request is a browser loading a frame's document.
+pub fn for_a_frame(request: &HeaderMap) -> bool {
+    request
+        .get("sec-fetch-dest")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"iframe"))
+}
+
 /// Adds the sandbox, and for active types without `?inline=1` an attachment
-/// disposition naming the file (RFC 6266 `filename*`, UTF-8, percent-encoded).
-pub fn protect(headers: &mut HeaderMap, media_type: &str, file_name: &str, inline: bool) {
+/// disposition naming the file (RFC 6266 `filename*`, UTF-8, percent-encoded). An active
+/// type shown inline in a frame may run its scripts in an opaque origin (module docs).
+pub fn protect(
+    headers: &mut HeaderMap,
+    media_type: &str,
+    file_name: &str,
+    inline: bool,
+    in_frame: bool,
+) {
+    let policy = if is_active(media_type) && inline && in_frame {
+        FRAMED_SANDBOX
+    } else {
+        SANDBOX
+    };
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(SANDBOX),
+        HeaderValue::from_static(policy),
     );
     if is_active(media_type) && !inline {
         headers.insert(header::CONTENT_DISPOSITION, attachment(file_name));
@@ -176,18 +205,41 @@ mod tests {
     #[test]
     fn html_becomes_a_sandboxed_attachment_unless_inline() {
         let mut h = HeaderMap::new();
-        protect(&mut h, "text/html", "report v1.html", false);
+        protect(&mut h, "text/html", "report v1.html", false, false);
         assert_eq!(h[header::CONTENT_SECURITY_POLICY], "sandbox");
         assert_eq!(
             h[header::CONTENT_DISPOSITION],
             "attachment; filename*=UTF-8''report%20v1.html"
         );
         let mut h = HeaderMap::new();
-        protect(&mut h, "text/html", "r.html", true);
+        protect(&mut h, "text/html", "r.html", true, false);
         assert_eq!(h[header::CONTENT_SECURITY_POLICY], "sandbox");
         assert!(h.get(header::CONTENT_DISPOSITION).is_none());
+        // Scripts run only for an active document asked inline by a frame, and then in
+        // an opaque origin, framed by this server alone.
+        for (media, inline, in_frame, policy) in [
+            ("text/html", true, true, FRAMED_SANDBOX),
+            ("text/html", false, true, SANDBOX),
+            ("text/html", true, false, SANDBOX),
+            ("text/plain", true, true, SANDBOX),
+        ] {
+            let mut h = HeaderMap::new();
+            protect(&mut h, media, "r.html", inline, in_frame);
+            assert_eq!(
+                h[header::CONTENT_SECURITY_POLICY],
+                policy,
+                "{media} {inline} {in_frame}"
+            );
+        }
+        assert!(!FRAMED_SANDBOX.contains("allow-same-origin"));
+        let mut req = HeaderMap::new();
+        assert!(!for_a_frame(&req));
+        req.insert("sec-fetch-dest", HeaderValue::from_static("iframe"));
+        assert!(for_a_frame(&req));
+        req.insert("sec-fetch-dest", HeaderValue::from_static("document"));
+        assert!(!for_a_frame(&req));
         let mut h = HeaderMap::new();
-        protect(&mut h, "text/plain", "log.txt", false);
+        protect(&mut h, "text/plain", "log.txt", false, false);
         assert!(h.get(header::CONTENT_DISPOSITION).is_none());
     }
 

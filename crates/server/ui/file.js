@@ -182,7 +182,9 @@ async function imagePreview(section, url, base, ctx) {
 
 /** An HTML report runs in a frame sandboxed without `allow-same-origin`: an opaque
  * origin, so nothing in it can read this page, its storage or its token. The server
- * adds its own `Content-Security-Policy: sandbox` to the file. */
+ * sends the file to a frame with `Content-Security-Policy: sandbox allow-scripts;
+ * frame-ancestors 'self'` (the same opaque origin; its scripts run, so charts and
+ * tables drawn by script work), and to anything else with a plain `sandbox`. */
 async function htmlPreview(section, ns, name, v, path, base, ctx) {
   const src = v1.file(ns, name, v, path, { inline: "1" });
   const title = `Report ${base}`;

@@ -166,7 +166,8 @@ async fn send_blob(
     };
     resp = resp.status(status).header(header::CONTENT_LENGTH, len);
     if let Some(h) = resp.headers_mut() {
-        crate::download::protect(h, media_type, file_name, query.inline);
+        let in_frame = crate::download::for_a_frame(headers);
+        crate::download::protect(h, media_type, file_name, query.inline, in_frame);
     }
     if method == Method::HEAD {
         return Ok(resp.body(Body::empty()).expect("valid response"));
