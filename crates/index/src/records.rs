@@ -47,6 +47,22 @@ pub struct NewFile {
     pub media_type: String,
 }
 
+impl NewFile {
+    /// The answer for this file once its row is written at `now`.
+    pub(crate) fn added(&self, now: artifactstore_model::Timestamp) -> AddedFile {
+        AddedFile {
+            record: FileEntry {
+                path: self.path.as_str().to_owned(),
+                digest: self.digest,
+                size: self.size,
+                media_type: self.media_type.clone(),
+                created_at: now,
+            },
+            created: true,
+        }
+    }
+}
+
 impl From<VersionRecord> for VersionInfo {
     fn from(v: VersionRecord) -> Self {
         VersionInfo {

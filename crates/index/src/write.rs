@@ -9,7 +9,6 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::records::{file_from_row, version_from_row};
 use crate::{AddedFile, Error, EventKind, Index, NewFile, Result, VersionId, VersionRecord};
-use artifactstore_model::api::FileEntry;
 
 /// Whether a write lost a race with another writer (another replica on a shared
 /// database): the same event seq or the same new version row taken first, a
@@ -44,7 +43,7 @@ where
 }
 
 /// Appends an event inside `tx` and returns its sequence number.
-pub(crate) async fn append_event(
+async fn append_event(
     tx: &mut Transaction<'_, Any>,
     kind: EventKind,
     id: &VersionId,
@@ -137,6 +136,28 @@ pub(crate) async fn lock_version(
     row.as_ref().map(version_from_row).transpose()
 }
 
+/// Creates `id`, open and empty, with its `version.created` event inside `tx`; returns
+/// the event's sequence number.
+pub(crate) async fn create_version(
+    tx: &mut Transaction<'_, Any>,
+    id: &VersionId,
+    now: Timestamp,
+) -> Result<i64> {
+    let seq = append_event(tx, EventKind::VersionCreated, id, None, now).await?;
+    sqlx::query(
+        "INSERT INTO versions (namespace, name, version, state, labels, created_at, created_seq) \
+         VALUES ($1, $2, $3, 'open', '{}', $4, $5)",
+    )
+    .bind(id.namespace.as_str())
+    .bind(id.name.as_str())
+    .bind(id.version.as_str())
+    .bind(now.unix_millis())
+    .bind(seq)
+    .execute(&mut **tx)
+    .await?;
+    Ok(seq)
+}
+
 /// A file row to add: the file, its version, the quota it is checked against and the
 /// upload hold its row releases.
 #[derive(Clone, Debug)]
@@ -167,19 +188,7 @@ pub(crate) async fn add_file_in(
     let (state, file_count) = match lock_version(tx, id).await? {
         Some(v) => (v.state, v.file_count),
         None => {
-            let seq = append_event(tx, EventKind::VersionCreated, id, None, now).await?;
-            sqlx::query(
-                "INSERT INTO versions (namespace, name, version, state, labels, created_at, created_seq) \
-                 VALUES ($1, $2, $3, 'open', '{}', $4, $5)",
-            )
-            .bind(id.namespace.as_str())
-            .bind(id.name.as_str())
-            .bind(id.version.as_str())
-            .bind(now.unix_millis())
-            .bind(seq)
-            .execute(&mut **tx)
-            .await?;
-            last_seq = seq;
+            last_seq = create_version(tx, id, now).await?;
             new_version = true;
             (VersionState::Open, 0)
         }
@@ -255,16 +264,7 @@ pub(crate) async fn add_file_in(
             .execute(&mut **tx)
             .await?;
     }
-    let added = AddedFile {
-        record: FileEntry {
-            path: file.path.as_str().to_owned(),
-            digest: file.digest,
-            size: file.size,
-            media_type: file.media_type.clone(),
-            created_at: now,
-        },
-        created: true,
-    };
+    let added = file.added(now);
     Ok((added, last_seq))
 }
 

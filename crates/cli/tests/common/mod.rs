@@ -167,6 +167,18 @@ pub fn s3_store(prefix: &str) -> artifactstore_blob::s3::S3BlobStore {
 }
 
 impl Server {
+    /// The server's `/metrics` page.
+    pub async fn metrics(&self) -> String {
+        http()
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn start(data_dir: &Path) -> Server {
         Self::start_with(data_dir, &[])
     }
@@ -447,4 +459,12 @@ pub async fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     f()
+}
+
+/// A counter's value in a `/metrics` page.
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }

@@ -19,14 +19,6 @@ struct Burst {
     grouped: bool,
 }
 
-/// A counter's value in a `/metrics` page.
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_during_concurrent_uploads_loses_nothing_acknowledged() {
     kill_during(Burst {
@@ -116,14 +108,7 @@ async fn kill_during(burst: Burst) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     if grouped {
-        let metrics = http()
-            .get(format!("{}/metrics", s.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = s.metrics().await;
         let commits = counter(&metrics, "artifactstore_index_group_commits_total");
         let writes = counter(&metrics, "artifactstore_index_grouped_writes_total");
         assert!(

@@ -510,14 +510,7 @@ async fn interrupted_and_short_bodies_leave_nothing_behind() {
     );
     let mut metrics = String::new();
     for _ in 0..100 {
-        metrics = http()
-            .get(format!("{}/metrics", s.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        metrics = s.metrics().await;
         if metrics.contains("artifactstore_uploads_in_flight 0") {
             break;
         }

@@ -16,7 +16,7 @@ use sqlx::{Any, AssertSqlSafe, Row, Transaction};
 
 use crate::gc::STALE_AFTER;
 use crate::records::file_from_row;
-use crate::write::{AddFile, append_event, lock_version};
+use crate::write::{AddFile, create_version, lock_version};
 use crate::{AddedFile, Error, EventKind, FileEntry, Hold, Result, VersionId};
 
 /// Takes every hold of `holds` (digest, holder) inside `tx`, as [`crate::gc::hold_in`]
@@ -151,19 +151,7 @@ pub(super) async fn files(
         // answered alone, so that the version is created (and charged) by one of them.
         None if batch.len() as u64 > max_files => return Ok(out),
         None => {
-            let seq = append_event(tx, EventKind::VersionCreated, id, None, now).await?;
-            sqlx::query(
-                "INSERT INTO versions (namespace, name, version, state, labels, created_at, created_seq) \
-                 VALUES ($1, $2, $3, 'open', '{}', $4, $5)",
-            )
-            .bind(id.namespace.as_str())
-            .bind(id.name.as_str())
-            .bind(id.version.as_str())
-            .bind(now.unix_millis())
-            .bind(seq)
-            .execute(&mut **tx)
-            .await?;
-            last_seq = seq;
+            last_seq = create_version(tx, id, now).await?;
             new_version = true;
             (VersionState::Open, 0)
         }
@@ -217,17 +205,7 @@ pub(super) async fn files(
     let first_seq = insert_events(tx, now, id, specs, &new).await?;
     release_holds(tx, specs, &new).await?;
     for (n, &i) in new.iter().enumerate() {
-        let file = &specs[i].file;
-        let added = AddedFile {
-            record: FileEntry {
-                path: file.path.as_str().to_owned(),
-                digest: file.digest,
-                size: file.size,
-                media_type: file.media_type.clone(),
-                created_at: now,
-            },
-            created: true,
-        };
+        let added = specs[i].file.added(now);
         let seq = first_seq + n as i64;
         out[i] = FileOutcome::Written {
             added,

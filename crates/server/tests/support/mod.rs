@@ -5,8 +5,12 @@ use std::sync::Arc;
 
 use artifactstore_server::{AppState, ServiceConfig};
 
-/// The state of a fresh, empty server; the directory must outlive it.
-pub async fn state() -> (AppState, tempfile::TempDir) {
+/// A fresh blob store and index in a new temporary directory, which must outlive them.
+async fn stores() -> (
+    artifactstore_blob::FsBlobStore,
+    artifactstore_index::Index,
+    tempfile::TempDir,
+) {
     let dir = tempfile::tempdir().unwrap();
     let blobs = artifactstore_blob::FsBlobStore::open(dir.path().join("blobs")).unwrap();
     let index = artifactstore_index::Index::open(&artifactstore_index::sqlite_url(
@@ -14,6 +18,12 @@ pub async fn state() -> (AppState, tempfile::TempDir) {
     ))
     .await
     .unwrap();
+    (blobs, index, dir)
+}
+
+/// The state of a fresh, empty server; the directory must outlive it.
+pub async fn state() -> (AppState, tempfile::TempDir) {
+    let (blobs, index, dir) = stores().await;
     let state = AppState::new(Arc::new(blobs), Arc::new(index), ServiceConfig::default());
     (state, dir)
 }
@@ -107,13 +117,7 @@ impl artifactstore_blob::BlobStore for Presigning {
 /// The state of a fresh server whose downloads are redirected to [`Presigning`]'s URLs.
 #[allow(dead_code)]
 pub async fn redirecting_state() -> (AppState, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let blobs = artifactstore_blob::FsBlobStore::open(dir.path().join("blobs")).unwrap();
-    let index = artifactstore_index::Index::open(&artifactstore_index::sqlite_url(
-        &dir.path().join("index.db"),
-    ))
-    .await
-    .unwrap();
+    let (blobs, index, dir) = stores().await;
     let config = ServiceConfig {
         downloads: artifactstore_server::Downloads::Redirect {
             expires_in: std::time::Duration::from_secs(60),

@@ -201,19 +201,10 @@ impl Rig {
     }
 
     async fn redirects_counted(&self) -> u64 {
-        let text = client()
-            .get(format!("{}/metrics", self.server.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("artifactstore_download_redirects_total "))
-            .expect("the redirect counter is rendered")
-            .parse()
-            .unwrap()
+        counter(
+            &self.server.metrics().await,
+            "artifactstore_download_redirects_total",
+        )
     }
 }
 
