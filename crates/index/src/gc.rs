@@ -24,7 +24,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use artifactstore_model::{Digest, Timestamp};
-use sqlx::{Any, Row, Transaction};
+use sqlx::Row;
 
 use crate::{Index, Result};
 
@@ -41,51 +41,6 @@ pub enum Hold {
     Held,
     /// A collector is deleting the blob right now: ask again shortly.
     BeingDeleted,
-}
-
-/// Takes `holder`'s hold on `digest` inside `tx`; when a collector is deleting the blob,
-/// answers [`Hold::BeingDeleted`] and the caller rolls `tx` back.
-pub(crate) async fn hold_in(
-    tx: &mut Transaction<'_, Any>,
-    now: Timestamp,
-    digest: &Digest,
-    holder: &str,
-) -> Result<Hold> {
-    let stale = now.saturating_sub(STALE_AFTER).unix_millis();
-    // Take the candidate row's key whether or not the row exists yet (an upsert locks
-    // the row, or the key of the row it inserts): a collector noting or claiming the
-    // digest concurrently then waits for this transaction, on any database.
-    sqlx::query(
-        "INSERT INTO gc_candidates (digest, size, first_seen) VALUES ($1, 0, $2) \
-         ON CONFLICT (digest) DO UPDATE SET size = gc_candidates.size",
-    )
-    .bind(digest.to_string())
-    .bind(now.unix_millis())
-    .execute(&mut **tx)
-    .await?;
-    let mark: Option<i64> =
-        sqlx::query("SELECT deleting_since FROM gc_candidates WHERE digest = $1")
-            .bind(digest.to_string())
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("deleting_since")?;
-    if mark.is_some_and(|since| since >= stale) {
-        return Ok(Hold::BeingDeleted);
-    }
-    sqlx::query("DELETE FROM gc_candidates WHERE digest = $1")
-        .bind(digest.to_string())
-        .execute(&mut **tx)
-        .await?;
-    sqlx::query(
-        "INSERT INTO gc_holds (digest, holder, since) VALUES ($1, $2, $3) \
-         ON CONFLICT (digest, holder) DO UPDATE SET since = excluded.since",
-    )
-    .bind(digest.to_string())
-    .bind(holder)
-    .bind(now.unix_millis())
-    .execute(&mut **tx)
-    .await?;
-    Ok(Hold::Held)
 }
 
 impl Index {

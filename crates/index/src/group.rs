@@ -422,9 +422,13 @@ impl Writer {
                 let (added, last_seq) = add_file_in(tx, now, max, spec).await?;
                 Ok(Written::AddFile { added, last_seq })
             }
-            Job::Hold { digest, holder, .. } => Ok(Written::Hold(
-                crate::gc::hold_in(tx, now, digest, holder).await?,
-            )),
+            Job::Hold { digest, holder, .. } => {
+                let asked = [(digest.to_string(), holder.clone())];
+                let held = batch::holds(tx, now, &asked).await?;
+                Ok(Written::Hold(
+                    held.into_iter().next().expect("one answer per hold"),
+                ))
+            }
         }
     }
 

@@ -19,9 +19,11 @@ use crate::records::file_from_row;
 use crate::write::{AddFile, create_version, lock_version};
 use crate::{AddedFile, Error, EventKind, FileEntry, Hold, Result, VersionId};
 
-/// Takes every hold of `holds` (digest, holder) inside `tx`, as [`crate::gc::hold_in`]
-/// does one: the candidate rows first (their keys lock out a collector), then the holds
-/// of the digests no collector is deleting. Answers in the order asked.
+/// Takes every hold of `holds` (digest, holder) inside `tx` (the protocol is in `gc`'s
+/// module docs): the candidate rows first (their keys lock out a collector), then the
+/// holds of the digests no collector is deleting, which are answered
+/// [`Hold::BeingDeleted`] without changing anything. Answers in the order asked; a
+/// single hold run by itself is this with one.
 pub(super) async fn holds(
     tx: &mut Transaction<'_, Any>,
     now: Timestamp,
