@@ -74,6 +74,7 @@ test("browses from the namespaces to a file, and every page is a URL that surviv
   await page.getByRole("link", { name: V3, exact: true }).click();
   await page.getByRole("heading", { level: 1, name: `open-cmis-tck @ ${V3}` }).waitFor();
   const files = page.locator("table.files tbody tr[data-path] th a");
+  await files.first().waitFor(); // the file table comes after the compare form's versions
   assert.deepEqual(await files.allTextContents(),
     ["app.bin", "build.log", "extra-3.log", "cmis-summary.md", "index.html", "start.png", "results.json"]);
   assert.match(await page.locator("table.files").innerText(), /application\/octet-stream/);
@@ -316,9 +317,9 @@ test("works with the keyboard alone and at a phone's width", async () => {
   await page.close();
 
   const phone = await browser.page(server.origin, { width: 390, height: 844 });
-  for (const path of [`${NAME}/${V3}`, NAME]) {
+  for (const [path, table] of [[`${NAME}/${V3}`, "table.files"], [NAME, "table.versions"]]) {
     await phone.goto(`${server.url}${path}`);
-    await phone.locator("table").first().waitFor();
+    await phone.locator(table).first().waitFor();
     // Every row's details are in (the widest the page gets).
     await phone.waitForFunction(() => ![...document.querySelectorAll("td")].some((td) => td.textContent === "…"));
     const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
