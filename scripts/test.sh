@@ -76,7 +76,7 @@ echo "== live S3 on short-lived credentials: web identity at the vend service (G
 "${with_pg[@]}" scripts/s3-fixture.sh garage -- scripts/vend-fixture.sh -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"
 
 echo "== live credential vending: Garage driver"
-scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend -- live:: rotation::
+scripts/s3-fixture.sh garage -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 cargo test --locked -p artifactstore --test vend -- live:: rotation:: crash:: break_glass:: admin::
 
 echo "== live S3: Ceph RGW"
 "${with_pg[@]}" scripts/s3-fixture.sh ceph -- env ARTIFACTSTORE_REQUIRE_LIVE_S3=1 ARTIFACTSTORE_TEST_BACKEND=s3 "${live_tests[@]}"

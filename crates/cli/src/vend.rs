@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Subcommand};
+use clap::Subcommand;
 use serde_json::{Value, json};
 
 use crate::config::LogFormat;
@@ -38,33 +38,22 @@ pub enum VendCommand {
     #[command(subcommand)]
     Audit(AuditCommand),
     /// Revoke a lease, or a subject or role (its live leases and future vending).
-    Revoke(RevokeArgs),
+    Revoke(admin::RevokeArgs),
+    /// Lift a standing revocation of a subject or role.
+    Unrevoke(admin::UnrevokeArgs),
+    /// List leases (newest first), filtered by subject, issuer, role, state, driver,
+    /// expiry or break-glass.
+    Leases(admin::LeasesArgs),
+    /// Emergency credentials without an OIDC token: a lease on a break-glass role for
+    /// the holder of the break-glass credential, audited as critical (docs/VEND.md).
+    BreakGlass(break_glass::BreakGlassArgs),
+    /// Print the argon2id hash of a break-glass credential read from stdin (or a
+    /// prompt), for `[break_glass] credential_hash_ref`.
+    HashCredential,
 }
 
-#[derive(Args)]
-pub struct RevokeArgs {
-    /// Base URL of the vending service.
-    #[arg(long, env = "ARTIFACTSTORE_VEND_URL")]
-    vend_url: String,
-    /// File holding the admin token ([admin] token_ref of the service).
-    #[arg(long, env = "ARTIFACTSTORE_VEND_ADMIN_TOKEN_FILE")]
-    admin_token_file: PathBuf,
-    #[arg(long, conflicts_with_all = ["subject", "role"])]
-    lease: Option<String>,
-    /// A subject (`sub`); needs --issuer.
-    #[arg(long, requires = "issuer", conflicts_with = "role")]
-    subject: Option<String>,
-    #[arg(long)]
-    issuer: Option<String>,
-    #[arg(long)]
-    role: Option<String>,
-    /// Why (recorded in the audit log).
-    #[arg(long)]
-    reason: String,
-    /// Record a revocation of a role or issuer the service does not know.
-    #[arg(long)]
-    force: bool,
-}
+mod admin;
+mod break_glass;
 
 #[derive(Subcommand)]
 pub enum CredsCommand {
@@ -100,7 +89,11 @@ pub async fn vend(command: VendCommand, json_out: bool) -> anyhow::Result<u8> {
         VendCommand::Audit(command) => {
             crate::audit::audit(command, crate::audit::Service::Vend, json_out)
         }
-        VendCommand::Revoke(args) => revoke(args, json_out).await,
+        VendCommand::Revoke(args) => admin::revoke(args, json_out).await,
+        VendCommand::Unrevoke(args) => admin::unrevoke(args, json_out).await,
+        VendCommand::Leases(args) => admin::leases(args, json_out).await,
+        VendCommand::BreakGlass(args) => break_glass::break_glass(args, json_out).await,
+        VendCommand::HashCredential => break_glass::hash_credential(),
     }
 }
 
@@ -123,7 +116,7 @@ async fn serve(
             .with_tls(&cert, &key)
             .map_err(|e| fail(exit::USAGE, format!("tls_cert/tls_key: {e}")))?;
     }
-    let reaper = Duration::from_secs(config.reaper.interval_secs.max(1));
+    let reaper = config.reaper.clone();
     let (service, warnings) = artifactstore_vend::build(config)
         .await
         .map_err(|e| fail(exit::USAGE, e.to_string()))?;
@@ -165,6 +158,44 @@ fn http() -> anyhow::Result<reqwest::Client> {
     )
 }
 
+/// Sends `req` (to `url`) to the vending service: the JSON of a 2xx answer, or the
+/// status and JSON of a refusal; a service that cannot be reached is the
+/// `UNREACHABLE` failure.
+async fn send(
+    req: reqwest::RequestBuilder,
+    url: &str,
+) -> anyhow::Result<Result<Value, (reqwest::StatusCode, Value)>> {
+    let resp = req.send().await.map_err(|e| {
+        fail(
+            exit::UNREACHABLE,
+            format!(
+                "{url}: cannot reach the vending service: {}",
+                e.without_url()
+            ),
+        )
+    })?;
+    let status = resp.status();
+    let answer: Value = resp.json().await.unwrap_or(Value::Null);
+    Ok(if status.is_success() {
+        Ok(answer)
+    } else {
+        Err((status, answer))
+    })
+}
+
+/// A refusal of the admin or break-glass routes as the failure its status means:
+/// 401 → 7, 403 → 8, 404 → 3, 400 → 2, others 1.
+fn refused(status: reqwest::StatusCode, answer: &Value) -> anyhow::Error {
+    let code = match status {
+        reqwest::StatusCode::UNAUTHORIZED => exit::UNAUTHENTICATED,
+        reqwest::StatusCode::FORBIDDEN => exit::FORBIDDEN,
+        reqwest::StatusCode::NOT_FOUND => exit::NOT_FOUND,
+        reqwest::StatusCode::BAD_REQUEST => exit::USAGE,
+        _ => exit::FAILURE,
+    };
+    fail(code, error_message(status, answer))
+}
+
 /// The message of an error answer of the vending service (its messages never
 /// carry a token or secret).
 fn error_message(status: reqwest::StatusCode, body: &Value) -> String {
@@ -176,72 +207,6 @@ fn error_message(status: reqwest::StatusCode, body: &Value) -> String {
     )
 }
 
-async fn revoke(args: RevokeArgs, json_out: bool) -> anyhow::Result<u8> {
-    let token = read_secret_file(&args.admin_token_file, "admin token file")?;
-    let mut body = match (&args.lease, &args.subject, &args.role) {
-        (Some(id), None, None) => json!({"kind": "lease", "id": id}),
-        (None, Some(subject), None) => {
-            json!({"kind": "subject", "issuer": args.issuer, "subject": subject})
-        }
-        (None, None, Some(role)) => json!({"kind": "role", "role": role}),
-        _ => {
-            return Err(fail(
-                exit::USAGE,
-                "give one of --lease, --subject (with --issuer) or --role",
-            ));
-        }
-    };
-    body["reason"] = json!(args.reason);
-    body["force"] = json!(args.force);
-    let url = format!(
-        "{}/v1/admin/revocations",
-        args.vend_url.trim_end_matches('/')
-    );
-    let resp = http()?
-        .post(&url)
-        .bearer_auth(&token)
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| fail(exit::UNREACHABLE, format!("{url}: {e}")))?;
-    let status = resp.status();
-    let answer: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(fail(exit::FAILURE, error_message(status, &answer)));
-    }
-    if json_out {
-        println!("{answer}");
-    } else {
-        let leases = answer["leases"].as_array().cloned().unwrap_or_default();
-        println!(
-            "revoked {} lease(s){}",
-            answer["ended"].as_u64().unwrap_or(leases.len() as u64),
-            match answer["failed"].as_u64() {
-                Some(n) if n > 0 => format!(", {n} failed upstream (still live; retried)"),
-                _ => String::new(),
-            }
-        );
-        for l in &leases {
-            println!(
-                "  {}  upstream: {}{}",
-                l["lease_id"].as_str().unwrap_or(""),
-                l["upstream"].as_str().unwrap_or(""),
-                l["error"]
-                    .as_str()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default()
-            );
-        }
-        if answer["standing"].as_bool() == Some(true) {
-            println!("future vending is refused until the revocation is lifted");
-        }
-    }
-    let failed = answer["leases"]
-        .as_array()
-        .is_some_and(|l| l.iter().any(|l| l["upstream"] == "error"));
-    Ok(if failed { exit::FAILURE } else { 0 })
-}
-
 pub async fn creds(command: CredsCommand) -> anyhow::Result<u8> {
     let CredsCommand::Process {
         vend_url,
@@ -251,26 +216,14 @@ pub async fn creds(command: CredsCommand) -> anyhow::Result<u8> {
     } = command;
     let token = read_secret_file(&token_file, "token file")?;
     let url = format!("{}/v1/credentials", vend_url.trim_end_matches('/'));
-    let resp = http()?
+    let req = http()?
         .post(&url)
         .bearer_auth(&token)
-        .json(&json!({"role": role, "duration_seconds": duration_seconds}))
-        .send()
-        .await
-        .map_err(|e| {
-            fail(
-                exit::UNREACHABLE,
-                format!(
-                    "{url}: cannot reach the vending service: {}",
-                    e.without_url()
-                ),
-            )
-        })?;
-    let status = resp.status();
-    let answer: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        return Err(fail(exit::FAILURE, error_message(status, &answer)));
-    }
+        .json(&json!({"role": role, "duration_seconds": duration_seconds}));
+    // credential_process: any refusal is exit 1, its reason on stderr.
+    let answer = send(req, &url)
+        .await?
+        .map_err(|(status, answer)| fail(exit::FAILURE, error_message(status, &answer)))?;
     let field = |k: &str| answer.get(k).cloned().unwrap_or(Value::Null);
     println!(
         "{}",

@@ -27,7 +27,7 @@ impl KeyHasher {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct AuditRecord {
     /// `decision`, `lease.issued`, `lease.failed`, `lease.revoked`, `lease.expired`,
-    /// `revocation.added`, `revocation.removed`.
+    /// `lease.reconciled`, `revocation.added`, `revocation.removed`.
     pub event: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
@@ -63,6 +63,13 @@ pub struct AuditRecord {
     /// How many refusals a coalesced line stands for (see [`Coalescer`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
+    /// `critical` for lines an operator must look at (every break-glass attempt).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub severity: Option<&'static str>,
+    /// Who called an admin route: `admin-token`, or the verified issuer and subject
+    /// of the OIDC token that an `[admin] rules` entry let in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
     /// A `refusals.coalesced` line's count by reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub by_reason: Option<std::collections::BTreeMap<&'static str, u64>>,
@@ -82,6 +89,7 @@ impl Record for AuditRecord {
             &mut bounded.driver,
             &mut bounded.lease_id,
             &mut bounded.client,
+            &mut bounded.actor,
         ]
         .into_iter()
         .flatten()

@@ -14,6 +14,8 @@ use artifactstore_oidc::{IssuerConfig, TokenConfig};
 
 use crate::roles::Action;
 
+pub mod break_glass;
+
 /// The shortest lease any role may hand out, as in STS.
 pub const MIN_LEASE_SECS: u64 = 900;
 /// The longest lease any role may hand out.
@@ -99,6 +101,9 @@ pub struct VendConfig {
     pub cors_allowed_origins: Vec<String>,
     #[serde(default)]
     pub rate_limits: RateLimits,
+    /// `[break_glass]`: off when absent (see [`break_glass`]).
+    #[serde(default)]
+    pub break_glass: Option<break_glass::BreakGlassConfig>,
 }
 
 /// Token buckets against floods: per client address, checked before the token is
@@ -206,7 +211,28 @@ pub enum DriverConfig {
         secret_access_key_ref: SecretRef,
         #[serde(default)]
         session_token_ref: Option<SecretRef>,
+        /// Whether a revoked lease's session is denied upstream before it expires.
+        #[serde(default)]
+        revoke_sessions: RevokeSessions,
+        /// Where the IAM API of `revoke_sessions` is (default: `endpoint_url`, as on
+        /// Ceph RGW; on AWS, `https://iam.amazonaws.com`).
+        #[serde(default)]
+        iam_endpoint_url: Option<String>,
     },
+}
+
+/// STS sessions cannot be deleted upstream. `auto`: on the first revocation, ask
+/// whether the upstream takes policies on the assumed role from the driver's
+/// credentials (Ceph RGW and AWS do, with `iam:ListRolePolicies`, `iam:PutRolePolicy`
+/// and `iam:DeleteRolePolicy` on the role), and if so deny each revoked session there
+/// (`upstream: "denied"`); where it does not, the answer stays `unsupported`. `off`
+/// (the default): never touch the role; revoked sessions last until they expire.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RevokeSessions {
+    #[default]
+    Off,
+    Auto,
 }
 
 fn default_region() -> String {
@@ -262,29 +288,54 @@ fn default_max_duration() -> u64 {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
-    /// Bearer token of the admin routes (`/v1/admin/...`). Without it they are off.
+    /// Bearer token of the admin routes (`/v1/admin/...`).
     #[serde(default)]
     pub token_ref: Option<SecretRef>,
+    /// OIDC tokens (verified as for vending: same issuers, same audience) whose claims
+    /// match any of these rules may call the admin routes too, in the language of a
+    /// role's `rules`. Without `token_ref` and without rules the admin routes are off.
+    #[serde(default)]
+    pub rules: Vec<BTreeMap<String, Matcher>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReaperConfig {
-    /// How often expired leases are looked for and revoked upstream.
+    /// How often expired leases are looked for and revoked upstream, and crash
+    /// reconciliation runs (it also runs once at start-up).
     #[serde(default = "default_reaper_interval")]
     pub interval_secs: u64,
+    /// A lease still `pending` this long after it was recorded belongs to an issue that
+    /// never finished (the service stopped mid-issue): it is ended as failed and its
+    /// upstream key, if any, deleted. Well above the longest mint (the Garage driver's
+    /// calls time out after 10 s each). Default 60.
+    #[serde(default = "default_pending_timeout")]
+    pub pending_timeout_secs: u64,
+    /// Also delete upstream keys named by vend whose lease id this lease database has
+    /// never seen (for instance after the database was restored from an older backup),
+    /// once they are older than `pending_timeout_secs`. Off by default: another vend
+    /// deployment minting on the same upstream with a database of its own has keys of
+    /// exactly that kind. Turn it on only where this database is the only one.
+    #[serde(default)]
+    pub delete_unknown_keys: bool,
 }
 
 impl Default for ReaperConfig {
     fn default() -> Self {
         ReaperConfig {
             interval_secs: default_reaper_interval(),
+            pending_timeout_secs: default_pending_timeout(),
+            delete_unknown_keys: false,
         }
     }
 }
 
 fn default_reaper_interval() -> u64 {
     30
+}
+
+fn default_pending_timeout() -> u64 {
+    60
 }
 
 impl VendConfig {
@@ -336,8 +387,14 @@ impl VendConfig {
         if self.issuers.is_empty() {
             return invalid("no [[issuers]]: no token could ever be accepted".into());
         }
+        if self.reaper.pending_timeout_secs == 0 {
+            return invalid(
+                "reaper.pending_timeout_secs must be at least 1: every issue in flight would be failed".into(),
+            );
+        }
         artifactstore_oidc::config::check(&self.issuers, &self.token)
             .map_err(ConfigError::Invalid)?;
+        admin::check(&self.admin)?;
         let r = &self.rate_limits;
         if !(r.per_client_per_sec >= 0.0 && r.per_subject_per_sec >= 0.0)
             || (r.per_client_per_sec > 0.0 && r.per_client_burst == 0)
@@ -352,6 +409,9 @@ impl VendConfig {
             );
         }
         let floor = lease_floor(env);
+        if let Some(bg) = &self.break_glass {
+            bg.check(&self.roles, floor)?;
+        }
         let mut names = BTreeSet::new();
         if self.roles.is_empty() {
             return invalid("no [[roles]]: every request would be refused".into());
@@ -489,5 +549,6 @@ fn expand(s: &str, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<St
     Ok(out)
 }
 
+mod admin;
 #[cfg(test)]
 mod tests;

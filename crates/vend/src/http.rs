@@ -46,6 +46,7 @@ pub fn app(service: Arc<Service>, listen: SocketAddr) -> Router {
             "/v1/admin/revocations",
             post(admin_revoke).delete(admin_unrevoke),
         )
+        .route("/v1/break-glass", post(break_glass::break_glass))
         .route("/v1/admin/leases", get(admin_leases))
         .route("/v1/admin/leases/{id}", get(admin_lease))
         .route("/healthz", get(healthz))
@@ -350,25 +351,27 @@ async fn credentials_json(
         Err(denial) => Err(service.refuse_early(Some(peer), Format::Json, denial).await),
     };
     match outcome {
-        Ok(i) => no_store(
-            Json(json!({
-                "lease_id": i.lease_id,
-                "role": i.role,
-                "driver": i.driver,
-                "access_key_id": i.access_key_id,
-                "secret_access_key": i.secret_access_key.expose(),
-                "session_token": i.session_token.expose(),
-                "expiration": i.expires_at,
-                "refresh_after": i.refresh_after,
-                "bucket": i.scope.bucket,
-                "prefixes": i.scope.prefixes,
-                "actions": i.scope.actions,
-                "request_id": i.request_id,
-            }))
-            .into_response(),
-        ),
+        Ok(i) => no_store(Json(issued_json(&i)).into_response()),
         Err(refused) => refusal(Format::Json, &refused),
     }
+}
+
+/// The JSON answer of issued credentials (`/v1/credentials`, `/v1/break-glass`).
+fn issued_json(i: &Issued) -> serde_json::Value {
+    json!({
+        "lease_id": i.lease_id,
+        "role": i.role,
+        "driver": i.driver,
+        "access_key_id": i.access_key_id,
+        "secret_access_key": i.secret_access_key.expose(),
+        "session_token": i.session_token.expose(),
+        "expiration": i.expires_at,
+        "refresh_after": i.refresh_after,
+        "bucket": i.scope.bucket,
+        "prefixes": i.scope.prefixes,
+        "actions": i.scope.actions,
+        "request_id": i.request_id,
+    })
 }
 
 fn json_request(
@@ -483,6 +486,7 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
 }
 
 mod admin;
+mod break_glass;
 mod edge;
 mod ready;
 use admin::{admin_lease, admin_leases, admin_revoke, admin_unrevoke};

@@ -50,7 +50,7 @@ impl StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LeaseState {
     /// Recorded before the driver mints; becomes active or failed.
@@ -103,9 +103,17 @@ pub struct Lease {
     pub state: LeaseState,
     pub ended_at: Option<Timestamp>,
     pub end_reason: Option<String>,
+    /// Taken through break-glass (`POST /v1/break-glass`), not an OIDC decision.
+    pub break_glass: bool,
+    /// A break-glass lease's stated reason and ticket.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass_reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub break_glass_ticket: Option<String>,
 }
 
-/// Which leases a query or a revocation covers.
+/// Which leases a query or a revocation covers. Every field narrows; the default
+/// matches every lease.
 #[derive(Clone, Debug, Default)]
 pub struct LeaseFilter {
     pub issuer: Option<String>,
@@ -113,6 +121,14 @@ pub struct LeaseFilter {
     pub role: Option<String>,
     /// Only leases that are pending or active.
     pub live_only: bool,
+    /// Only leases in this state.
+    pub state: Option<LeaseState>,
+    /// Only leases minted by this driver (its configured name).
+    pub driver: Option<String>,
+    /// Only leases that expire before this time.
+    pub expiring_before: Option<Timestamp>,
+    /// Only break-glass leases (`Some(true)`) or only the others (`Some(false)`).
+    pub break_glass: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -133,7 +149,8 @@ impl RevocationKind {
 
 macro_rules! lease_columns {
     () => {
-        "id, issuer, subject, role, driver, access_key_id, issued_at, expires_at, state, ended_at, end_reason"
+        "id, issuer, subject, role, driver, access_key_id, issued_at, expires_at, state, ended_at, end_reason, \
+         break_glass, break_glass_reason, break_glass_ticket"
     };
 }
 
@@ -152,6 +169,9 @@ fn lease_from_row(row: &AnyRow) -> Result<Lease> {
         state: LeaseState::parse(&state)?,
         ended_at: ended_at.map(Timestamp::from_unix_millis),
         end_reason: row.try_get("end_reason")?,
+        break_glass: row.try_get::<i64, _>("break_glass")? != 0,
+        break_glass_reason: row.try_get("break_glass_reason")?,
+        break_glass_ticket: row.try_get("break_glass_ticket")?,
     })
 }
 
@@ -212,7 +232,7 @@ impl LeaseStore {
         sqlx::query(concat!(
             "INSERT INTO leases (",
             lease_columns!(),
-            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+            ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         ))
         .bind(&lease.id)
         .bind(&lease.issuer)
@@ -225,6 +245,9 @@ impl LeaseStore {
         .bind(lease.state.as_str())
         .bind(lease.ended_at.map(Timestamp::unix_millis))
         .bind(lease.end_reason.clone())
+        .bind(i64::from(lease.break_glass))
+        .bind(lease.break_glass_reason.clone())
+        .bind(lease.break_glass_ticket.clone())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -297,12 +320,18 @@ impl LeaseStore {
             " FROM leases WHERE ($1 IS NULL OR issuer = $1) AND ($2 IS NULL OR subject = $2) \
               AND ($3 IS NULL OR role = $3) \
               AND ($4 = 0 OR state IN ('pending', 'active')) \
-             ORDER BY issued_at DESC, id LIMIT $5"
+              AND ($5 IS NULL OR state = $5) AND ($6 IS NULL OR driver = $6) \
+              AND ($7 IS NULL OR expires_at < $7) AND ($8 IS NULL OR break_glass = $8) \
+             ORDER BY issued_at DESC, id LIMIT $9"
         ))
         .bind(filter.issuer.clone())
         .bind(filter.subject.clone())
         .bind(filter.role.clone())
         .bind(i64::from(filter.live_only))
+        .bind(filter.state.map(LeaseState::as_str))
+        .bind(filter.driver.clone())
+        .bind(filter.expiring_before.map(Timestamp::unix_millis))
+        .bind(filter.break_glass.map(i64::from))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -413,5 +442,6 @@ impl LeaseStore {
     }
 }
 
+mod reconcile;
 #[cfg(test)]
 mod tests;

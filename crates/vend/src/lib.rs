@@ -17,6 +17,8 @@ use artifactstore_model::{Clock, SystemClock};
 
 pub mod audit;
 pub mod config;
+#[cfg(feature = "test-crash-points")]
+pub mod crash_points;
 pub mod driver;
 pub mod http;
 pub mod leases;
@@ -126,33 +128,43 @@ pub async fn build_with_clock(
                 access_key_id_ref,
                 secret_access_key_ref,
                 session_token_ref,
-            } => Arc::new(driver::sts::StsDriver::new(
-                endpoint_url,
-                region,
-                role_arn,
-                driver::sts::StsCredentials {
-                    access_key_id: resolve(
-                        access_key_id_ref,
-                        &format!("drivers.{name}.access_key_id_ref"),
-                        &mut warnings,
-                    )?,
-                    secret_access_key: resolve(
-                        secret_access_key_ref,
-                        &format!("drivers.{name}.secret_access_key_ref"),
-                        &mut warnings,
-                    )?,
-                    session_token: session_token_ref
-                        .as_ref()
-                        .map(|r| {
-                            resolve(
-                                r,
-                                &format!("drivers.{name}.session_token_ref"),
-                                &mut warnings,
-                            )
-                        })
-                        .transpose()?,
-                },
-            )),
+                revoke_sessions,
+                iam_endpoint_url,
+            } => Arc::new(
+                driver::sts::StsDriver::new(
+                    endpoint_url,
+                    region,
+                    role_arn,
+                    driver::sts::StsCredentials {
+                        access_key_id: resolve(
+                            access_key_id_ref,
+                            &format!("drivers.{name}.access_key_id_ref"),
+                            &mut warnings,
+                        )?,
+                        secret_access_key: resolve(
+                            secret_access_key_ref,
+                            &format!("drivers.{name}.secret_access_key_ref"),
+                            &mut warnings,
+                        )?,
+                        session_token: session_token_ref
+                            .as_ref()
+                            .map(|r| {
+                                resolve(
+                                    r,
+                                    &format!("drivers.{name}.session_token_ref"),
+                                    &mut warnings,
+                                )
+                            })
+                            .transpose()?,
+                    },
+                )
+                .with_session_revocation(
+                    *revoke_sessions,
+                    iam_endpoint_url.as_deref(),
+                    http.clone(),
+                )
+                .map_err(|e| StartError::Invalid(format!("drivers.{name}: {e}")))?,
+            ),
         };
         drivers.insert(name.clone(), driver);
     }
@@ -196,6 +208,25 @@ pub async fn build_with_clock(
         .as_ref()
         .map(|r| resolve(r, "admin.token_ref", &mut warnings))
         .transpose()?;
+    let break_glass = config
+        .break_glass
+        .as_ref()
+        .map(|bg| {
+            let phc = resolve(
+                &bg.credential_hash_ref,
+                "break_glass.credential_hash_ref",
+                &mut warnings,
+            )?;
+            let hash = service::break_glass::CredentialHash::parse(&phc).map_err(|e| {
+                StartError::Invalid(format!("break_glass.credential_hash_ref: {e}"))
+            })?;
+            warnings.push(format!(
+                "break-glass is on for role(s) {}: every use is audited as critical",
+                bg.roles.join(", ")
+            ));
+            service::break_glass::BreakGlass::new(bg, hash).map_err(StartError::Invalid)
+        })
+        .transpose()?;
     let oidc_http = artifactstore_oidc::verify::http_client()
         .map_err(|e| StartError::Invalid(format!("HTTP client: {e}")))?;
     for issuer in config.issuers.iter().filter(|i| i.allow_insecure_http) {
@@ -219,12 +250,14 @@ pub async fn build_with_clock(
         key_hmac: audit::KeyHasher::new(&hmac_key),
         counters: Default::default(),
         admin_token,
+        admin_rules: config.admin.rules,
         lease_limits: config.max_live_leases,
         limiter: service::limits::Limiter::new(&config.rate_limits),
         refusals: service::refusals::Coalescer::new(
             Duration::from_secs(config.rate_limits.audit_window_secs),
             config.rate_limits.max_tracked,
         ),
+        break_glass,
         edge: service::EdgeConfig {
             allowed_hosts: config.allowed_hosts,
             cors_allowed_origins: config.cors_allowed_origins,
@@ -237,9 +270,9 @@ pub async fn build_with_clock(
 }
 
 /// Background work: the first key fetch (retried until it works), periodic key
-/// refresh, and the reaper of expired leases. Runs until the service is dropped
-/// elsewhere and the task is aborted.
-pub async fn background(service: Arc<Service>, reaper_interval: Duration) {
+/// refresh, crash reconciliation (at once, then periodically) and the reaper of
+/// expired leases. Runs until the service is dropped elsewhere and the task is aborted.
+pub async fn background(service: Arc<Service>, reaper: config::ReaperConfig) {
     let keys = {
         let service = service.clone();
         async move { service.verifier.keep_keys_fresh().await }
@@ -254,6 +287,8 @@ pub async fn background(service: Arc<Service>, reaper_interval: Duration) {
             }
         }
     };
-    let reaper = async move { service.reap_every(reaper_interval).await };
+    let interval = Duration::from_secs(reaper.interval_secs.max(1));
+    let settings = service::reconcile::ReconcileSettings::from(&reaper);
+    let reaper = async move { service.reap_and_reconcile_every(interval, settings).await };
     tokio::join!(keys, refusal_windows, reaper);
 }

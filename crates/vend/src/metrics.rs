@@ -32,6 +32,12 @@ struct Snapshot {
     mint_failures: u64,
     reaped: u64,
     revoked: u64,
+    /// Crash reconciliation: (action, count).
+    reconciled: [(&'static str, u64); 2],
+    unknown_keys: u64,
+    /// Break-glass attempts (allowed, refused) and failed webhook deliveries; zero
+    /// when break-glass is off.
+    break_glass: [u64; 3],
     audit_failures: u64,
     mint_seconds: f64,
     live: u64,
@@ -50,6 +56,25 @@ pub async fn render(service: &Service) -> String {
         mint_failures: c.mint_failures.load(Ordering::Relaxed),
         reaped: c.reaped.load(Ordering::Relaxed),
         revoked: c.revoked.load(Ordering::Relaxed),
+        reconciled: [
+            (
+                "pending_failed",
+                c.reconciled_pending.load(Ordering::Relaxed),
+            ),
+            (
+                "orphan_key_deleted",
+                c.reconciled_orphans.load(Ordering::Relaxed),
+            ),
+        ],
+        unknown_keys: c.unknown_keys.load(Ordering::Relaxed),
+        break_glass: service.break_glass.as_ref().map_or([0; 3], |bg| {
+            let c = &bg.counters;
+            [
+                c.allowed.load(Ordering::Relaxed),
+                c.refused.load(Ordering::Relaxed),
+                c.webhook_failures.load(Ordering::Relaxed),
+            ]
+        }),
         audit_failures: service.audit.failures.load(Ordering::Relaxed),
         mint_seconds: c.mint_micros.load(Ordering::Relaxed) as f64 / 1e6,
         live: service.leases.live_lease_count().await.unwrap_or(0),
@@ -86,6 +111,45 @@ impl Collector for Snapshot {
                     .encode(metric.encode_family(&[("reason", reason.as_str())])?)?;
             }
         }
+        {
+            let mut metric = e.encode_descriptor(
+                "artifactstore_vend_reconciled",
+                "Crash reconciliation actions: stuck pending leases failed, orphan upstream keys deleted",
+                None,
+                MetricType::Counter,
+            )?;
+            for (action, n) in self.reconciled {
+                ConstCounter::new(n).encode(metric.encode_family(&[("action", action)])?)?;
+            }
+        }
+        const_gauge(
+            &mut e,
+            "artifactstore_vend_unknown_keys",
+            "Upstream keys named by vend whose leases this database never recorded, kept by the last reconciliation",
+            &[],
+            self.unknown_keys as f64,
+        )?;
+        {
+            let mut metric = e.encode_descriptor(
+                "artifactstore_vend_break_glass_attempts",
+                "Break-glass attempts by result (every one is a critical audit line)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (result, n) in [
+                ("allowed", self.break_glass[0]),
+                ("refused", self.break_glass[1]),
+            ] {
+                ConstCounter::new(n).encode(metric.encode_family(&[("result", result)])?)?;
+            }
+        }
+        const_counter(
+            &mut e,
+            "artifactstore_vend_break_glass_webhook_failures",
+            "Break-glass webhook notifications that were not delivered",
+            &[],
+            self.break_glass[2],
+        )?;
         let counters = [
             (
                 "leases_issued",

@@ -54,6 +54,12 @@ pub enum Reason {
     RateLimited,
     UpstreamUnavailable,
     AuditUnavailable,
+    /// Admin routes: no bearer, or one that is neither the admin token nor a valid
+    /// token of a configured issuer.
+    Unauthorized,
+    /// Admin routes: a verified token that no `[admin] rules` entry matches (or whose
+    /// subject is revoked).
+    Forbidden,
     /// The same word as the artifact API's internal error.
     #[strum(serialize = "internal_error")]
     Internal,
@@ -88,7 +94,9 @@ impl Reason {
             Reason::NoMatchingRole
             | Reason::RoleNotPermitted
             | Reason::SubjectRevoked
-            | Reason::RoleRevoked => 403,
+            | Reason::RoleRevoked
+            | Reason::Forbidden => 403,
+            Reason::Unauthorized => 401,
             Reason::LeaseLimit | Reason::RateLimited => 429,
             Reason::UpstreamUnavailable | Reason::AuditUnavailable => 503,
             Reason::Internal => 500,
@@ -112,7 +120,9 @@ impl Reason {
             Reason::NoMatchingRole
             | Reason::RoleNotPermitted
             | Reason::SubjectRevoked
-            | Reason::RoleRevoked => "AccessDenied",
+            | Reason::RoleRevoked
+            | Reason::Unauthorized
+            | Reason::Forbidden => "AccessDenied",
             // AWS's own word for too many requests of one kind.
             Reason::LeaseLimit | Reason::RateLimited => "Throttling",
             Reason::DurationOutOfBounds => "InvalidParameterValue",
@@ -211,7 +221,7 @@ mod tests {
     #[test]
     fn every_reason_is_spelled_the_same_everywhere() {
         let docs = include_str!("../../../docs/VEND.md");
-        assert_eq!(Reason::all().count(), 22);
+        assert_eq!(Reason::all().count(), 24);
         for reason in Reason::all() {
             let word = reason.as_str();
             assert_eq!(

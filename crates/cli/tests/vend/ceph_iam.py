@@ -4,6 +4,8 @@ Prints one JSON line.
   python3 ceph_iam.py role NAME TRUST_JSON POLICY_JSON   CreateRole + PutRolePolicy -> {"arn"}
   python3 ceph_iam.py oidc-provider URL CLIENT_ID        CreateOpenIDConnectProvider -> {"arn"}
   python3 ceph_iam.py bucket NAME                        CreateBucket -> {}
+  python3 ceph_iam.py policies ROLE_NAME                 ListRolePolicies -> {"names"}
+  python3 ceph_iam.py put-policy ROLE_NAME NAME JSON     PutRolePolicy -> {}
   python3 ceph_iam.py assume ROLE_ARN                    AssumeRole without a session policy
                                                          -> {"access_key_id", "secret_access_key",
                                                              "session_token"}
@@ -58,6 +60,12 @@ elif op == "oidc-provider":
 elif op == "bucket":
     (name,) = args
     client("s3").create_bucket(Bucket=name)
+elif op == "policies":
+    (name,) = args
+    out["names"] = client("iam").list_role_policies(RoleName=name)["PolicyNames"]
+elif op == "put-policy":
+    role, name, policy = args
+    client("iam").put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=compact(policy))
 elif op == "assume":
     (arn,) = args
     creds = client("sts").assume_role(

@@ -2,8 +2,11 @@
 //! `artifactstore vend serve` process, Garage from the S3 fixture, boto3.
 #![allow(dead_code)]
 
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::rc::{Rc, Weak};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -52,6 +55,54 @@ pub fn garage() -> Option<Garage> {
     }
 }
 
+/// Tests run in parallel against one Garage. Every vend service started with Garage
+/// holds a shared hold for its life; a test that asserts on *every* key Garage holds
+/// ("no key was created") takes [`garage_alone`] first, so no other test mints or
+/// deletes keys meanwhile.
+static GARAGE_USERS: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// Set while this thread's test holds Garage alone: its own vend services take no
+    /// shared hold (which would wait for itself).
+    static ALONE: Cell<bool> = const { Cell::new(false) };
+    /// This thread's shared hold, one for all its vend services: a second read of the
+    /// lock while a writer waits would wait for that writer, which waits for the first.
+    static SHARED: RefCell<Weak<SharedHold>> = const { RefCell::new(Weak::new()) };
+}
+
+/// Garage to this test alone, until dropped.
+pub struct GarageAlone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+
+pub fn garage_alone() -> GarageAlone {
+    let guard = GARAGE_USERS.write().unwrap_or_else(PoisonError::into_inner);
+    ALONE.set(true);
+    GarageAlone(guard)
+}
+
+impl Drop for GarageAlone {
+    fn drop(&mut self) {
+        ALONE.set(false);
+    }
+}
+
+pub struct SharedHold(#[allow(dead_code)] RwLockReadGuard<'static, ()>);
+
+fn garage_shared() -> Option<Rc<SharedHold>> {
+    if ALONE.get() {
+        return None;
+    }
+    SHARED.with(|held| {
+        if let Some(hold) = held.borrow().upgrade() {
+            return Some(hold);
+        }
+        let hold = Rc::new(SharedHold(
+            GARAGE_USERS.read().unwrap_or_else(PoisonError::into_inner),
+        ));
+        *held.borrow_mut() = Rc::downgrade(&hold);
+        Some(hold)
+    })
+}
+
 impl Garage {
     /// Ids of every key Garage holds.
     pub fn key_ids(&self) -> Vec<String> {
@@ -85,6 +136,8 @@ pub struct Vend {
     pub stderr: PathBuf,
     pub admin_token: String,
     pub admin_token_file: PathBuf,
+    /// Held while this service may mint on Garage (see [`garage_alone`]).
+    _garage_shared: Option<Rc<SharedHold>>,
 }
 
 pub struct VendSetup<'a> {
@@ -109,6 +162,7 @@ impl Vend {
 
     /// Starts without waiting for the issuers' keys.
     pub fn spawn(issuer: &Issuer, garage: Option<&Garage>, setup: VendSetup<'_>) -> Vend {
+        let garage_shared = garage.and_then(|_| garage_shared());
         let dir = tempfile::tempdir().unwrap();
         let admin_token = format!("admin-canary-{}", std::process::id());
         let admin_token_file = dir.path().join("admin-token");
@@ -170,6 +224,7 @@ impl Vend {
             stderr,
             admin_token,
             admin_token_file,
+            _garage_shared: garage_shared,
         }
     }
 

@@ -11,6 +11,8 @@ use crate::common::{BIN, block_on, spawn_announcing};
 use crate::helpers::*;
 use crate::live::{bootstrap_moto, setup, start_moto, write_token};
 
+mod load;
+
 /// A role whose leases live 10 s, for watching rotations: below the 900 s floor, which
 /// only test builds (feature `test-lease-floor` of artifactstore-vend) let the
 /// hook variable lower.

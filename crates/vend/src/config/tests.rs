@@ -176,3 +176,15 @@ fn listener_limits_have_defaults_and_zero_is_refused() {
         );
     }
 }
+
+#[test]
+fn crash_reconciliation_defaults_to_a_minute_and_never_to_zero() {
+    let c = VendConfig::parse(BASE, Path::new("t.toml"), &env).unwrap();
+    assert_eq!(c.reaper.pending_timeout_secs, 60);
+    assert!(!c.reaper.delete_unknown_keys);
+    let zero = format!("{BASE}\n[reaper]\npending_timeout_secs = 0\n");
+    let err = VendConfig::parse(&zero, Path::new("t.toml"), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("reaper.pending_timeout_secs"), "{err}");
+}

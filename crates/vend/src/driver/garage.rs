@@ -9,7 +9,7 @@ use std::time::Duration;
 use artifactstore_model::secret::Secret;
 use serde_json::{Value, json};
 
-use super::{DriverError, MintDriver, MintRequest, Minted, Revoked};
+use super::{DriverError, MintDriver, MintRequest, Minted, MintedKey, Revoked};
 use crate::policy::Scope;
 use crate::roles::Action;
 
@@ -128,6 +128,70 @@ impl GarageDriver {
     }
 }
 
+impl GarageDriver {
+    /// The keys named by this driver (`artifactstore-vend-<lease id>`), from
+    /// `ListKeys`, with the creation time Garage reports for each.
+    async fn minted_keys(&self) -> Result<Vec<MintedKey>, DriverError> {
+        let (status, body) = self
+            .call(reqwest::Method::GET, "/v2/ListKeys", None)
+            .await?;
+        if !status.is_success() {
+            return Err(self.failure("ListKeys", status, &body));
+        }
+        Ok(minted_keys_of(&body))
+    }
+}
+
+/// The keys of a `ListKeys` answer that this driver named.
+fn minted_keys_of(list: &Value) -> Vec<MintedKey> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|k| {
+            let lease_id = k
+                .get("name")?
+                .as_str()?
+                .strip_prefix(KEY_NAME_PREFIX)
+                .filter(|id| !id.is_empty())?;
+            Some(MintedKey {
+                lease_id: lease_id.to_owned(),
+                access_key_id: k.get("id")?.as_str()?.to_owned(),
+                created: k
+                    .get("created")
+                    .and_then(Value::as_str)
+                    .and_then(artifactstore_model::Timestamp::parse_rfc3339),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+#[test]
+fn only_keys_this_driver_named_are_listed_as_minted() {
+    // The shape of Garage 2.5's ListKeys answer.
+    let list = json!([
+        {"id": "GK1", "name": "artifactstore-fixture", "created": "2026-12-08T00:00:41.516Z", "expiration": null, "expired": false},
+        {"id": "GK2", "name": "artifactstore-vend-abc123", "created": "2026-12-08T00:00:42.433Z", "expiration": "2027-01-01T00:00:00Z", "expired": false},
+        {"id": "GK3", "name": "artifactstore-vend-", "created": null},
+        {"id": "GK4", "name": "artifactstore-vend-def456"}
+    ]);
+    assert_eq!(
+        minted_keys_of(&list),
+        vec![
+            MintedKey {
+                lease_id: "abc123".into(),
+                access_key_id: "GK2".into(),
+                created: artifactstore_model::Timestamp::parse_rfc3339("2026-12-08T00:00:42.433Z"),
+            },
+            MintedKey {
+                lease_id: "def456".into(),
+                access_key_id: "GK4".into(),
+                created: None,
+            },
+        ]
+    );
+}
+
 fn urlencode(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
@@ -235,19 +299,12 @@ impl MintDriver for GarageDriver {
         if let Some(id) = access_key_id {
             return self.delete_key(id).await;
         }
-        let (status, body) = self
-            .call(reqwest::Method::GET, "/v2/ListKeys", None)
-            .await?;
-        if !status.is_success() {
-            return Err(self.failure("ListKeys", status, &body));
-        }
-        let name = format!("{KEY_NAME_PREFIX}{lease_id}");
-        let ids: Vec<String> = body
-            .as_array()
+        let ids: Vec<String> = self
+            .minted_keys()
+            .await?
             .into_iter()
-            .flatten()
-            .filter(|k| k.get("name").and_then(Value::as_str) == Some(name.as_str()))
-            .filter_map(|k| k.get("id").and_then(Value::as_str).map(str::to_owned))
+            .filter(|k| k.lease_id == lease_id)
+            .map(|k| k.access_key_id)
             .collect();
         let mut result = Revoked::AlreadyGone;
         for id in ids {
@@ -256,6 +313,10 @@ impl MintDriver for GarageDriver {
             }
         }
         Ok(result)
+    }
+
+    async fn list_minted(&self) -> Result<Option<Vec<MintedKey>>, DriverError> {
+        self.minted_keys().await.map(Some)
     }
 
     async fn check(&self) -> Result<(), DriverError> {

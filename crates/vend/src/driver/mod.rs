@@ -42,6 +42,9 @@ pub enum Revoked {
     Deleted,
     /// It was already gone upstream.
     AlreadyGone,
+    /// The credential still exists upstream, but the upstream now refuses every
+    /// request made with it (an STS session denied by the assumed role's policy).
+    Denied,
     /// This upstream cannot revoke a credential before it expires; it stays usable
     /// until then. Future vending is refused all the same.
     Unsupported,
@@ -52,9 +55,21 @@ impl Revoked {
         match self {
             Revoked::Deleted => "deleted",
             Revoked::AlreadyGone => "already_gone",
+            Revoked::Denied => "denied",
             Revoked::Unsupported => "unsupported",
         }
     }
+}
+
+/// A credential a driver created, as the upstream lists it (see
+/// [`MintDriver::list_minted`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MintedKey {
+    /// The lease it was minted for, read back from the name it was given.
+    pub lease_id: String,
+    pub access_key_id: String,
+    /// When the upstream created it, where the upstream says.
+    pub created: Option<Timestamp>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +97,24 @@ pub trait MintDriver: Send + Sync {
         lease_id: &str,
         access_key_id: Option<&str>,
     ) -> Result<Revoked, DriverError>;
+    /// Takes back a credential that would otherwise work until `expires_at` (a
+    /// revocation, a dead issue), as opposed to one the reaper ends at its expiry.
+    /// Drivers that can only act on a live credential (STS sessions) tell the two
+    /// apart; the others revoke as [`MintDriver::revoke`] does.
+    async fn revoke_unexpired(
+        &self,
+        lease_id: &str,
+        access_key_id: Option<&str>,
+        _expires_at: Timestamp,
+    ) -> Result<Revoked, DriverError> {
+        self.revoke(lease_id, access_key_id).await
+    }
     /// Whether the upstream answers and accepts our credentials.
     async fn check(&self) -> Result<(), DriverError>;
+    /// Every credential this driver created that still exists upstream, so that crash
+    /// reconciliation can find those no live lease accounts for. `None`: this upstream
+    /// cannot list them (STS sessions are not objects one can enumerate).
+    async fn list_minted(&self) -> Result<Option<Vec<MintedKey>>, DriverError> {
+        Ok(None)
+    }
 }

@@ -1,7 +1,13 @@
 //! The STS driver: `AssumeRole` at an upstream STS (MinIO, RustFS, Ceph RGW, AWS),
 //! signed with the vending service's own credentials, with an inline session policy
-//! generated from the role's scope, for the lease's duration. STS sessions cannot be
-//! revoked one by one upstream: revocation here refuses future vending and says so.
+//! generated from the role's scope, for the lease's duration. An STS session cannot be
+//! deleted upstream; with `revoke_sessions = "auto"`, on an upstream that evaluates the
+//! assumed role's own policy (Ceph RGW, AWS), a revoked session is denied there
+//! ([`revocation`]); otherwise revocation refuses future vending and says the session
+//! lasts until it expires.
+
+mod iam;
+pub mod revocation;
 
 use std::time::Duration;
 
@@ -14,15 +20,24 @@ use aws_sdk_sts::config::{
 };
 use aws_sdk_sts::error::{ProvideErrorMetadata, SdkError};
 
+use self::iam::IamClient;
+use self::revocation::SessionRevocation;
 use super::{DriverError, MintDriver, MintRequest, Minted, Revoked};
+use crate::config::RevokeSessions;
 use crate::policy::Scope;
 
 pub struct StsDriver {
     client: aws_sdk_sts::Client,
     endpoint: String,
+    region: String,
     role_arn: String,
+    credentials: StsCredentials,
+    /// Denies revoked sessions upstream; `None` until configured (sessions then last
+    /// until they expire).
+    revocation: Option<SessionRevocation>,
 }
 
+#[derive(Clone)]
 pub struct StsCredentials {
     pub access_key_id: Secret,
     pub secret_access_key: Secret,
@@ -54,8 +69,39 @@ impl StsDriver {
         StsDriver {
             client: aws_sdk_sts::Client::from_conf(config),
             endpoint: endpoint.to_owned(),
+            region: region.to_owned(),
             role_arn: role_arn.to_owned(),
+            credentials: creds,
+            revocation: None,
         }
+    }
+
+    /// Revokes sessions upstream as `mode` says, through the IAM API at `iam_endpoint`
+    /// (default: the STS endpoint, where Ceph RGW serves IAM). Refused when the role
+    /// ARN names no role whose policy could be changed.
+    pub fn with_session_revocation(
+        mut self,
+        mode: RevokeSessions,
+        iam_endpoint: Option<&str>,
+        http: reqwest::Client,
+    ) -> Result<Self, String> {
+        if mode == RevokeSessions::Off {
+            return Ok(self);
+        }
+        let role = revocation::role_name(&self.role_arn).ok_or_else(|| {
+            format!(
+                "revoke_sessions = \"auto\" needs role_arn to be an IAM role ARN (arn:aws:iam::<account>:role/<name>), not {:?}",
+                self.role_arn
+            )
+        })?;
+        let iam = IamClient::new(
+            http,
+            iam_endpoint.unwrap_or(&self.endpoint),
+            &self.region,
+            self.credentials.clone(),
+        );
+        self.revocation = Some(SessionRevocation::new(iam, role.to_owned(), mode));
+        Ok(self)
     }
 
     fn classify<E>(&self, op: &str, e: &SdkError<E, HttpResponse>) -> DriverError
@@ -151,8 +197,27 @@ impl MintDriver for StsDriver {
         })
     }
 
+    /// What the reaper asks for a lease past its expiry: its session has expired with
+    /// it, and a session cannot be deleted upstream anyway.
     async fn revoke(&self, _lease_id: &str, _key: Option<&str>) -> Result<Revoked, DriverError> {
         Ok(Revoked::Unsupported)
+    }
+
+    async fn revoke_unexpired(
+        &self,
+        lease_id: &str,
+        _key: Option<&str>,
+        expires_at: Timestamp,
+    ) -> Result<Revoked, DriverError> {
+        match &self.revocation {
+            // The session name is known from the lease id alone, so a session whose
+            // key was never recorded (a crash mid-issue) is denied all the same.
+            Some(r) => {
+                r.revoke(lease_id, &session_name(lease_id), expires_at)
+                    .await
+            }
+            None => Ok(Revoked::Unsupported),
+        }
     }
 
     async fn check(&self) -> Result<(), DriverError> {
@@ -197,5 +262,55 @@ impl StsDriver {
             .await
             .map(|_| ())
             .map_err(|e| self.classify("AssumeRole readiness probe:", &e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn driver(role_arn: &str) -> StsDriver {
+        StsDriver::new(
+            "http://127.0.0.1:9",
+            "us-east-1",
+            role_arn,
+            StsCredentials {
+                access_key_id: Secret::new("AKID"),
+                secret_access_key: Secret::new("secret"),
+                session_token: None,
+            },
+        )
+    }
+
+    #[test]
+    fn session_revocation_needs_a_role_arn_only_when_asked_for() {
+        let http = reqwest::Client::new();
+        // MinIO accepts any role ARN; with revocation off nothing reads it.
+        assert!(
+            driver("anything")
+                .with_session_revocation(RevokeSessions::Off, None, http.clone())
+                .is_ok()
+        );
+        let refused = driver("anything")
+            .with_session_revocation(RevokeSessions::Auto, None, http.clone())
+            .err()
+            .unwrap();
+        assert!(refused.contains("IAM role ARN"), "{refused}");
+        let on = driver("arn:aws:iam::123:role/vend")
+            .with_session_revocation(RevokeSessions::Auto, None, http)
+            .unwrap();
+        assert!(on.revocation.is_some());
+    }
+
+    #[tokio::test]
+    async fn without_session_revocation_a_revoked_session_is_unsupported() {
+        let d = driver("arn:aws:iam::123:role/vend");
+        let later = Timestamp::from_system_time(std::time::SystemTime::now())
+            .saturating_add(Duration::from_secs(600));
+        // Nothing upstream is asked (the endpoint is a closed port).
+        assert_eq!(
+            d.revoke_unexpired("00ff", None, later).await.unwrap(),
+            Revoked::Unsupported
+        );
     }
 }

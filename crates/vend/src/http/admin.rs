@@ -1,22 +1,27 @@
-//! The admin routes: revocations and lease queries, behind `[admin] token_ref`.
+//! The admin routes: revocations and lease queries, behind `[admin] token_ref` or
+//! `[admin] rules` (see [`crate::service::admin`]). Every call is audited with its
+//! actor before it is answered.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
 use artifactstore_model::api::ErrorBody;
-use artifactstore_model::secret::Secret;
 
 use crate::reason::Reason;
+use crate::service::admin::{AdminCaller, is_admin_token};
 use crate::service::{RevokeTarget, Service};
 
 use super::bearer;
+
+mod query;
 
 /// The answer of an admin route that failed: `{"error": {"code", "message"}}`.
 pub(super) fn admin_error(
@@ -35,43 +40,91 @@ pub(super) fn internal(e: impl std::fmt::Display) -> Response {
     )
 }
 
-pub(super) fn admin_allowed(service: &Service, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(expected) = &service.admin_token else {
-        return Err(Box::new(admin_error(
-            StatusCode::NOT_FOUND,
-            "admin_disabled",
-            "the admin API is off: set [admin] token_ref",
-        )));
-    };
-    if token_matches(expected, headers) {
-        Ok(())
-    } else {
-        Err(Box::new(admin_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "admin token missing or wrong",
-        )))
+/// An admin call allowed, and whether its `admin.call` line was written.
+pub(super) struct Allowed {
+    pub caller: AdminCaller,
+    pub audited: bool,
+}
+
+/// Decides who may make this call and writes its audit line (an allowed call: one
+/// `admin.call` line with its actor; a refusal: through the coalescing windows).
+pub(super) async fn admin_allowed(
+    service: &Service,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    call: &str,
+) -> Result<Allowed, Box<Response>> {
+    let caller = authorized(service, headers, peer, call).await?;
+    let audited = audit_call(service, &caller, peer, call).await;
+    Ok(Allowed { caller, audited })
+}
+
+/// The `admin.call` line of an allowed call. An operator must be able to look and
+/// take access away while the audit log is down (that is when incidents happen): the
+/// call goes ahead, and the missing line goes to the error log instead of nowhere.
+async fn audit_call(
+    service: &Service,
+    caller: &AdminCaller,
+    peer: SocketAddr,
+    detail: &str,
+) -> bool {
+    match service.audit_admin_call(caller, Some(peer), detail).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(
+                error = %e,
+                actor = %caller.actor(),
+                call = detail,
+                "audit log unavailable: an admin call's line was not written"
+            );
+            false
+        }
     }
 }
 
-/// Whether the request's bearer token is the admin token (compared in constant time).
-fn token_matches(expected: &Secret, headers: &HeaderMap) -> bool {
-    bearer(headers).is_some_and(|given| {
-        aws_lc_rs::constant_time::verify_slices_are_equal(
-            given.expose().as_bytes(),
-            expected.expose().as_bytes(),
-        )
-        .is_ok()
-    })
+/// Who makes this call, or the refusal's answer (audited by the service).
+async fn authorized(
+    service: &Service,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    call: &str,
+) -> Result<AdminCaller, Box<Response>> {
+    let bearer = bearer(headers);
+    match service
+        .authorize_admin(bearer.as_ref(), Some(peer), call)
+        .await
+    {
+        Ok(caller) => Ok(caller),
+        Err(refused) => {
+            let status =
+                StatusCode::from_u16(refused.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut body = ErrorBody::new(refused.code, refused.message);
+            if let Some(id) = refused.request_id {
+                body = body.with_request_id(&id);
+            }
+            Err(Box::new((status, Json(body)).into_response()))
+        }
+    }
+}
+
+/// `METHOD /path?query` of a call, as its audit line names it.
+fn call(method: &str, uri: &Uri) -> String {
+    format!(
+        "{method} {}",
+        uri.path_and_query().map_or(uri.path(), |p| p.as_str())
+    )
 }
 
 /// Whether the request carries the admin token (never an error: for answers that
-/// only say more to the admin, such as `/readyz`).
+/// only say more to the admin, such as `/readyz`). The token only, on purpose:
+/// `/readyz` is polled by probes, and verifying OIDC tokens there would put key
+/// fetches and audit lines on a route that must stay cheap and unauthenticated.
 pub(super) fn is_admin(service: &Service, headers: &HeaderMap) -> bool {
     service
         .admin_token
         .as_ref()
-        .is_some_and(|expected| token_matches(expected, headers))
+        .zip(bearer(headers))
+        .is_some_and(|(expected, given)| is_admin_token(expected, &given))
 }
 
 /// The body of both revocation routes; `reason` is required to revoke only.
@@ -87,26 +140,44 @@ struct RevokeBody {
     force: bool,
 }
 
-/// Checks the admin token, then reads the body (so that callers without the token
-/// learn nothing from parse errors).
-fn admin_body(
+/// Checks who calls, then reads the body (so that callers who may not learn nothing
+/// from parse errors), then writes the call's line naming what it targets — the
+/// `lease.revoked` lines that follow do not name the actor.
+async fn admin_body(
     service: &Service,
     headers: &HeaderMap,
+    peer: SocketAddr,
+    call: &str,
     body: &[u8],
-) -> Result<RevokeBody, Box<Response>> {
-    admin_allowed(service, headers)?;
-    serde_json::from_slice(body)
-        .map_err(|e| Box::new(admin_error(StatusCode::BAD_REQUEST, "request_invalid", e)))
+) -> Result<(Allowed, RevokeBody), Box<Response>> {
+    let caller = authorized(service, headers, peer, call).await?;
+    match serde_json::from_slice::<RevokeBody>(body) {
+        Ok(body) => {
+            let detail = format!("{call} {:?}: {}", body.target, body.reason);
+            let audited = audit_call(service, &caller, peer, &detail).await;
+            Ok((Allowed { caller, audited }, body))
+        }
+        Err(e) => {
+            audit_call(service, &caller, peer, &format!("{call} (body refused)")).await;
+            Err(Box::new(admin_error(
+                StatusCode::BAD_REQUEST,
+                "request_invalid",
+                e,
+            )))
+        }
+    }
 }
 
 /// `POST /v1/admin/revocations`: revoke a lease, or a subject or role (their live
 /// leases now, and future vending until the revocation is lifted).
 pub(super) async fn admin_revoke(
     State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = match admin_body(&service, &headers, &body) {
+    let call = "POST /v1/admin/revocations";
+    let (allowed, body) = match admin_body(&service, &headers, peer, call, &body).await {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -117,8 +188,15 @@ pub(super) async fn admin_revoke(
             "a reason is required",
         );
     }
-    match service.revoke(&body.target, &body.reason, body.force).await {
-        Ok(outcome) => Json(outcome).into_response(),
+    let actor = allowed.caller.actor();
+    match service
+        .revoke_as(&body.target, &body.reason, body.force, Some(&actor))
+        .await
+    {
+        Ok(mut outcome) => {
+            outcome.audited &= allowed.audited;
+            Json(outcome).into_response()
+        }
         Err(e) => revoke_error(e),
     }
 }
@@ -127,14 +205,20 @@ pub(super) async fn admin_revoke(
 /// role revocation.
 pub(super) async fn admin_unrevoke(
     State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let body = match admin_body(&service, &headers, &body) {
+    let call = "DELETE /v1/admin/revocations";
+    let (allowed, body) = match admin_body(&service, &headers, peer, call, &body).await {
         Ok(b) => b,
         Err(r) => return *r,
     };
-    match service.unrevoke(&body.target).await {
+    // Giving access back waits for its own `revocation.removed` line (with the actor).
+    match service
+        .unrevoke_as(&body.target, Some(&allowed.caller.actor()))
+        .await
+    {
         Ok(removed) => Json(json!({ "removed": removed })).into_response(),
         Err(e) => revoke_error(e),
     }
@@ -155,35 +239,28 @@ fn revoke_error(e: crate::service::RevokeError) -> Response {
     }
 }
 
-#[derive(Deserialize)]
-pub(super) struct LeaseQuery {
-    issuer: Option<String>,
-    subject: Option<String>,
-    role: Option<String>,
-    #[serde(default)]
-    live: bool,
-    limit: Option<u32>,
-}
-
+/// `GET /v1/admin/leases?issuer=&subject=&role=&state=&driver=&expiring_before=
+/// &break_glass=&live=&limit=` (see [`query`]).
 pub(super) async fn admin_leases(
     State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Query(q): Query<LeaseQuery>,
+    uri: Uri,
 ) -> Response {
-    if let Err(r) = admin_allowed(&service, &headers) {
+    if let Err(r) = admin_allowed(&service, &headers, peer, &call("GET", &uri)).await {
         return *r;
     }
-    let filter = crate::leases::LeaseFilter {
-        issuer: q.issuer,
-        subject: q.subject,
-        role: q.role,
-        live_only: q.live,
+    let (filter, limit) = match query::parse(uri.query()) {
+        Ok(q) => q,
+        Err(message) => {
+            return admin_error(
+                StatusCode::BAD_REQUEST,
+                Reason::RequestInvalid.as_str(),
+                message,
+            );
+        }
     };
-    match service
-        .leases
-        .leases(&filter, q.limit.unwrap_or(1000).min(10_000))
-        .await
-    {
+    match service.leases.leases(&filter, limit).await {
         Ok(leases) => Json(json!({ "leases": leases })).into_response(),
         Err(e) => internal(e),
     }
@@ -191,10 +268,12 @@ pub(super) async fn admin_leases(
 
 pub(super) async fn admin_lease(
     State(service): State<Arc<Service>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
+    uri: Uri,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = admin_allowed(&service, &headers) {
+    if let Err(r) = admin_allowed(&service, &headers, peer, &call("GET", &uri)).await {
         return *r;
     }
     match service.leases.lease(&id).await {

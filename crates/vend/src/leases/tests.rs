@@ -8,6 +8,8 @@ const ISSUER: &str = "https://issuer.example";
 
 /// Every test runs on SQLite, and on PostgreSQL too when CI provides one.
 pub(crate) async fn databases() -> Vec<(tempfile::TempDir, String)> {
+    // Tests that connect before any store opens (the old layouts) need the drivers too.
+    sqlx::any::install_default_drivers();
     artifactstore_db::testing::databases("vend").await
 }
 
@@ -32,6 +34,9 @@ fn lease(id: &str, subject: &str, role: &str, expires_at: i64) -> Lease {
         state: LeaseState::Pending,
         ended_at: None,
         end_reason: None,
+        break_glass: false,
+        break_glass_reason: None,
+        break_glass_ticket: None,
     }
 }
 
@@ -169,6 +174,77 @@ async fn lifecycle(store: LeaseStore) {
             .remove_revocation(subject, ISSUER, "alice")
             .await
             .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn lease_queries_narrow_by_every_filter() {
+    for (_dir, url) in databases().await {
+        eprintln!("database: {}", shown(&url));
+        filters(LeaseStore::open(&url).await.unwrap()).await;
+    }
+}
+
+async fn filters(store: LeaseStore) {
+    let mut glass = lease("g", "break-glass", "ci-writer", 3_000);
+    glass.break_glass = true;
+    glass.break_glass_reason = Some("incident 42".into());
+    glass.break_glass_ticket = Some("INC-42".into());
+    let mut sts = lease("s", "alice", "reader", 8_000);
+    sts.driver = "ceph".into();
+    for l in [lease("a", "alice", "ci-writer", 5_000), sts, glass] {
+        store.insert_lease(&l).await.unwrap();
+    }
+    assert!(store.activate_lease("a", "GKa", ms(5_000)).await.unwrap());
+    let ids = |filter: LeaseFilter| {
+        let store = &store;
+        async move {
+            let mut ids: Vec<String> = store
+                .leases(&filter, 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|l| l.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let by_state = LeaseFilter {
+        state: Some(LeaseState::Active),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_state).await, ["a"]);
+    let by_driver = LeaseFilter {
+        driver: Some("ceph".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(by_driver).await, ["s"]);
+    let expiring = LeaseFilter {
+        expiring_before: Some(ms(5_000)),
+        ..Default::default()
+    };
+    assert_eq!(ids(expiring).await, ["g"], "before, not at");
+    let break_glass = LeaseFilter {
+        break_glass: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(ids(break_glass).await, ["g"]);
+    let ordinary = LeaseFilter {
+        break_glass: Some(false),
+        subject: Some("alice".into()),
+        state: Some(LeaseState::Pending),
+        ..Default::default()
+    };
+    assert_eq!(ids(ordinary).await, ["s"]);
+    let g = store.lease("g").await.unwrap().unwrap();
+    assert!(g.break_glass);
+    assert_eq!(
+        (
+            g.break_glass_reason.as_deref(),
+            g.break_glass_ticket.as_deref()
+        ),
+        (Some("incident 42"), Some("INC-42"))
     );
 }
 
@@ -312,7 +388,7 @@ async fn an_old_layout_vend_database_is_adopted_with_its_leases() {
 
         // The index's bookkeeping is untouched; vend's is its own.
         assert_eq!(applied(&url, "_sqlx_migrations").await, [1, 2]);
-        assert_eq!(applied(&url, MIGRATIONS_TABLE).await, [1, 2]);
+        assert_eq!(applied(&url, MIGRATIONS_TABLE).await, [1, 2, 3]);
         // And reopening (a restart) is a no-op that keeps everything.
         let store = LeaseStore::open(&url).await.unwrap();
         assert_eq!(
@@ -371,7 +447,7 @@ async fn index_and_vend_share_a_new_database() {
         LeaseStore::open(&url).await.unwrap().close().await;
         index().await.close().await;
         LeaseStore::open(&url).await.unwrap().close().await;
-        assert_eq!(applied(&url, MIGRATIONS_TABLE).await, [1, 2]);
+        assert_eq!(applied(&url, MIGRATIONS_TABLE).await, [1, 2, 3]);
         assert!(!applied(&url, "_sqlx_migrations").await.contains(&2));
     }
 }

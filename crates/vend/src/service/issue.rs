@@ -160,12 +160,38 @@ async fn take_back(
         .await;
 }
 
+/// Who a lease is for and how it came to be: a verified token's issuer, subject and
+/// audience, or the break-glass path's fixed identity with its reason and ticket.
+pub(super) struct LeaseTemplate {
+    pub issuer: String,
+    pub subject: String,
+    pub audience: String,
+    pub break_glass: Option<BreakGlassNote>,
+}
+
+/// What a break-glass lease row records besides the usual.
+pub(super) struct BreakGlassNote {
+    pub reason: String,
+    pub ticket: Option<String>,
+}
+
+impl LeaseTemplate {
+    pub fn of(token: &VerifiedToken) -> Self {
+        LeaseTemplate {
+            issuer: token.issuer.clone(),
+            subject: token.subject.clone(),
+            audience: token.audience.clone(),
+            break_glass: None,
+        }
+    }
+}
+
 impl Service {
-    /// Whether a standing revocation now covers the token's subject or the role.
-    async fn revoked_now(&self, token: &VerifiedToken, role: &str) -> Option<Reason> {
+    /// Whether a standing revocation now covers the holder's subject or the role.
+    pub(super) async fn revoked_now(&self, holder: &LeaseTemplate, role: &str) -> Option<Reason> {
         match (
             self.leases
-                .is_revoked(RevocationKind::Subject, &token.issuer, &token.subject)
+                .is_revoked(RevocationKind::Subject, &holder.issuer, &holder.subject)
                 .await,
             self.leases.is_revoked(RevocationKind::Role, "", role).await,
         ) {
@@ -182,7 +208,7 @@ impl Service {
     pub(super) async fn issue(
         self: &Arc<Self>,
         mut record: AuditRecord,
-        token: &VerifiedToken,
+        holder: &LeaseTemplate,
         role: &Role,
         scope: Scope,
         duration_secs: u64,
@@ -215,10 +241,12 @@ impl Service {
                 "the audit log cannot be written; no credentials are issued".into(),
             ));
         }
+        #[cfg(feature = "test-crash-points")]
+        crate::crash_points::at(crate::crash_points::Point::AfterAllow);
         let lease = Lease {
             id: lease_id.clone(),
-            issuer: token.issuer.clone(),
-            subject: token.subject.clone(),
+            issuer: holder.issuer.clone(),
+            subject: holder.subject.clone(),
             role: role.config.name.clone(),
             driver: role.config.driver.clone(),
             access_key_id: None,
@@ -227,6 +255,9 @@ impl Service {
             state: LeaseState::Pending,
             ended_at: None,
             end_reason: None,
+            break_glass: holder.break_glass.is_some(),
+            break_glass_reason: holder.break_glass.as_ref().map(|b| b.reason.clone()),
+            break_glass_ticket: holder.break_glass.as_ref().and_then(|b| b.ticket.clone()),
         };
         let mut pending = match PendingLease::record(self, lease.clone(), role.driver.clone()).await
         {
@@ -242,10 +273,12 @@ impl Service {
                 return Err(refuse(Reason::Internal, format!("lease store: {e}")));
             }
         };
+        #[cfg(feature = "test-crash-points")]
+        crate::crash_points::at(crate::crash_points::Point::AfterLeaseRow);
         // A revocation that landed between the decision and the lease row would not
         // have seen this lease: look again now that the row exists (a revocation
         // recorded after this point finds the lease and ends it).
-        if let Some(reason) = self.revoked_now(token, &role.config.name).await {
+        if let Some(reason) = self.revoked_now(holder, &role.config.name).await {
             pending
                 .abandon(Abandon {
                     end_reason: reason.as_str(),
@@ -262,7 +295,7 @@ impl Service {
             .driver
             .mint(&MintRequest {
                 lease_id: &lease_id,
-                subject: &token.subject,
+                subject: &holder.subject,
                 role: &role.config.name,
                 scope: &scope,
                 duration: Duration::from_secs(duration_secs),
@@ -302,16 +335,21 @@ impl Service {
             }
         };
         pending.minted(&minted.access_key_id);
+        #[cfg(feature = "test-crash-points")]
+        crate::crash_points::at(crate::crash_points::Point::AfterMint);
         match self
             .leases
             .activate_lease(&lease_id, &minted.access_key_id, minted.expires_at)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => {
+                #[cfg(feature = "test-crash-points")]
+                crate::crash_points::at(crate::crash_points::Point::AfterActivate);
+            }
             Ok(false) => {
                 // Ended by a revocation while the driver minted: a lease revocation,
                 // or one of the subject or role.
-                let reason = match self.revoked_now(token, &role.config.name).await {
+                let reason = match self.revoked_now(holder, &role.config.name).await {
                     Some(Reason::RoleRevoked) => Reason::RoleRevoked,
                     _ => Reason::SubjectRevoked,
                 };
@@ -361,9 +399,9 @@ impl Service {
             lease_id: lease_id.clone(),
             role: role.config.name.clone(),
             driver: role.driver.kind().to_owned(),
-            issuer: token.issuer.clone(),
-            subject: token.subject.clone(),
-            audience: token.audience.clone(),
+            issuer: holder.issuer.clone(),
+            subject: holder.subject.clone(),
+            audience: holder.audience.clone(),
             access_key_id: minted.access_key_id.clone(),
             secret_access_key: minted.secret_access_key.clone(),
             session_token: minted

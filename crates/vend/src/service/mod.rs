@@ -3,7 +3,8 @@
 //!
 //! One job per file: [`decide`] (everything after the token, before anything is
 //! written), [`issue`] (the mint saga and its compensation), [`revoke`] (ending
-//! leases and standing revocations), [`reaper`] (ending expired leases).
+//! leases and standing revocations), [`reaper`] (ending expired leases),
+//! [`reconcile`] (what a killed process left behind).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -22,10 +23,13 @@ use crate::leases::{Lease, LeaseStore};
 use crate::policy::Scope;
 use crate::reason::{Denial, Reason};
 
+pub mod admin;
+pub mod break_glass;
 mod decide;
 mod issue;
 pub mod limits;
 mod reaper;
+pub mod reconcile;
 pub mod refusals;
 mod revoke;
 #[cfg(test)]
@@ -125,6 +129,11 @@ pub struct Counters {
     pub mint_micros: AtomicU64,
     pub reaped: AtomicU64,
     pub revoked: AtomicU64,
+    /// Crash reconciliation: stuck pending leases failed, orphan keys deleted, and
+    /// (a gauge) the unknown keys the last round kept.
+    pub reconciled_pending: AtomicU64,
+    pub reconciled_orphans: AtomicU64,
+    pub unknown_keys: AtomicU64,
 }
 
 impl Counters {
@@ -150,11 +159,16 @@ pub struct Service {
     pub key_hmac: crate::audit::KeyHasher,
     pub counters: Counters,
     pub admin_token: Option<Secret>,
+    /// `[admin] rules`: verified tokens matching one of them may call the admin
+    /// routes (see [`admin`]).
+    pub admin_rules: Vec<BTreeMap<String, artifactstore_oidc::claims::Matcher>>,
     pub lease_limits: crate::config::LeaseLimits,
     /// Token buckets per client address and per subject (`[rate_limits]`).
     pub limiter: limits::Limiter,
     /// Open audit windows of refusals (see [`refusals`]).
     pub refusals: refusals::Coalescer,
+    /// `[break_glass]`, when configured (see [`break_glass`]).
+    pub break_glass: Option<break_glass::BreakGlass>,
     /// `allowed_hosts` and `cors_allowed_origins` as configured; the HTTP layer
     /// resolves them against the address it listens on.
     pub edge: EdgeConfig,
@@ -219,11 +233,26 @@ impl Service {
     /// when the audit log is down.
     async fn refuse_coalesced(
         &self,
-        mut record: AuditRecord,
+        record: AuditRecord,
         subject: Option<(String, String)>,
         denial: Denial,
     ) -> Refused {
         self.counters.decision(denial.reason);
+        let request_id = self.coalesce(record, subject, &denial, None).await;
+        Refused { request_id, denial }
+    }
+
+    /// Counts a refusal in its client's (and subject's) window; the refusal that opens
+    /// a window is written as `record`, denied with `denial` (its detail replaced by
+    /// `detail` when given), after the summary of the window it closes. Returns the
+    /// request id the answer carries.
+    pub(super) async fn coalesce(
+        &self,
+        mut record: AuditRecord,
+        subject: Option<(String, String)>,
+        denial: &Denial,
+        detail: Option<String>,
+    ) -> String {
         let key = refusals::WindowKey {
             client: record.client.clone().unwrap_or_else(|| client_name(None)),
             subject,
@@ -233,7 +262,7 @@ impl Service {
             .note(key, denial.reason.as_str(), self.clock.now(), || {
                 random_hex(8)
             }) {
-            refusals::Noted::Counted { request_id } => Refused { request_id, denial },
+            refusals::Noted::Counted { request_id } => request_id,
             refusals::Noted::Opened {
                 request_id,
                 key,
@@ -245,9 +274,12 @@ impl Service {
                 record.request_id = Some(request_id.clone());
                 record.client = Some(key.client);
                 record.count = Some(1);
-                self.deny(&mut record, &denial);
+                self.deny(&mut record, denial);
+                if detail.is_some() {
+                    record.detail = detail;
+                }
                 let _ = self.audit.append(&record).await;
-                Refused { request_id, denial }
+                request_id
             }
         }
     }
@@ -337,7 +369,14 @@ impl Service {
             Ok((role, scope, duration)) => {
                 record.role = Some(role.config.name.clone());
                 record.driver = Some(role.driver.kind().to_owned());
-                self.issue(record, &token, role, scope, duration).await
+                self.issue(
+                    record,
+                    &issue::LeaseTemplate::of(&token),
+                    role,
+                    scope,
+                    duration,
+                )
+                .await
             }
             Err((role, denial)) => {
                 record.role = role;
@@ -377,6 +416,8 @@ impl Service {
                 (Some(u), None) => Some(format!("upstream: {u}")),
                 (None, d) => d,
             },
+            // Everything that happens to a break-glass lease is for an operator's eyes.
+            severity: lease.break_glass.then_some("critical"),
             ..Default::default()
         };
         self.audit.append(&record).await.is_ok()

@@ -1,4 +1,6 @@
 //! The reaper: leases past their expiry are ended and their keys deleted upstream.
+//! It runs every `[reaper] interval_secs`, with crash reconciliation
+//! (`reap_and_reconcile_every`, in [`super::reconcile`]).
 
 use std::sync::atomic::Ordering;
 
@@ -25,15 +27,5 @@ impl Service {
         }
         self.counters.reaped.fetch_add(n, Ordering::Relaxed);
         Ok(n)
-    }
-
-    /// Reaps every `interval`, for ever (a background task of the server).
-    pub async fn reap_every(&self, interval: std::time::Duration) {
-        loop {
-            tokio::time::sleep(interval).await;
-            if let Err(e) = self.reap_once().await {
-                tracing::warn!(error = %e, "lease reaper");
-            }
-        }
     }
 }

@@ -20,12 +20,19 @@ pub fn summary_record(s: &Summary, window: Duration) -> AuditRecord {
         request_id: Some(s.request_id.clone()),
         decision: Some("deny"),
         detail: Some(s.detail(window)),
-        identity_verified: s.key.subject.as_ref().map(|_| true),
+        // A break-glass window's identity is the path's fixed name, never verified.
+        identity_verified: s
+            .key
+            .subject
+            .as_ref()
+            .map(|_| !super::break_glass::is_break_glass_window(&s.key.subject)),
         issuer,
         subject,
         client: Some(s.key.client.clone()),
         count: Some(s.count),
         by_reason: Some(s.by_reason.clone()),
+        // Break-glass attempts are `critical`, their windows' summaries too.
+        severity: super::break_glass::is_break_glass_window(&s.key.subject).then_some("critical"),
         ..Default::default()
     }
 }

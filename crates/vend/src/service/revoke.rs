@@ -4,9 +4,11 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 
+use artifactstore_model::Timestamp;
 use serde::Serialize;
 
 use crate::audit::AuditRecord;
+use crate::driver::Revoked;
 use crate::leases::{Lease, LeaseFilter, LeaseState, RevocationKind, StoreError};
 
 use super::Service;
@@ -23,9 +25,13 @@ pub enum RevokeTarget {
 #[derive(Debug, Serialize)]
 pub struct RevokedLease {
     pub lease_id: String,
-    /// `deleted`, `already_gone`, `unsupported` (the upstream cannot revoke; the
-    /// credential works until it expires) or `error`.
+    /// `deleted`, `already_gone`, `denied` (the credential exists upstream but every
+    /// request with it is refused), `unsupported` (the upstream cannot revoke; the
+    /// credential works until `usable_until`) or `error`.
     pub upstream: &'static str,
+    /// With `unsupported`: when the credential stops working by itself.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usable_until: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -65,6 +71,7 @@ impl Service {
         let mut out = RevokedLease {
             lease_id: lease.id.clone(),
             upstream: "error",
+            usable_until: None,
             error: None,
         };
         let Some(driver) = self.driver_of(lease) else {
@@ -75,11 +82,23 @@ impl Service {
             ));
             return out;
         };
-        match driver
-            .revoke(&lease.id, lease.access_key_id.as_deref())
-            .await
-        {
-            Ok(r) => out.upstream = r.as_str(),
+        let key = lease.access_key_id.as_deref();
+        // A lease at its expiry needs no more than cleaning up; one ended early has a
+        // credential that would still work (an STS session can be denied, not deleted).
+        let revoked = if state == LeaseState::Expired {
+            driver.revoke(&lease.id, key).await
+        } else {
+            driver
+                .revoke_unexpired(&lease.id, key, lease.expires_at)
+                .await
+        };
+        match revoked {
+            Ok(r) => {
+                out.upstream = r.as_str();
+                if r == Revoked::Unsupported && lease.expires_at > self.clock.now() {
+                    out.usable_until = Some(lease.expires_at);
+                }
+            }
             Err(e) => out.error = Some(e.to_string()),
         }
         // A lease whose upstream revocation failed stays live, so the reaper (or the
@@ -114,6 +133,18 @@ impl Service {
         target: &RevokeTarget,
         reason: &str,
         force: bool,
+    ) -> Result<RevokeOutcome, RevokeError> {
+        self.revoke_as(target, reason, force, None).await
+    }
+
+    /// [`revoke`](Self::revoke) by `actor` (an admin caller), named on its
+    /// `revocation.added` line.
+    pub async fn revoke_as(
+        &self,
+        target: &RevokeTarget,
+        reason: &str,
+        force: bool,
+        actor: Option<&str>,
     ) -> Result<RevokeOutcome, RevokeError> {
         if !force {
             self.check_known(target)?;
@@ -155,8 +186,8 @@ impl Service {
                     LeaseFilter {
                         issuer: Some(issuer.clone()),
                         subject: Some(subject.clone()),
-                        role: None,
                         live_only: true,
+                        ..Default::default()
                     },
                     true,
                 )
@@ -180,6 +211,7 @@ impl Service {
             .append(&AuditRecord {
                 event: "revocation.added",
                 detail: Some(format!("{target:?}: {reason}")),
+                actor: actor.map(str::to_owned),
                 ..Default::default()
             })
             .await
@@ -221,6 +253,15 @@ impl Service {
     /// Lifts a standing revocation of a subject or role. Giving access back is
     /// audited first: without its audit line, the revocation stays.
     pub async fn unrevoke(&self, target: &RevokeTarget) -> Result<bool, RevokeError> {
+        self.unrevoke_as(target, None).await
+    }
+
+    /// [`unrevoke`](Self::unrevoke) by `actor`, named on its `revocation.removed` line.
+    pub async fn unrevoke_as(
+        &self,
+        target: &RevokeTarget,
+        actor: Option<&str>,
+    ) -> Result<bool, RevokeError> {
         let (kind, issuer, value) = match target {
             RevokeTarget::Lease { .. } => return Ok(false),
             RevokeTarget::Subject { issuer, subject } => {
@@ -235,6 +276,7 @@ impl Service {
             .append(&AuditRecord {
                 event: "revocation.removed",
                 detail: Some(format!("{target:?}")),
+                actor: actor.map(str::to_owned),
                 ..Default::default()
             })
             .await

@@ -39,8 +39,13 @@ fn the_refresh_window_is_the_smaller_of_five_minutes_and_a_third() {
 
 #[test]
 fn revoked_strings_are_documented_values() {
-    for r in [Revoked::Deleted, Revoked::AlreadyGone, Revoked::Unsupported] {
-        assert!(["deleted", "already_gone", "unsupported"].contains(&r.as_str()));
+    for r in [
+        Revoked::Deleted,
+        Revoked::AlreadyGone,
+        Revoked::Denied,
+        Revoked::Unsupported,
+    ] {
+        assert!(["deleted", "already_gone", "denied", "unsupported"].contains(&r.as_str()));
     }
 }
 
@@ -79,6 +84,10 @@ struct FakeDriver {
     gate: Mutex<Option<Arc<Gate>>>,
     /// Runs inside the next mint, before it returns.
     on_mint: Mutex<Option<Hook>>,
+    /// When each key was created, as the upstream would list it.
+    created: Mutex<BTreeMap<String, Timestamp>>,
+    /// Every `revoke_unexpired` call: (lease id, the expiry it was given).
+    unexpired: Mutex<Vec<(String, Timestamp)>>,
 }
 
 impl FakeDriver {
@@ -116,6 +125,10 @@ impl MintDriver for FakeDriver {
             .lock()
             .unwrap()
             .insert(id.clone(), request.lease_id.to_owned());
+        self.created.lock().unwrap().insert(
+            id.clone(),
+            request.expires_at.saturating_sub(request.duration),
+        );
         Ok(Minted {
             access_key_id: id,
             secret_access_key: Secret::new(format!("fake-secret-{n}")),
@@ -141,6 +154,33 @@ impl MintDriver for FakeDriver {
         } else {
             Revoked::AlreadyGone
         })
+    }
+    async fn revoke_unexpired(
+        &self,
+        lease_id: &str,
+        key: Option<&str>,
+        expires_at: Timestamp,
+    ) -> Result<Revoked, DriverError> {
+        self.unexpired
+            .lock()
+            .unwrap()
+            .push((lease_id.to_owned(), expires_at));
+        self.revoke(lease_id, key).await
+    }
+    async fn list_minted(&self) -> Result<Option<Vec<crate::driver::MintedKey>>, DriverError> {
+        let created = self.created.lock().unwrap();
+        Ok(Some(
+            self.keys
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(key, lease)| crate::driver::MintedKey {
+                    lease_id: lease.clone(),
+                    access_key_id: key.clone(),
+                    created: created.get(key).copied(),
+                })
+                .collect(),
+        ))
     }
     async fn check(&self) -> Result<(), DriverError> {
         self.checks.fetch_add(1, Ordering::SeqCst);
@@ -178,6 +218,8 @@ const CONFIG: &str = r#"
     bucket = "artifacts"
     actions = ["read", "write", "list", "delete"]
     rules = [{ groups = { contains = "writers" } }]
+    [admin]
+    rules = [{ groups = { contains = "vend-admins" } }]
 "#;
 
 /// The address the in-process router is told it listens on.
@@ -244,6 +286,7 @@ async fn harness_with(
         key_hmac: crate::audit::KeyHasher::new(b"test-hmac-key"),
         counters: Default::default(),
         admin_token: Some(Secret::new(ADMIN_TOKEN)),
+        admin_rules: config.admin.rules,
         lease_limits,
         limiter: limits::Limiter::new(&rate_limits),
         refusals: refusals::Coalescer::new(
@@ -251,6 +294,7 @@ async fn harness_with(
             rate_limits.max_tracked,
         ),
         edge: EdgeConfig::default(),
+        break_glass: None,
         clock: clock_dyn,
     });
     Harness {
@@ -592,5 +636,9 @@ async fn token_times_and_lease_expiry_follow_the_injected_clock() {
     assert_eq!(denial.reason, Reason::TokenNotYetValid);
 }
 
+mod admin;
+mod break_glass;
 mod floods;
+mod reconcile;
+mod revoke_paths;
 mod routes;

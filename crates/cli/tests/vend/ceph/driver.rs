@@ -21,7 +21,7 @@ rules = [{ groups = { contains = "team-writers" } }]
 
 /// The quickstart's environment for `examples/vend-sts.toml` on this Ceph, signing
 /// AssumeRole with the fixture's key (its secret from `secret_ref`).
-fn sts_env(c: &Ceph, role_arn: &str, secret_ref: &str) -> Vec<(&'static str, String)> {
+pub(super) fn sts_env(c: &Ceph, role_arn: &str, secret_ref: &str) -> Vec<(&'static str, String)> {
     vec![
         ("ARTIFACTSTORE_VEND_BUCKET", c.bucket.clone()),
         ("ARTIFACTSTORE_VEND_STS_ENDPOINT_URL", c.sts_url.clone()),
@@ -50,7 +50,7 @@ fn web_identity(
 }
 
 /// boto3 with these temporary credentials (`with_token`: their session token too).
-fn keys(
+pub(super) fn keys(
     c: &Ceph,
     creds: &Value,
     bucket: Option<&str>,
@@ -59,11 +59,11 @@ fn keys(
     with_keys(ceph_s3_env(c, bucket), creds, with_token)
 }
 
-fn assert_ok(what: &str, answer: &Value) {
+pub(super) fn assert_ok(what: &str, answer: &Value) {
     assert_eq!(answer["ok"], true, "{what}: {answer}");
 }
 
-fn assert_denied(what: &str, answer: &Value) {
+pub(super) fn assert_denied(what: &str, answer: &Value) {
     assert_eq!(
         (&answer["ok"], &answer["status"]),
         (&json!(false), &json!(403)),

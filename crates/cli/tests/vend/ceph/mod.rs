@@ -4,6 +4,7 @@
 //! and buckets are made through RGW's IAM API with the fixture's key (`ceph_iam.py`).
 
 mod driver;
+mod revocation;
 mod sources;
 
 use std::path::Path;

@@ -69,6 +69,9 @@ async fn live_lease(h: &Harness, id: &str, subject: &str, driver: &str) {
         state: LeaseState::Pending,
         ended_at: None,
         end_reason: None,
+        break_glass: false,
+        break_glass_reason: None,
+        break_glass_ticket: None,
     };
     h.service.leases.insert_lease(&lease).await.unwrap();
     assert!(

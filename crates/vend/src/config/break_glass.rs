@@ -1,0 +1,218 @@
+//! `[break_glass]`: an emergency way to a lease on chosen roles without an OIDC token,
+//! for when the issuer or the role rules are what is broken. Absent: off (the route
+//! answers 404 `break_glass_disabled`).
+
+use artifactstore_model::secret::SecretRef;
+use serde::Deserialize;
+
+use super::{ConfigError, RoleConfig};
+
+/// The default and the usual ceiling of a break-glass lease: 15 minutes.
+pub const DEFAULT_MAX_DURATION_SECS: u64 = 900;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakGlassConfig {
+    /// Reference (`env:`/`file:`) to the argon2id PHC string of the break-glass
+    /// credential (`artifactstore vend hash-credential` makes one). The credential
+    /// itself is never configured.
+    pub credential_hash_ref: SecretRef,
+    /// The configured roles a break-glass lease may be for.
+    pub roles: Vec<String>,
+    /// The longest break-glass lease; longer requests are cut to it. Never above the
+    /// `max_duration_secs` of a listed role. Default 900.
+    #[serde(default = "default_max_duration")]
+    pub max_duration_secs: u64,
+    /// Notified (POST, JSON, no secrets) of every allowed use and every refused
+    /// credential, from a background task with a 5-second timeout.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
+    /// Attempts one client address may make (burst); they come back at
+    /// `attempts_per_minute`. Every attempt counts, so that a guesser is slowed before
+    /// the costly hash check. Default 5.
+    #[serde(default = "default_burst")]
+    pub attempts_burst: u32,
+    /// Default 5 per minute.
+    #[serde(default = "default_per_minute")]
+    pub attempts_per_minute: f64,
+    /// Attempts from all addresses together (burst), against guessing from many
+    /// addresses. Default 20.
+    #[serde(default = "default_global_burst")]
+    pub global_attempts_burst: u32,
+    /// Default 20 per minute.
+    #[serde(default = "default_global_per_minute")]
+    pub global_attempts_per_minute: f64,
+}
+
+fn default_max_duration() -> u64 {
+    DEFAULT_MAX_DURATION_SECS
+}
+fn default_burst() -> u32 {
+    5
+}
+fn default_per_minute() -> f64 {
+    5.0
+}
+fn default_global_burst() -> u32 {
+    20
+}
+fn default_global_per_minute() -> f64 {
+    20.0
+}
+
+impl BreakGlassConfig {
+    /// Checks the section against the configured roles; `floor` is the shortest lease
+    /// any role may have.
+    pub fn check(&self, roles: &[RoleConfig], floor: u64) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("break_glass: {m}")));
+        if self.roles.is_empty() {
+            return invalid("roles is empty: list the roles a break-glass lease may be for".into());
+        }
+        for name in &self.roles {
+            let Some(role) = roles.iter().find(|r| &r.name == name) else {
+                return invalid(format!("role {name:?} is not a configured [[roles]] entry"));
+            };
+            if role.prefixes.iter().any(|p| p.contains("${")) {
+                return invalid(format!(
+                    "role {name:?} has templated prefixes, which a break-glass lease (no token, no claims) cannot fill"
+                ));
+            }
+            if self.max_duration_secs < role.min_duration_secs {
+                return invalid(format!(
+                    "max_duration_secs ({}) is below role {name:?}'s min_duration_secs ({})",
+                    self.max_duration_secs, role.min_duration_secs
+                ));
+            }
+            if self.max_duration_secs > role.max_duration_secs {
+                return invalid(format!(
+                    "max_duration_secs ({}) is above role {name:?}'s max_duration_secs ({})",
+                    self.max_duration_secs, role.max_duration_secs
+                ));
+            }
+        }
+        if self.max_duration_secs < floor {
+            return invalid(format!(
+                "max_duration_secs ({}) is below the shortest lease ({floor})",
+                self.max_duration_secs
+            ));
+        }
+        if let Some(url) = &self.webhook_url {
+            let ok = reqwest::Url::parse(url)
+                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
+            if !ok {
+                return invalid(format!("webhook_url {url:?} is not an http(s) URL"));
+            }
+        }
+        let rates_ok = |burst: u32, per_minute: f64| burst >= 1 && per_minute > 0.0;
+        if !rates_ok(self.attempts_burst, self.attempts_per_minute)
+            || !rates_ok(self.global_attempts_burst, self.global_attempts_per_minute)
+        {
+            return invalid(
+                "attempt limits cannot be off: bursts must be >= 1 and rates > 0".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::VendConfig;
+
+    const BASE: &str = r#"
+        database_url = "sqlite://unused.db"
+        [audit]
+        path = "/unused"
+        [[issuers]]
+        issuer = "https://issuer.test"
+        audience = "vend-test"
+        [drivers.g]
+        kind = "garage"
+        admin_url = "http://127.0.0.1:1"
+        admin_token_ref = "env:UNUSED"
+        [[roles]]
+        name = "writer"
+        driver = "g"
+        bucket = "artifacts"
+        actions = ["read", "write", "list", "delete"]
+        max_duration_secs = 1800
+        rules = [{ groups = { contains = "writers" } }]
+        [[roles]]
+        name = "scoped"
+        driver = "g"
+        bucket = "artifacts"
+        prefixes = ["ci/${sub}/"]
+        bucket_wide = true
+        actions = ["read", "list"]
+        rules = [{ groups = { contains = "scoped" } }]
+    "#;
+
+    fn parse(section: &str) -> Result<VendConfig, String> {
+        VendConfig::parse(&format!("{BASE}\n{section}"), Path::new("t.toml"), &|_| {
+            None
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn break_glass_is_off_unless_configured_and_defaults_to_15_minutes() {
+        assert!(parse("").unwrap().break_glass.is_none());
+        let c = parse(
+            "[break_glass]\ncredential_hash_ref = \"file:/etc/bg.hash\"\nroles = [\"writer\"]\n",
+        )
+        .unwrap();
+        let bg = c.break_glass.unwrap();
+        assert_eq!(bg.max_duration_secs, 900);
+        assert_eq!((bg.attempts_burst, bg.global_attempts_burst), (5, 20));
+        assert!(bg.webhook_url.is_none());
+    }
+
+    #[test]
+    fn bad_break_glass_sections_are_refused_at_load() {
+        let section = |extra: &str| {
+            format!("[break_glass]\ncredential_hash_ref = \"env:BG_HASH\"\n{extra}\n")
+        };
+        for (extra, words) in [
+            ("roles = []", "roles is empty"),
+            ("roles = [\"nobody\"]", "not a configured"),
+            ("roles = [\"scoped\"]", "templated prefixes"),
+            (
+                "roles = [\"writer\"]\nmax_duration_secs = 3600",
+                "above role \"writer\"",
+            ),
+            (
+                "roles = [\"writer\"]\nmax_duration_secs = 60",
+                "below role \"writer\"",
+            ),
+            (
+                "roles = [\"writer\"]\nwebhook_url = \"ftp://x/\"",
+                "not an http(s) URL",
+            ),
+            (
+                "roles = [\"writer\"]\nwebhook_url = \"hooks\"",
+                "not an http(s) URL",
+            ),
+            ("roles = [\"writer\"]\nattempts_burst = 0", "cannot be off"),
+            (
+                "roles = [\"writer\"]\nglobal_attempts_per_minute = 0",
+                "cannot be off",
+            ),
+            // The credential itself is never a configuration value.
+            ("roles = [\"writer\"]\ncredential = \"x\"", "unknown field"),
+        ] {
+            let err = parse(&section(extra)).unwrap_err();
+            assert!(err.contains(words), "{extra}: {err}");
+        }
+        // A hash reference that is not a reference.
+        let err = parse(
+            "[break_glass]\ncredential_hash_ref = \"$argon2id$v=19$...\"\nroles = [\"writer\"]\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("credential_hash_ref") || err.contains("env:"),
+            "{err}"
+        );
+    }
+}
