@@ -218,6 +218,10 @@ pub enum DriverConfig {
         /// Ceph RGW; on AWS, `https://iam.amazonaws.com`).
         #[serde(default)]
         iam_endpoint_url: Option<String>,
+        /// The region IAM requests are signed for (default: `us-east-1` when the IAM
+        /// endpoint's host is under `amazonaws.com`, AWS's global IAM; else `region`).
+        #[serde(default)]
+        iam_region: Option<String>,
     },
 }
 

@@ -130,6 +130,7 @@ pub async fn build_with_clock(
                 session_token_ref,
                 revoke_sessions,
                 iam_endpoint_url,
+                iam_region,
             } => Arc::new(
                 driver::sts::StsDriver::new(
                     endpoint_url,
@@ -161,6 +162,7 @@ pub async fn build_with_clock(
                 .with_session_revocation(
                     *revoke_sessions,
                     iam_endpoint_url.as_deref(),
+                    iam_region.as_deref(),
                     http.clone(),
                 )
                 .map_err(|e| StartError::Invalid(format!("drivers.{name}: {e}")))?,
@@ -224,7 +226,13 @@ pub async fn build_with_clock(
                 "break-glass is on for role(s) {}: every use is audited as critical",
                 bg.roles.join(", ")
             ));
-            service::break_glass::BreakGlass::new(bg, hash).map_err(StartError::Invalid)
+            let webhook_url = bg
+                .webhook_url_ref
+                .as_ref()
+                .map(|r| resolve(r, "break_glass.webhook_url_ref", &mut warnings))
+                .transpose()?;
+            service::break_glass::BreakGlass::new(bg, hash, webhook_url.as_ref())
+                .map_err(StartError::Invalid)
         })
         .transpose()?;
     let oidc_http = artifactstore_oidc::verify::http_client()

@@ -99,8 +99,9 @@ pub async fn break_glass(args: BreakGlassArgs, json_out: bool) -> anyhow::Result
 }
 
 /// `vend hash-credential`: the PHC string on stdout. At a terminal the credential is
-/// typed twice, without echo; otherwise stdin is read whole (one trailing newline
-/// dropped).
+/// typed twice, without echo; otherwise stdin is read whole (trailing line breaks
+/// dropped). A credential with other surrounding whitespace is refused: the service
+/// and `--credential-file` trim it, so it could never be used.
 pub fn hash_credential() -> anyhow::Result<u8> {
     let credential = if std::io::stdin().is_terminal() {
         let first = prompt_hidden("break-glass credential: ")?;

@@ -17,6 +17,9 @@ use crate::helpers::*;
 use crate::live::setup;
 
 const CREDENTIAL: &str = "bg-live-credential-6f1d0c2a9e4b";
+/// One attempt back per 10 s: far longer than the test needs for the attempts that must
+/// find the client's bucket empty, on however slow a machine.
+const REFILL_SECS: u64 = 10;
 
 /// A webhook receiver on 127.0.0.1: every POST body it gets, answered 204. It serves
 /// at most `max` requests, each read within 5 s.
@@ -91,8 +94,8 @@ fn metric(vend: &Vend, line_start: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {line_start} in {text}"))
 }
 
-/// `vend hash-credential` with the credential on stdin.
-fn hash_credential(credential: &str) -> String {
+/// `vend hash-credential` with `input` on stdin.
+fn run_hash_credential(input: &str) -> std::process::Output {
     let mut child = Command::new(BIN)
         .args(["vend", "hash-credential"])
         .stdin(Stdio::piped())
@@ -104,9 +107,14 @@ fn hash_credential(credential: &str) -> String {
         .stdin
         .take()
         .unwrap()
-        .write_all(format!("{credential}\n").as_bytes())
+        .write_all(input.as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `vend hash-credential` with the credential on stdin.
+fn hash_credential(credential: &str) -> String {
+    let out = run_hash_credential(&format!("{credential}\n"));
     assert!(
         out.status.success(),
         "{}",
@@ -163,9 +171,13 @@ roles = ["incident"]
 max_duration_secs = 30
 webhook_url = "{hook_url}"
 attempts_burst = 3
-attempts_per_minute = 60
+attempts_per_minute = {per_minute}
+# The global bucket holds every attempt this test makes that passes the client's (5).
+global_attempts_burst = 20
+global_attempts_per_minute = 20
 "#,
-        hash_file.display()
+        hash_file.display(),
+        per_minute = 60 / REFILL_SECS,
     );
     let vend = Vend::start(
         &issuer,
@@ -204,7 +216,8 @@ attempts_per_minute = 60
     assert_eq!(refused.len(), 3, "{refused:?}");
     assert!(refused.iter().all(|l| l["decision"] == "deny"));
     // The bucket of 127.0.0.1 is empty now: 429, even for the right credential, and
-    // twenty more attempts add one audit line (the window's), not twenty.
+    // twenty more attempts add one audit line (the window's), not twenty. Its next
+    // attempt is REFILL_SECS after the first of the three above.
     let lines_before = vend.audit_lines().len();
     let mut retry_after = None;
     for _ in 0..20 {
@@ -214,6 +227,10 @@ attempts_per_minute = 60
             json!({"role": "incident", "reason": "locked out"}),
         );
         assert_eq!(status, 429, "{body}");
+        assert!(
+            retry.is_some_and(|s| (1..=REFILL_SECS).contains(&s)),
+            "{retry:?}"
+        );
         retry_after = retry;
     }
     // One line opens the window; under a slow machine the window may also close, and
@@ -278,6 +295,19 @@ attempts_per_minute = 60
     assert_eq!(used["ticket"], "INC-4711");
     assert_eq!(used["reason"], "issuer outage, hotfix release");
     assert!(used["expires_at"].is_string());
+    // The refused lines keep the attempt's reason after the refusal's message.
+    let wrong: Vec<Value> = critical_lines(&vend, "break_glass.refused")
+        .into_iter()
+        .filter(|l| l["reason"] == "token_invalid")
+        .collect();
+    assert_eq!(wrong.len(), 2, "{wrong:?}");
+    assert!(
+        wrong.iter().all(|l| l["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("the break-glass credential is wrong;")
+                && d.contains("reason: guessing"))),
+        "{wrong:?}"
+    );
     assert_eq!(
         hooks
             .iter()
@@ -290,8 +320,9 @@ attempts_per_minute = 60
     assert!(!all.contains(creds["secret_access_key"].as_str().unwrap()));
     assert!(!all.contains(creds["access_key_id"].as_str().unwrap()));
 
-    // Through the CLI once, the credential from a file.
-    std::thread::sleep(Duration::from_secs(1));
+    // Through the CLI once, the credential from a file, once the attempt the lease took
+    // is back.
+    std::thread::sleep(Duration::from_secs(REFILL_SECS));
     let credential_file = dir.path().join("credential");
     std::fs::write(&credential_file, format!("{CREDENTIAL}\n")).unwrap();
     let out = run_cli(&[
@@ -382,4 +413,81 @@ attempts_per_minute = 60
         0.0
     );
     boto3("delete", &k, &with_keys(s3_env(&g), &cli_creds, true));
+}
+
+/// A webhook URL carries a token more often than not: given as `webhook_url_ref`, a
+/// failed delivery (here to a closed port) is logged and counted without it.
+#[test]
+fn a_failing_webhook_never_logs_its_url() {
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    const CANARY: &str = "hook-canary-token-93b1e7";
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let hash_file = dir.path().join("break-glass.hash");
+    std::fs::write(&hash_file, hash_credential(CREDENTIAL)).unwrap();
+    let extra = format!(
+        r#"
+[break_glass]
+credential_hash_ref = "file:{}"
+roles = ["ci-writer"]
+webhook_url_ref = "env:ARTIFACTSTORE_TEST_BREAK_GLASS_HOOK"
+"#,
+        hash_file.display()
+    );
+    let vend = Vend::start(
+        &issuer,
+        None,
+        setup(
+            "examples/vend-garage.toml",
+            &extra,
+            &[(
+                "ARTIFACTSTORE_TEST_BREAK_GLASS_HOOK",
+                format!("http://127.0.0.1:{closed}/services/{CANARY}?token={CANARY}"),
+            )],
+        ),
+    );
+    let (status, body, _) = attempt(
+        &vend,
+        Some("not-the-credential"),
+        json!({"role": "ci-writer", "reason": "drill"}),
+    );
+    assert_eq!(status, 401, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric(
+        &vend,
+        "artifactstore_vend_break_glass_webhook_failures_total",
+    ) < 1.0
+    {
+        assert!(Instant::now() < deadline, "the delivery never failed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let logs = vend.logs();
+    assert!(
+        logs.contains("break-glass webhook delivery failed"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains(CANARY),
+        "the webhook URL is in the log: {logs}"
+    );
+    assert!(!logs.contains("/services/"), "{logs}");
+}
+
+/// A credential that starts or ends with whitespace could never be used (the service
+/// and --credential-file trim it): hash-credential refuses it, saying why.
+#[test]
+fn hash_credential_refuses_surrounding_whitespace() {
+    for input in [format!(" {CREDENTIAL}\n"), format!("{CREDENTIAL} \n")] {
+        let out = run_hash_credential(&input);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{input:?}: {stderr}");
+        assert!(stderr.contains("whitespace"), "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
 }

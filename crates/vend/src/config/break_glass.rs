@@ -24,9 +24,15 @@ pub struct BreakGlassConfig {
     #[serde(default = "default_max_duration")]
     pub max_duration_secs: u64,
     /// Notified (POST, JSON, no secrets) of every allowed use and every refused
-    /// credential, from a background task with a 5-second timeout.
+    /// credential, from a background task with a 5-second timeout. The URL is never
+    /// logged or echoed in an error. When it carries a token (most chat and paging
+    /// webhooks do), prefer `webhook_url_ref`.
     #[serde(default)]
     pub webhook_url: Option<String>,
+    /// Reference (`env:`/`file:`) to the webhook URL, for URLs that carry a token.
+    /// At most one of `webhook_url` and `webhook_url_ref`.
+    #[serde(default)]
+    pub webhook_url_ref: Option<SecretRef>,
     /// Attempts one client address may make (burst); they come back at
     /// `attempts_per_minute`. Every attempt counts, so that a guesser is slowed before
     /// the costly hash check. Default 5.
@@ -96,12 +102,14 @@ impl BreakGlassConfig {
                 self.max_duration_secs
             ));
         }
-        if let Some(url) = &self.webhook_url {
-            let ok = reqwest::Url::parse(url)
-                .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-            if !ok {
-                return invalid(format!("webhook_url {url:?} is not an http(s) URL"));
-            }
+        if self.webhook_url.is_some() && self.webhook_url_ref.is_some() {
+            return invalid("give webhook_url or webhook_url_ref, not both".into());
+        }
+        if let Some(url) = &self.webhook_url
+            && webhook_url(url).is_none()
+        {
+            // Not echoed: a webhook URL often carries a token.
+            return invalid("webhook_url is not an http(s) URL (the value is not shown)".into());
         }
         let rates_ok = |burst: u32, per_minute: f64| burst >= 1 && per_minute > 0.0;
         if !rates_ok(self.attempts_burst, self.attempts_per_minute)
@@ -113,6 +121,14 @@ impl BreakGlassConfig {
         }
         Ok(())
     }
+}
+
+/// `url` parsed, if it is an http(s) URL with a host: the one check of `webhook_url`
+/// at load and of the resolved `webhook_url_ref` at start.
+pub fn webhook_url(url: &str) -> Option<reqwest::Url> {
+    reqwest::Url::parse(url.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
 #[cfg(test)]
@@ -166,7 +182,34 @@ mod tests {
         let bg = c.break_glass.unwrap();
         assert_eq!(bg.max_duration_secs, 900);
         assert_eq!((bg.attempts_burst, bg.global_attempts_burst), (5, 20));
-        assert!(bg.webhook_url.is_none());
+        assert!(bg.webhook_url.is_none() && bg.webhook_url_ref.is_none());
+        let c = parse(
+            "[break_glass]\ncredential_hash_ref = \"file:/etc/bg.hash\"\nroles = [\"writer\"]\nwebhook_url_ref = \"env:BG_HOOK\"\n",
+        )
+        .unwrap();
+        assert!(c.break_glass.unwrap().webhook_url_ref.is_some());
+    }
+
+    /// Webhook URLs often carry a token: a refused one is not echoed.
+    #[test]
+    fn a_bad_webhook_url_is_not_echoed() {
+        let err = parse(
+            "[break_glass]\ncredential_hash_ref = \"env:BG_HASH\"\nroles = [\"writer\"]\nwebhook_url = \"hooks.example/T0/B0/canary-token-5a1f\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("not an http(s) URL"), "{err}");
+        assert!(!err.contains("canary-token-5a1f"), "{err}");
+        // Nor a literal URL put where its reference belongs.
+        let err = parse(
+            "[break_glass]\ncredential_hash_ref = \"env:BG_HASH\"\nroles = [\"writer\"]\nwebhook_url_ref = \"https://hooks.example/canary-token-5a1f\"\n",
+        )
+        .unwrap_err();
+        assert!(!err.contains("canary-token-5a1f"), "{err}");
+        let err = parse(
+            "[break_glass]\ncredential_hash_ref = \"env:BG_HASH\"\nroles = [\"writer\"]\nwebhook_url = \"https://a.example/\"\nwebhook_url_ref = \"env:BG_HOOK\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("not both"), "{err}");
     }
 
     #[test]

@@ -77,12 +77,14 @@ impl StsDriver {
     }
 
     /// Revokes sessions upstream as `mode` says, through the IAM API at `iam_endpoint`
-    /// (default: the STS endpoint, where Ceph RGW serves IAM). Refused when the role
-    /// ARN names no role whose policy could be changed.
+    /// (default: the STS endpoint, where Ceph RGW serves IAM), signed for `iam_region`
+    /// (default: see [`iam::signing_region`]). Refused when the role ARN names no role
+    /// whose policy could be changed.
     pub fn with_session_revocation(
         mut self,
         mode: RevokeSessions,
         iam_endpoint: Option<&str>,
+        iam_region: Option<&str>,
         http: reqwest::Client,
     ) -> Result<Self, String> {
         if mode == RevokeSessions::Off {
@@ -94,10 +96,11 @@ impl StsDriver {
                 self.role_arn
             )
         })?;
+        let iam_endpoint = iam_endpoint.unwrap_or(&self.endpoint);
         let iam = IamClient::new(
             http,
-            iam_endpoint.unwrap_or(&self.endpoint),
-            &self.region,
+            iam_endpoint,
+            &iam::signing_region(iam_endpoint, iam_region, &self.region),
             self.credentials.clone(),
         );
         self.revocation = Some(SessionRevocation::new(iam, role.to_owned(), mode));
@@ -288,16 +291,16 @@ mod tests {
         // MinIO accepts any role ARN; with revocation off nothing reads it.
         assert!(
             driver("anything")
-                .with_session_revocation(RevokeSessions::Off, None, http.clone())
+                .with_session_revocation(RevokeSessions::Off, None, None, http.clone())
                 .is_ok()
         );
         let refused = driver("anything")
-            .with_session_revocation(RevokeSessions::Auto, None, http.clone())
+            .with_session_revocation(RevokeSessions::Auto, None, None, http.clone())
             .err()
             .unwrap();
         assert!(refused.contains("IAM role ARN"), "{refused}");
         let on = driver("arn:aws:iam::123:role/vend")
-            .with_session_revocation(RevokeSessions::Auto, None, http)
+            .with_session_revocation(RevokeSessions::Auto, None, None, http)
             .unwrap();
         assert!(on.revocation.is_some());
     }

@@ -73,13 +73,18 @@ pub struct BreakGlass {
 }
 
 impl BreakGlass {
-    /// `hash` is the resolved `credential_hash_ref`, already checked.
-    pub fn new(config: &BreakGlassConfig, hash: CredentialHash) -> Result<Self, String> {
-        let webhook = config
-            .webhook_url
-            .as_ref()
-            .map(|url| webhook::Webhook::new(url))
-            .transpose()?;
+    /// `hash` is the resolved `credential_hash_ref`, already checked; `webhook_url` the
+    /// resolved `webhook_url_ref`, if the section has one.
+    pub fn new(
+        config: &BreakGlassConfig,
+        hash: CredentialHash,
+        webhook_url: Option<&Secret>,
+    ) -> Result<Self, String> {
+        let webhook = match (webhook_url, &config.webhook_url) {
+            (Some(url), _) => Some(webhook::Webhook::new(url.expose(), "webhook_url_ref")?),
+            (None, Some(url)) => Some(webhook::Webhook::new(url, "webhook_url")?),
+            (None, None) => None,
+        };
         Ok(BreakGlass {
             hash,
             roles: config.roles.clone(),
@@ -212,7 +217,10 @@ impl Service {
             let counters = bg.counters.clone();
             async move {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
-                let refused = service.refuse(record, denial).await;
+                // The line says why it was refused and, once read, the reason and ticket.
+                let mut record = record;
+                let note = record.detail.take();
+                let refused = service.refuse_noted(record, denial, note.as_deref()).await;
                 BreakGlassRefused::from_denial(refused.request_id, status, code, refused.denial)
             }
         };
@@ -361,7 +369,9 @@ impl Service {
 
     /// The argon2id check, on a blocking thread, at most [`CONCURRENT_CHECKS`] at once.
     async fn check_credential(&self, bg: &BreakGlass, credential: &Secret) -> bool {
-        let Ok(_permit) = bg.checks.clone().acquire_owned().await else {
+        // The permit goes into the blocking task: a client that hangs up drops this
+        // future, not the check, which holds its place until it is done.
+        let Ok(permit) = bg.checks.clone().acquire_owned().await else {
             return false;
         };
         let hash = bg.hash.clone();
@@ -369,6 +379,7 @@ impl Service {
         #[cfg(test)]
         let seen = bg.checks_seen.clone();
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             #[cfg(test)]
             {
                 let now = seen[0].fetch_add(1, Ordering::SeqCst) + 1;
@@ -421,10 +432,12 @@ fn checked_body(request: &BreakGlassRequest) -> Result<(String, Option<String>),
     Ok((reason.to_owned(), ticket.map(str::to_owned)))
 }
 
-/// The audit line's detail of a break-glass attempt.
+/// The audit line's detail of a break-glass attempt (after the refusal's message on a
+/// refused one). The ticket (at most [`MAX_TICKET_CHARS`]) comes first: a long reason
+/// is what the line's bound on its detail cuts.
 fn note(reason: &str, ticket: Option<&str>) -> String {
     match ticket {
-        Some(t) => format!("break-glass reason: {reason}; ticket: {t}"),
+        Some(t) => format!("break-glass ticket: {t}; reason: {reason}"),
         None => format!("break-glass reason: {reason}"),
     }
 }

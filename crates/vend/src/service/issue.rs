@@ -347,6 +347,23 @@ impl Service {
                 crate::crash_points::at(crate::crash_points::Point::AfterActivate);
             }
             Ok(false) => {
+                // The mint outlasted the pending bound and reconciliation failed the
+                // lease: the upstream was too slow, which is no revocation (a client
+                // told `subject_revoked` would stop trying).
+                let ended = self.leases.lease(&lease_id).await.ok().flatten();
+                if ended.and_then(|l| l.end_reason).as_deref()
+                    == Some(super::reconcile::PENDING_TIMED_OUT)
+                {
+                    let why = "the storage upstream took longer to mint than the pending \
+                               bound ([reaper] pending_timeout_secs); nothing was handed out";
+                    pending
+                        .abandon(Abandon {
+                            end_reason: "mint too slow",
+                            detail: why.into(),
+                        })
+                        .await;
+                    return Err(refuse(Reason::UpstreamUnavailable, why.into()));
+                }
                 // Ended by a revocation while the driver minted: a lease revocation,
                 // or one of the subject or role.
                 let reason = match self.revoked_now(holder, &role.config.name).await {

@@ -217,8 +217,22 @@ impl Service {
 
     /// Writes a deny line and builds the refusal. A deny is a deny even when the
     /// audit log is down; the failure is logged and counted.
-    async fn refuse(&self, mut record: AuditRecord, denial: Denial) -> Refused {
+    async fn refuse(&self, record: AuditRecord, denial: Denial) -> Refused {
+        self.refuse_noted(record, denial, None).await
+    }
+
+    /// [`refuse`](Self::refuse), the line's detail being the refusal's message and then
+    /// `note` (break-glass keeps the reason and ticket of a refused attempt).
+    async fn refuse_noted(
+        &self,
+        mut record: AuditRecord,
+        denial: Denial,
+        note: Option<&str>,
+    ) -> Refused {
         self.deny(&mut record, &denial);
+        if let Some(note) = note {
+            record.detail = Some(format!("{}; {note}", denial.message));
+        }
         self.counters.decision(denial.reason);
         let _ = self.audit.append(&record).await;
         Refused {

@@ -49,6 +49,10 @@ use crate::leases::{Lease, StoreError};
 
 use super::Service;
 
+/// The end reason of a lease that reconciliation failed for staying pending past the
+/// bound: an issue still running finds it and answers as an upstream too slow to mint.
+pub(crate) const PENDING_TIMED_OUT: &str = "pending past the reconciliation bound";
+
 /// The audit event of every reconciliation action.
 pub const RECONCILED_EVENT: &str = "lease.reconciled";
 
@@ -116,8 +120,11 @@ impl Service {
         let mut handled = BTreeSet::new();
 
         for stuck in self.leases.pending_before(cutoff, 500).await? {
-            let reason = "pending past the reconciliation bound";
-            let Some(lease) = self.leases.fail_pending(&stuck.id, reason, now).await? else {
+            let Some(lease) = self
+                .leases
+                .fail_pending(&stuck.id, PENDING_TIMED_OUT, now)
+                .await?
+            else {
                 // Activated or ended meanwhile: not a dead issue.
                 continue;
             };

@@ -195,26 +195,31 @@ fn without_revoke_sessions_the_answer_says_the_session_lives_on() {
 /// A Ceph user with no IAM caps: it may assume a role that trusts it, but not read or
 /// change the role's policies. Its key id and secret, as `file:` references in `dir`.
 fn user_without_iam(dir: &std::path::Path, uid: &str) -> (String, String) {
+    ceph_user(dir, uid, None)
+}
+
+/// A Ceph user with these caps (`roles=read`, ...), else none; its key id and secret,
+/// as `file:` references in `dir`.
+fn ceph_user(dir: &std::path::Path, uid: &str, caps: Option<&str>) -> (String, String) {
     let conf = std::env::var("ARTIFACTSTORE_FIXTURE_CEPH_CONF").unwrap();
-    let out = std::process::Command::new("radosgw-admin")
-        .args([
-            "-c",
-            &conf,
-            "user",
-            "create",
-            "--uid",
-            uid,
-            "--display-name",
-            uid,
-        ])
-        .output()
-        .expect("run radosgw-admin");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let user: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let radosgw_admin = |args: &[&str]| {
+        let out = std::process::Command::new("radosgw-admin")
+            .args(["-c", &conf])
+            .args(args)
+            .output()
+            .expect("run radosgw-admin");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let out = radosgw_admin(&["user", "create", "--uid", uid, "--display-name", uid]);
+    if let Some(caps) = caps {
+        radosgw_admin(&["caps", "add", "--uid", uid, "--caps", caps]);
+    }
+    let user: Value = serde_json::from_slice(&out).unwrap();
     let key = &user["keys"][0];
     let write = |name: &str, value: &Value| {
         let path = dir.join(name);
@@ -279,6 +284,69 @@ fn where_the_probe_is_refused_the_answer_stays_unsupported() {
     assert!(
         logs.contains("does not take role policies") && logs.contains("ListRolePolicies: 403"),
         "{logs}"
+    );
+    assert!(revocation_policies(&role_name).is_empty());
+}
+
+#[test]
+fn credentials_that_may_list_but_not_write_role_policies_give_unsupported() {
+    // A user with `roles=read`: the probe (ListRolePolicies) passes, the write of the
+    // deny is refused. The answer is the honest `unsupported` with the session's expiry
+    // (not an error that leaves the lease live), the log names the missing permission,
+    // and the next revocation does not ask again.
+    let Some(c) = ceph() else { return };
+    let Some(issuer) = Issuer::start() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let uid = unique("vend-readonly-iam");
+    let (key_ref, secret_ref) = ceph_user(dir.path(), &uid, Some("roles=read"));
+    let role_name = unique("readonly-iam");
+    let role_arn = role(
+        &role_name,
+        json!({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow",
+            "Principal": {"AWS": [format!("arn:aws:iam:::user/{uid}")]},
+            "Action": ["sts:AssumeRole"]
+        }]}),
+    );
+    let mut env = sts_env(&c, &role_arn, &secret_ref);
+    for (k, v) in env.iter_mut() {
+        if *k == "ARTIFACTSTORE_VEND_STS_ACCESS_KEY_ID_REF" {
+            *v = key_ref.clone();
+        }
+    }
+    env.push(("ARTIFACTSTORE_VEND_STS_REVOKE_SESSIONS", "auto".into()));
+    let vend = Vend::start(&issuer, None, setup("examples/vend-sts.toml", "", &env));
+    let token = issuer.token(writer_claims("repo:acme/app"));
+    for attempt in ["first", "second"] {
+        let (status, creds, _) = vend.credentials(&token, json!({"duration_seconds": 900}));
+        assert_eq!(status, 200, "{creds}");
+        let outcome = revoke(
+            &vend,
+            json!({"kind": "lease", "id": creds["lease_id"], "reason": "test"}),
+        );
+        assert_eq!(
+            only_upstream(&outcome),
+            "unsupported",
+            "{attempt}: {outcome}"
+        );
+        assert_eq!(
+            outcome["leases"][0]["usable_until"], creds["expiration"],
+            "{attempt}: {outcome}"
+        );
+    }
+    let logs = vend.logs();
+    assert!(
+        logs.contains("iam:PutRolePolicy on the role is missing")
+            && logs.contains("PutRolePolicy: 403"),
+        "{logs}"
+    );
+    assert_eq!(
+        logs.matches("iam:PutRolePolicy on the role is missing")
+            .count(),
+        1,
+        "the refused write was not remembered: {logs}"
     );
     assert!(revocation_policies(&role_name).is_empty());
 }

@@ -3,13 +3,17 @@
 //! MinIO-likes serve IAM on the same endpoint as S3 and STS. Signed with the driver's
 //! own credentials; a whole IAM SDK for three calls would cost more than it saves.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_sts::config::Credentials;
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
 use aws_sigv4::sign::v4;
 
 use super::StsCredentials;
+
+/// How long one IAM call may take, answer included: the shared client only bounds the
+/// connect, and a revocation waits on these calls.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What an IAM call came to, short of success.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,39 @@ impl IamError {
             IamError::Unavailable { .. } => None,
         }
     }
+
+    /// Whether the upstream refused for want of permission (403, `AccessDenied`): the
+    /// credentials may not make this call, and asking again will not change that.
+    pub fn is_access_denied(&self) -> bool {
+        match self {
+            IamError::Refused { status, code, .. } => {
+                *status == 403 || code.starts_with("AccessDenied")
+            }
+            IamError::Unavailable { .. } => false,
+        }
+    }
+}
+
+/// The region IAM requests are signed for: `configured` when set; else `us-east-1` for
+/// AWS's IAM (`iam.amazonaws.com`, one global endpoint signed for `us-east-1` whatever
+/// the region of the STS driver); else the driver's own region (Ceph RGW and the like
+/// serve IAM beside STS and take the same region).
+pub fn signing_region(endpoint: &str, configured: Option<&str>, driver_region: &str) -> String {
+    if let Some(region) = configured {
+        return region.to_owned();
+    }
+    let aws = reqwest::Url::parse(endpoint)
+        .ok()
+        .and_then(|u| {
+            u.host_str()
+                .map(|h| h.trim_end_matches('.').to_ascii_lowercase())
+        })
+        .is_some_and(|host| host == "amazonaws.com" || host.ends_with(".amazonaws.com"));
+    if aws {
+        "us-east-1".into()
+    } else {
+        driver_region.to_owned()
+    }
 }
 
 pub struct IamClient {
@@ -48,6 +85,7 @@ pub struct IamClient {
     endpoint: String,
     region: String,
     credentials: StsCredentials,
+    timeout: Duration,
 }
 
 impl IamClient {
@@ -62,7 +100,16 @@ impl IamClient {
             endpoint: endpoint.to_owned(),
             region: region.to_owned(),
             credentials,
+            timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// The same client with another per-call timeout (tests, which cannot wait ten
+    /// seconds for an upstream that never answers).
+    #[cfg(test)]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub async fn put_role_policy(
@@ -127,6 +174,7 @@ impl IamClient {
         let mut request = self
             .http
             .post(&url)
+            .timeout(self.timeout)
             .header("content-type", content_type)
             .body(body);
         for (name, value) in headers {
@@ -223,7 +271,57 @@ fn elements(xml: &str, tag: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::elements;
+    use super::{IamError, elements, signing_region};
+
+    #[test]
+    fn aws_iam_is_signed_for_us_east_1_unless_configured() {
+        let aws = "https://iam.amazonaws.com";
+        assert_eq!(signing_region(aws, None, "eu-west-1"), "us-east-1");
+        assert_eq!(
+            signing_region("https://IAM.AmazonAWS.com./", None, "eu-west-1"),
+            "us-east-1"
+        );
+        assert_eq!(
+            signing_region(aws, Some("us-gov-west-1"), "eu-west-1"),
+            "us-gov-west-1"
+        );
+        // Ceph RGW and the like: the driver's region.
+        assert_eq!(
+            signing_region("http://rgw.internal:8000", None, "default"),
+            "default"
+        );
+        assert_eq!(
+            signing_region("http://rgw.internal:8000", Some("zg"), "default"),
+            "zg"
+        );
+        // Only a host under amazonaws.com counts, not one that merely ends like it.
+        assert_eq!(
+            signing_region("https://notamazonaws.com", None, "eu-west-1"),
+            "eu-west-1"
+        );
+        assert_eq!(signing_region("not a url", None, "eu-west-1"), "eu-west-1");
+    }
+
+    #[test]
+    fn access_denial_is_told_apart() {
+        let refused = |status: u16, code: &str| IamError::Refused {
+            endpoint: "http://iam".into(),
+            action: "PutRolePolicy",
+            status,
+            code: code.into(),
+        };
+        assert!(refused(403, "AccessDenied").is_access_denied());
+        assert!(refused(403, "-").is_access_denied());
+        assert!(refused(400, "AccessDeniedException").is_access_denied());
+        assert!(!refused(409, "LimitExceeded").is_access_denied());
+        assert!(!refused(404, "NoSuchEntity").is_access_denied());
+        let unavailable = IamError::Unavailable {
+            endpoint: "http://iam".into(),
+            action: "PutRolePolicy",
+            reason: "timed out".into(),
+        };
+        assert!(!unavailable.is_access_denied());
+    }
 
     #[test]
     fn reads_policy_names_and_error_codes() {

@@ -109,27 +109,51 @@ impl SessionRevocation {
             tracing::debug!(role = %self.role_name, %why, "sessions cannot be revoked upstream");
             return Ok(Revoked::Unsupported);
         }
-        self.iam
-            .put_role_policy(
-                &self.role_name,
-                &policy_name(expires_at, lease_id),
-                &deny_document(session_name),
-            )
-            .await
-            .map_err(|e| match e {
-                IamError::Unavailable { .. } => DriverError::Unavailable(e.to_string()),
-                IamError::Refused { .. } => DriverError::Refused(e.to_string()),
-            })?;
-        self.prune(now).await;
-        Ok(Revoked::Denied)
+        // Before the write, so that expired denies free their room in the role's
+        // inline-policy quota (on AWS, about fifty of these) before it is needed.
+        self.prune(now, false).await;
+        let name = policy_name(expires_at, lease_id);
+        let document = deny_document(session_name);
+        let mut put = self
+            .iam
+            .put_role_policy(&self.role_name, &name, &document)
+            .await;
+        // Refused, but not for want of permission (a full quota): whatever has expired
+        // since the last prune may make room; once more if it did.
+        if let Err(e @ IamError::Refused { .. }) = &put
+            && !e.is_access_denied()
+            && self.prune(now, true).await > 0
+        {
+            put = self
+                .iam
+                .put_role_policy(&self.role_name, &name, &document)
+                .await;
+        }
+        match put {
+            Ok(()) => Ok(Revoked::Denied),
+            Err(e) if e.is_access_denied() => {
+                // Listing was allowed, writing is not: these credentials cannot revoke
+                // anything, which is the honest answer; asked again like a failed probe.
+                tracing::warn!(
+                    role = %self.role_name,
+                    error = %e,
+                    "revoke_sessions = \"auto\": the upstream lets this driver's credentials list the role's policies but not write one (iam:PutRolePolicy on the role is missing), so STS sessions stay usable until they expire"
+                );
+                *self.probed.lock().await = Some((Instant::now(), Err(e.to_string())));
+                Ok(Revoked::Unsupported)
+            }
+            Err(e @ IamError::Unavailable { .. }) => Err(DriverError::Unavailable(e.to_string())),
+            Err(e @ IamError::Refused { .. }) => Err(DriverError::Refused(e.to_string())),
+        }
     }
 
     /// Whether the upstream takes role policies from us, asked once and remembered
     /// (a refusal for `REPROBE_AFTER`): listing the role's policies needs the IAM API
-    /// and the permission on this role that writing one does.
+    /// and a permission on this role; a refused write later counts as a refused probe.
     async fn probe(&self) -> Result<Result<(), String>, DriverError> {
-        let mut probed = self.probed.lock().await;
-        if let Some((at, result)) = probed.as_ref()
+        // Not held across the call: a slow upstream must not queue every revocation
+        // behind one probe. Two revocations at once may both ask; either answer does.
+        if let Some((at, result)) = self.probed.lock().await.as_ref()
             && (result.is_ok() || at.elapsed() < REPROBE_AFTER)
         {
             return Ok(result.clone());
@@ -148,17 +172,18 @@ impl SessionRevocation {
                 Err(e.to_string())
             }
         };
-        *probed = Some((Instant::now(), result.clone()));
+        *self.probed.lock().await = Some((Instant::now(), result.clone()));
         Ok(result)
     }
 
-    /// Deletes our policies whose session has expired; failures wait for the next
-    /// round (a stale deny only denies a session that no longer works).
-    async fn prune(&self, now: Timestamp) {
+    /// Deletes our policies whose session has expired, at most every `PRUNE_EVERY`
+    /// unless `now_anyway`; how many it deleted. Failures wait for the next round (a
+    /// stale deny only denies a session that no longer works).
+    async fn prune(&self, now: Timestamp, now_anyway: bool) -> usize {
         {
             let mut last = self.last_prune.lock().await;
-            if last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
-                return;
+            if !now_anyway && last.is_some_and(|at| at.elapsed() < PRUNE_EVERY) {
+                return 0;
             }
             *last = Some(Instant::now());
         }
@@ -166,24 +191,316 @@ impl SessionRevocation {
             Ok(names) => names,
             Err(e) => {
                 tracing::warn!(role = %self.role_name, error = %e, "could not list revocation policies to prune");
-                return;
+                return 0;
             }
         };
         let before = now.saturating_sub(SKEW).unix_secs();
-        for name in names {
-            if policy_expiry(&name).is_some_and(|exp| exp < before)
-                && let Err(e) = self.iam.delete_role_policy(&self.role_name, &name).await
-                && e.code() != Some("NoSuchEntity")
-            {
-                tracing::warn!(role = %self.role_name, policy = %name, error = %e, "could not delete an expired revocation policy");
+        let mut deleted = 0;
+        let expired = names
+            .into_iter()
+            .filter(|name| policy_expiry(name).is_some_and(|exp| exp < before));
+        for name in expired {
+            match self.iam.delete_role_policy(&self.role_name, &name).await {
+                Ok(()) => deleted += 1,
+                Err(e) if e.code() == Some("NoSuchEntity") => deleted += 1,
+                Err(e) => {
+                    tracing::warn!(role = %self.role_name, policy = %name, error = %e, "could not delete an expired revocation policy");
+                }
             }
         }
+        deleted
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    use artifactstore_model::secret::Secret;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::super::StsCredentials;
     use super::*;
+
+    /// The IAM of one role, as the fake upstream keeps it.
+    #[derive(Default)]
+    struct Upstream {
+        policies: BTreeSet<String>,
+        /// `PutRolePolicy` of a new name fails with `LimitExceeded` at this many.
+        quota: usize,
+        /// `PutRolePolicy` is refused with 403 `AccessDenied` (listing is allowed).
+        deny_put: bool,
+        /// `Action` of every call, in order.
+        calls: Vec<String>,
+    }
+
+    impl Upstream {
+        fn answer(&mut self, form: &[(String, String)]) -> (u16, String) {
+            let param = |k: &str| {
+                form.iter()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default()
+            };
+            let action = param("Action");
+            self.calls.push(action.clone());
+            let error = |status, code: &str| {
+                (
+                    status,
+                    format!("<ErrorResponse><Error><Code>{code}</Code></Error></ErrorResponse>"),
+                )
+            };
+            match action.as_str() {
+                "ListRolePolicies" => {
+                    let members: String = self
+                        .policies
+                        .iter()
+                        .map(|n| format!("<member>{n}</member>"))
+                        .collect();
+                    (
+                        200,
+                        format!(
+                            "<ListRolePoliciesResponse><PolicyNames>{members}</PolicyNames></ListRolePoliciesResponse>"
+                        ),
+                    )
+                }
+                "PutRolePolicy" if self.deny_put => error(403, "AccessDenied"),
+                "PutRolePolicy" => {
+                    let name = param("PolicyName");
+                    if !self.policies.contains(&name) && self.policies.len() >= self.quota {
+                        return error(409, "LimitExceeded");
+                    }
+                    self.policies.insert(name);
+                    (200, "<PutRolePolicyResponse/>".into())
+                }
+                "DeleteRolePolicy" => {
+                    if self.policies.remove(&param("PolicyName")) {
+                        (200, "<DeleteRolePolicyResponse/>".into())
+                    } else {
+                        error(404, "NoSuchEntity")
+                    }
+                }
+                _ => error(400, "InvalidAction"),
+            }
+        }
+    }
+
+    /// Serves `upstream` as an IAM endpoint (one request per connection); its URL.
+    /// With `silent`, it accepts connections and never answers.
+    async fn serve(upstream: Arc<StdMutex<Upstream>>, silent: bool) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    let (head_len, body_len) = loop {
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, len);
+                        }
+                    };
+                    while buf.len() < head_len + body_len {
+                        let n = conn.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    if silent {
+                        std::future::pending::<()>().await;
+                    }
+                    let form: Vec<(String, String)> =
+                        serde_urlencoded::from_bytes(&buf[head_len..head_len + body_len]).unwrap();
+                    let (status, body) = upstream.lock().unwrap().answer(&form);
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: text/xml\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        url
+    }
+
+    fn iam_client(url: &str) -> IamClient {
+        let http = artifactstore_credentials::sources::http_client_builder(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        IamClient::new(
+            http,
+            url,
+            "us-east-1",
+            StsCredentials {
+                access_key_id: Secret::new("AKID"),
+                secret_access_key: Secret::new("secret"),
+                session_token: None,
+            },
+        )
+    }
+
+    async fn revocation(upstream: &Arc<StdMutex<Upstream>>) -> SessionRevocation {
+        let url = serve(upstream.clone(), false).await;
+        SessionRevocation::new(iam_client(&url), "vend".into(), RevokeSessions::Auto)
+    }
+
+    fn in_secs(secs: u64) -> Timestamp {
+        Timestamp::from_system_time(SystemTime::now()).saturating_add(Duration::from_secs(secs))
+    }
+
+    fn calls(upstream: &Arc<StdMutex<Upstream>>) -> Vec<String> {
+        std::mem::take(&mut upstream.lock().unwrap().calls)
+    }
+
+    /// A policy of ours whose session expired long ago.
+    const EXPIRED: &str = "artifactstore-vend-revoked-1000000000-00aa";
+
+    #[tokio::test]
+    async fn a_refused_write_is_unsupported_and_waits_like_a_refused_probe() {
+        let upstream = Arc::new(StdMutex::new(Upstream {
+            quota: 50,
+            deny_put: true,
+            ..Upstream::default()
+        }));
+        let r = revocation(&upstream).await;
+        // Listing is allowed, so the probe passes; the write is refused: the honest
+        // answer is that the session lives on, not an error that keeps the lease.
+        assert_eq!(
+            r.revoke("00ff", "artifactstore-00ff", in_secs(900))
+                .await
+                .unwrap(),
+            Revoked::Unsupported
+        );
+        assert_eq!(
+            calls(&upstream),
+            ["ListRolePolicies", "ListRolePolicies", "PutRolePolicy"]
+        );
+        // Remembered as a refused probe: the next revocation asks nothing upstream.
+        assert_eq!(
+            r.revoke("00fe", "artifactstore-00fe", in_secs(900))
+                .await
+                .unwrap(),
+            Revoked::Unsupported
+        );
+        assert!(calls(&upstream).is_empty());
+        assert!(r.probed.lock().await.as_ref().is_some_and(|(_, result)| {
+            result
+                .as_ref()
+                .is_err_and(|e| e.contains("PutRolePolicy: 403"))
+        }));
+    }
+
+    #[tokio::test]
+    async fn a_full_role_is_pruned_before_the_write() {
+        // The role's quota is full with its own policy and an expired deny of ours.
+        let upstream = Arc::new(StdMutex::new(Upstream {
+            policies: ["access".to_owned(), EXPIRED.to_owned()].into(),
+            quota: 2,
+            ..Upstream::default()
+        }));
+        let r = revocation(&upstream).await;
+        assert_eq!(
+            r.revoke("00ff", "artifactstore-00ff", in_secs(900))
+                .await
+                .unwrap(),
+            Revoked::Denied
+        );
+        assert_eq!(
+            calls(&upstream),
+            [
+                "ListRolePolicies",
+                "ListRolePolicies",
+                "DeleteRolePolicy",
+                "PutRolePolicy"
+            ]
+        );
+        let policies = upstream.lock().unwrap().policies.clone();
+        assert!(policies.contains("access") && !policies.contains(EXPIRED));
+        assert_eq!(policies.len(), 2, "{policies:?}");
+    }
+
+    #[tokio::test]
+    async fn a_write_refused_for_room_prunes_at_once_and_is_tried_again() {
+        let upstream = Arc::new(StdMutex::new(Upstream {
+            policies: ["access".to_owned()].into(),
+            quota: 2,
+            ..Upstream::default()
+        }));
+        let r = revocation(&upstream).await;
+        assert_eq!(
+            r.revoke("00ff", "artifactstore-00ff", in_secs(900))
+                .await
+                .unwrap(),
+            Revoked::Denied
+        );
+        calls(&upstream);
+        // The role is full again, with a deny whose session expired since the last
+        // prune (which is not due for minutes): the refused write prunes anyway, and
+        // the second attempt lands.
+        {
+            let mut u = upstream.lock().unwrap();
+            u.policies.clear();
+            u.policies.insert("access".into());
+            u.policies.insert(EXPIRED.into());
+        }
+        assert_eq!(
+            r.revoke("00fe", "artifactstore-00fe", in_secs(900))
+                .await
+                .unwrap(),
+            Revoked::Denied
+        );
+        assert_eq!(
+            calls(&upstream),
+            [
+                "PutRolePolicy",
+                "ListRolePolicies",
+                "DeleteRolePolicy",
+                "PutRolePolicy"
+            ]
+        );
+        // Nothing to prune: the refusal is the answer, once, and the lease stays.
+        let err = r
+            .revoke("00fd", "artifactstore-00fd", in_secs(900))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DriverError::Refused(text) if text.contains("LimitExceeded")),
+            "{err:?}"
+        );
+        assert_eq!(calls(&upstream), ["PutRolePolicy", "ListRolePolicies"]);
+    }
+
+    #[tokio::test]
+    async fn an_upstream_that_never_answers_times_out() {
+        let upstream = Arc::new(StdMutex::new(Upstream::default()));
+        let url = serve(upstream, true).await;
+        let iam = iam_client(&url).with_timeout(Duration::from_millis(300));
+        let answer = tokio::time::timeout(Duration::from_secs(10), iam.list_role_policies("vend"))
+            .await
+            .expect("an IAM call without a timeout of its own");
+        assert!(
+            matches!(&answer, Err(IamError::Unavailable { reason, .. }) if reason == "timed out"),
+            "{answer:?}"
+        );
+    }
 
     #[test]
     fn role_names_come_from_arns() {

@@ -34,6 +34,10 @@ pub enum HashError {
     Weak(String),
     #[error("the credential must be at least {MIN_CREDENTIAL_CHARS} characters")]
     CredentialTooShort,
+    #[error(
+        "the credential starts or ends with whitespace, which the service (Authorization header) and --credential-file trim: it could never be used"
+    )]
+    SurroundingWhitespace,
 }
 
 /// A checked argon2id PHC string. Held as a [`Secret`]: the hash is what an offline
@@ -86,7 +90,14 @@ impl CredentialHash {
 
 /// The PHC string of `credential` with this module's minimum cost and a fresh random
 /// salt, for `artifactstore vend hash-credential`.
+/// The credential is taken as it is: one with surrounding whitespace is refused, since
+/// the service reads the credential of a request trimmed (as `--credential-file` reads
+/// its file) and so could never match it.
 pub fn hash(credential: &Secret) -> Result<String, HashError> {
+    let text = credential.expose();
+    if text.trim() != text {
+        return Err(HashError::SurroundingWhitespace);
+    }
     if credential.expose().chars().count() < MIN_CREDENTIAL_CHARS {
         return Err(HashError::CredentialTooShort);
     }
@@ -127,6 +138,26 @@ mod tests {
             !format!("{h:?}").contains("argon2id"),
             "the hash stays out of logs"
         );
+    }
+
+    /// The service trims the credential it is sent: one hashed with surrounding
+    /// whitespace could never verify, so it is not hashed.
+    #[test]
+    fn credentials_with_surrounding_whitespace_are_not_hashed() {
+        for padded in [
+            format!(" {CREDENTIAL}"),
+            format!("{CREDENTIAL} "),
+            format!("{CREDENTIAL}\t"),
+            format!("{CREDENTIAL}\n"),
+        ] {
+            assert_eq!(
+                hash(&Secret::new(padded.clone())),
+                Err(HashError::SurroundingWhitespace),
+                "{padded:?}"
+            );
+        }
+        // Inside, whitespace is part of the credential.
+        assert!(hash(&Secret::new(CREDENTIAL)).is_ok());
     }
 
     #[test]

@@ -26,6 +26,7 @@ async fn break_glass_harness() -> Harness {
         roles: vec!["ci-writer".into()],
         max_duration_secs: 900,
         webhook_url: None,
+        webhook_url_ref: None,
         attempts_burst: 3,
         attempts_per_minute: 60.0,
         global_attempts_burst: 6,
@@ -33,7 +34,7 @@ async fn break_glass_harness() -> Harness {
     };
     let phc = credential::hash(&Secret::new(CREDENTIAL)).unwrap();
     let hash = credential::CredentialHash::parse(&Secret::new(phc)).unwrap();
-    service.break_glass = Some(BreakGlass::new(&config, hash).unwrap());
+    service.break_glass = Some(BreakGlass::new(&config, hash, None).unwrap());
     Harness {
         service: Arc::new(service),
         driver,
@@ -391,6 +392,80 @@ async fn hash_checks_run_at_most_two_at_a_time() {
     let peak = bg.checks_seen[1].load(Ordering::SeqCst);
     assert!(
         (1..=crate::service::break_glass::CONCURRENT_CHECKS).contains(&peak),
+        "{peak} checks at once"
+    );
+}
+
+/// A refused attempt's line says why it was refused and keeps the reason and ticket;
+/// the ticket comes first, so a reason long enough to be cut does not take it along.
+#[tokio::test]
+async fn a_refused_attempt_keeps_its_reason_and_ticket() {
+    let h = break_glass_harness().await;
+    refusal(h.service.break_glass(attempt("wrong-credential", 1)).await);
+    let mut long = attempt("wrong-credential", 2);
+    long.reason = Some("r".repeat(crate::service::break_glass::MAX_REASON_CHARS));
+    long.ticket = Some("INC-LONG-REASON".into());
+    refusal(h.service.break_glass(long).await);
+    let mut other_role = attempt(CREDENTIAL, 3);
+    other_role.role = Some("reader".into());
+    refusal(h.service.break_glass(other_role).await);
+    let lines = h.audit_lines();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    let detail = |i: usize| lines[i]["detail"].as_str().unwrap().to_owned();
+    assert_eq!(
+        detail(0),
+        "the break-glass credential is wrong; break-glass ticket: INC-42; reason: issuer down, release blocked"
+    );
+    assert!(
+        detail(1).contains("ticket: INC-LONG-REASON"),
+        "{}",
+        detail(1)
+    );
+    assert!(
+        detail(2).contains("is not one of break_glass.roles"),
+        "{}",
+        detail(2)
+    );
+    assert!(
+        detail(2).contains("ticket: INC-42; reason: issuer down"),
+        "{}",
+        detail(2)
+    );
+    assert!(lines.iter().all(|l| l["severity"] == "critical"));
+}
+
+/// Requests whose clients hang up mid-check do not free their check's place: the
+/// check still runs, and at most two run at once whatever comes after.
+#[tokio::test]
+async fn hang_ups_do_not_lift_the_bound_on_hash_checks() {
+    let h = break_glass_harness().await;
+    let bg = h.service.break_glass.as_ref().unwrap();
+    let start = |from: u8| {
+        let service = h.service.clone();
+        tokio::spawn(async move { service.break_glass(attempt("wrong", from)).await })
+    };
+    let hung_up = [start(60), start(61)];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while bg.checks_seen[0].load(Ordering::SeqCst) < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the checks never started"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    for request in &hung_up {
+        request.abort();
+    }
+    for request in hung_up {
+        assert!(request.await.unwrap_err().is_cancelled());
+    }
+    let later: Vec<_> = (62..66).map(start).collect();
+    for request in later {
+        assert_eq!(refusal(request.await.unwrap()).status, 401);
+    }
+    let peak = bg.checks_seen[1].load(Ordering::SeqCst);
+    assert!(
+        peak <= crate::service::break_glass::CONCURRENT_CHECKS,
         "{peak} checks at once"
     );
 }

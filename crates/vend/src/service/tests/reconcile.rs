@@ -252,3 +252,28 @@ async fn a_served_lease_is_never_reconciled() {
     assert_eq!(done, Reconciled::default());
     assert_eq!(h.driver.live_keys(), [issued.access_key_id]);
 }
+
+#[tokio::test]
+async fn a_mint_slower_than_the_bound_is_answered_as_an_unavailable_upstream() {
+    let h = harness().await;
+    let gate = Arc::new(Gate::default());
+    *h.driver.gate.lock().unwrap() = Some(gate.clone());
+    let service = h.service.clone();
+    let request = h.request("alice");
+    let vend = tokio::spawn(async move { service.vend(request).await });
+    gate.minting.notified().await;
+    // The upstream takes past the bound; reconciliation fails the pending lease.
+    h.clock.advance(Duration::from_secs(120));
+    let done = h.service.reconcile_once(&settings(false)).await.unwrap();
+    assert_eq!(done.pending_failed, 1);
+    gate.go.notify_one();
+
+    // Nothing was revoked: the caller is told to try again, not that it is barred.
+    let denial = refused(vend.await.unwrap());
+    assert_eq!(denial.reason, Reason::UpstreamUnavailable, "{denial:?}");
+    let lease = &h.leases().await[0];
+    assert_eq!(lease.state, LeaseState::Failed);
+    assert!(h.driver.live_keys().is_empty(), "the late key is deleted");
+    *h.driver.gate.lock().unwrap() = None;
+    h.service.vend(h.request("alice")).await.unwrap();
+}
