@@ -37,17 +37,10 @@ mod tests {
 
     use crate::VendConfig;
 
-    const BASE: &str = r#"
-        database_url = "sqlite://unused.db"
-        [audit]
-        path = "/unused"
-        [[issuers]]
-        issuer = "https://issuer.test"
-        audience = "vend-test"
-        [drivers.g]
-        kind = "garage"
-        admin_url = "http://127.0.0.1:1"
-        admin_token_ref = "env:UNUSED"
+    use crate::config::tests::HEAD;
+
+    /// The roles these tests refer to.
+    const ROLES: &str = r#"
         [[roles]]
         name = "r"
         driver = "g"
@@ -58,7 +51,7 @@ mod tests {
 
     fn parse(admin: &str) -> Result<VendConfig, String> {
         VendConfig::parse(
-            &format!("{BASE}\n[admin]\n{admin}"),
+            &format!("{HEAD}{ROLES}\n[admin]\n{admin}"),
             Path::new("t.toml"),
             &|_| None,
         )

@@ -137,17 +137,10 @@ mod tests {
 
     use crate::VendConfig;
 
-    const BASE: &str = r#"
-        database_url = "sqlite://unused.db"
-        [audit]
-        path = "/unused"
-        [[issuers]]
-        issuer = "https://issuer.test"
-        audience = "vend-test"
-        [drivers.g]
-        kind = "garage"
-        admin_url = "http://127.0.0.1:1"
-        admin_token_ref = "env:UNUSED"
+    use crate::config::tests::HEAD;
+
+    /// The roles these tests refer to.
+    const ROLES: &str = r#"
         [[roles]]
         name = "writer"
         driver = "g"
@@ -166,9 +159,11 @@ mod tests {
     "#;
 
     fn parse(section: &str) -> Result<VendConfig, String> {
-        VendConfig::parse(&format!("{BASE}\n{section}"), Path::new("t.toml"), &|_| {
-            None
-        })
+        VendConfig::parse(
+            &format!("{HEAD}{ROLES}\n{section}"),
+            Path::new("t.toml"),
+            &|_| None,
+        )
         .map_err(|e| e.to_string())
     }
 

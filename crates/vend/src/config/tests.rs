@@ -8,6 +8,22 @@ fn env(name: &str) -> Option<String> {
     }
 }
 
+/// A service with one issuer and one Garage driver `g`, without roles: the start of the
+/// configurations that the tests of single sections (`[admin]`, `[break_glass]`)
+/// complete.
+pub(super) const HEAD: &str = r#"
+    database_url = "sqlite://unused.db"
+    [audit]
+    path = "/unused"
+    [[issuers]]
+    issuer = "https://issuer.test"
+    audience = "vend-test"
+    [drivers.g]
+    kind = "garage"
+    admin_url = "http://127.0.0.1:1"
+    admin_token_ref = "env:UNUSED"
+"#;
+
 const BASE: &str = r#"
     database_url = "sqlite://x.db"
     [audit]
