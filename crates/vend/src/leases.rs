@@ -284,16 +284,32 @@ impl LeaseStore {
         reason: &str,
         at: Timestamp,
     ) -> Result<Option<Lease>> {
+        self.end_lease_from(id, false, state, reason, at).await
+    }
+
+    /// Ends a lease still live — or, with `only_pending`, still pending — in one
+    /// conditional update, so that of two writers (an issue activating it, a
+    /// revocation or reconciliation ending it) exactly one wins. Returns the lease as
+    /// it was, or `None` when the condition no longer held.
+    async fn end_lease_from(
+        &self,
+        id: &str,
+        only_pending: bool,
+        state: LeaseState,
+        reason: &str,
+        at: Timestamp,
+    ) -> Result<Option<Lease>> {
         let _guard = self.write.lock().await;
         let before = self.lease(id).await?;
         let done = sqlx::query(
             "UPDATE leases SET state = $2, ended_at = $3, end_reason = $4 \
-             WHERE id = $1 AND state IN ('pending', 'active')",
+             WHERE id = $1 AND (state = 'pending' OR ($5 = 0 AND state = 'active'))",
         )
         .bind(id)
         .bind(state.as_str())
         .bind(at.unix_millis())
         .bind(reason)
+        .bind(i64::from(only_pending))
         .execute(&self.pool)
         .await?
         .rows_affected();

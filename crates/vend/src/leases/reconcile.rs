@@ -1,9 +1,14 @@
 //! The lease store's side of crash reconciliation: finding issues that never finished
 //! and ending them without racing the issue that might still finish.
 
+use std::collections::BTreeMap;
+
 use artifactstore_model::Timestamp;
 
 use super::{Lease, LeaseState, LeaseStore, Result, lease_from_row};
+
+/// Ids per lookup query: well under SQLite's bound on bound parameters.
+const LOOKUP_CHUNK: usize = 500;
 
 impl LeaseStore {
     /// Leases still pending that were recorded before `before`, oldest first, at most
@@ -31,19 +36,34 @@ impl LeaseStore {
         reason: &str,
         at: Timestamp,
     ) -> Result<Option<Lease>> {
-        let _guard = self.write.lock().await;
-        let before = self.lease(id).await?;
-        let done = sqlx::query(
-            "UPDATE leases SET state = $2, ended_at = $3, end_reason = $4 \
-             WHERE id = $1 AND state = 'pending'",
-        )
-        .bind(id)
-        .bind(LeaseState::Failed.as_str())
-        .bind(at.unix_millis())
-        .bind(reason)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(if done == 1 { before } else { None })
+        self.end_lease_from(id, true, LeaseState::Failed, reason, at)
+            .await
+    }
+
+    /// The leases of these ids that exist, by id: one query per
+    /// [`LOOKUP_CHUNK`] ids rather than one per id, since reconciliation looks up
+    /// every key the upstream lists at every round.
+    pub async fn leases_by_id(&self, ids: &[&str]) -> Result<BTreeMap<String, Lease>> {
+        let mut found = BTreeMap::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            let placeholders = (1..=chunk.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT {} FROM leases WHERE id IN ({placeholders})",
+                lease_columns!()
+            );
+            // Only placeholders are formatted in; the ids are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let lease = lease_from_row(&row)?;
+                found.insert(lease.id.clone(), lease);
+            }
+        }
+        Ok(found)
     }
 }

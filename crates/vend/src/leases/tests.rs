@@ -237,6 +237,28 @@ async fn filters(store: LeaseStore) {
         ..Default::default()
     };
     assert_eq!(ids(ordinary).await, ["s"]);
+    let found = store.leases_by_id(&["a", "g", "nope"]).await.unwrap();
+    assert_eq!(found.keys().collect::<Vec<_>>(), ["a", "g"]);
+    assert_eq!(found["a"].state, LeaseState::Active);
+    // Reconciliation fails only pending leases; an active one is left to its holder.
+    assert!(
+        store
+            .fail_pending("a", "stuck", ms(9_000))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .fail_pending("s", "stuck", ms(9_000))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store.lease("s").await.unwrap().unwrap().state,
+        LeaseState::Failed
+    );
     let g = store.lease("g").await.unwrap().unwrap();
     assert!(g.break_glass);
     assert_eq!(

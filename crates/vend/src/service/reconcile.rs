@@ -208,12 +208,14 @@ impl Service {
         }
 
         for (driver, listing) in &listings {
+            let ids: Vec<&str> = listing.keys().map(String::as_str).collect();
+            let rows = self.leases.leases_by_id(&ids).await?;
             for (lease_id, keys) in listing {
                 for key in keys {
                     if !handled.insert(key.access_key_id.clone()) {
                         continue;
                     }
-                    match self.leases.lease(lease_id).await? {
+                    match rows.get(lease_id).cloned() {
                         Some(lease) if lease.state.is_live() => {}
                         Some(lease) => {
                             let detail = format!(
